@@ -1,0 +1,40 @@
+//! airrep: AirRep training data attribution inside PostgreSQL.
+//!
+//! This crate is the thin SQL layer. The math lives in `airrep-core` and the encoder in
+//! `airrep-model`; everything here converts between Postgres datums and Rust values and
+//! turns errors into `ereport`s.
+
+use pgrx::prelude::*;
+
+mod aggstate;
+mod error;
+mod group_influence;
+mod vector_agg;
+mod vector_ops;
+mod vector_type;
+
+::pgrx::pg_module_magic!(name, version);
+
+// The shell type lets the I/O functions name `airrep_vector` before `CREATE TYPE` completes it.
+extension_sql!(
+    r#"
+CREATE SCHEMA IF NOT EXISTS airrep;
+CREATE TYPE airrep_vector;
+"#,
+    name = "bootstrap",
+    bootstrap
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

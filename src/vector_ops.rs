@@ -1,0 +1,165 @@
+//! Functions, operators and casts over `airrep_vector`.
+
+use airrep_core::vector::{self, VectorError};
+use pgrx::prelude::*;
+use pgrx::AnyNumeric;
+
+use crate::error::{raise, raise_vector, OrRaise};
+use crate::vector_type::{validated, Vector, VectorRef};
+
+/// Both operands' slices, after checking that their dimensions agree.
+fn same_dims<'a>(a: &VectorRef<'a>, b: &VectorRef<'a>) -> (&'a [f32], &'a [f32]) {
+    vector::check_same_dims(a.as_slice().len(), b.as_slice().len()).or_raise();
+    (a.as_slice(), b.as_slice())
+}
+
+/// Single-example influence of z on x (DESIGN section 1): the raw dot product `<e(x), e(z)>`.
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn influence(target: VectorRef<'_>, member: VectorRef<'_>) -> f64 {
+    let (a, b) = same_dims(&target, &member);
+    vector::dot(a, b)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_negative_inner_product(a: VectorRef<'_>, b: VectorRef<'_>) -> f64 {
+    let (a, b) = same_dims(&a, &b);
+    -vector::dot(a, b)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_cosine_distance(a: VectorRef<'_>, b: VectorRef<'_>) -> f64 {
+    let (a, b) = same_dims(&a, &b);
+    vector::cosine_distance(a, b)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_l2_distance(a: VectorRef<'_>, b: VectorRef<'_>) -> f64 {
+    let (a, b) = same_dims(&a, &b);
+    vector::l2_distance(a, b)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_add(a: VectorRef<'_>, b: VectorRef<'_>) -> Vector {
+    let (a, b) = same_dims(&a, &b);
+    Vector(vector::add(a, b).or_raise())
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_sub(a: VectorRef<'_>, b: VectorRef<'_>) -> Vector {
+    let (a, b) = same_dims(&a, &b);
+    Vector(vector::sub(a, b).or_raise())
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_dims(v: VectorRef<'_>) -> i32 {
+    v.as_slice().len() as i32
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_norm(v: VectorRef<'_>) -> f64 {
+    vector::norm(v.as_slice())
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_to_real_array(v: VectorRef<'_>) -> Vec<f32> {
+    v.as_slice().to_vec()
+}
+
+/// The elements of a SQL array as f64, rejecting NULLs and multi-dimensional arrays the way
+/// pgvector does. `Array` flattens, so the dimensionality is read from the raw header.
+fn array_elements<T: Copy>(array: &Array<'_, T>, ndim: usize) -> Vec<T> {
+    if ndim > 1 {
+        raise_vector(VectorError::ArrayNotOneDimensional);
+    }
+    array
+        .iter()
+        .map(|x| x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls)))
+        .collect()
+}
+
+fn array_ndim(array: &Array<'_, impl Sized>) -> usize {
+    // SAFETY: the array came from Postgres and is detoasted by `Array`.
+    array.into_array_type().map(|p| unsafe { (*p).ndim as usize }).unwrap_or(1)
+}
+
+/// Narrow to f32; a finite value too large for f32 is out of range rather than infinite.
+fn to_vector(values: Vec<f64>, typmod: i32) -> Vector {
+    let floats = values
+        .into_iter()
+        .map(|x| {
+            let f = x as f32;
+            if x.is_finite() && f.is_infinite() {
+                raise_vector(VectorError::OutOfRange(x.to_string()));
+            }
+            f
+        })
+        .collect();
+    validated(floats, typmod)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_from_real_array(a: Array<'_, f32>, typmod: i32, _explicit: bool) -> Vector {
+    let ndim = array_ndim(&a);
+    to_vector(array_elements(&a, ndim).into_iter().map(f64::from).collect(), typmod)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_from_double_array(a: Array<'_, f64>, typmod: i32, _explicit: bool) -> Vector {
+    let ndim = array_ndim(&a);
+    to_vector(array_elements(&a, ndim), typmod)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_from_int_array(a: Array<'_, i32>, typmod: i32, _explicit: bool) -> Vector {
+    let ndim = array_ndim(&a);
+    to_vector(array_elements(&a, ndim).into_iter().map(f64::from).collect(), typmod)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_from_numeric_array(a: Array<'_, AnyNumeric>, typmod: i32, _explicit: bool) -> Vector {
+    let ndim = array_ndim(&a);
+    if ndim > 1 {
+        raise_vector(VectorError::ArrayNotOneDimensional);
+    }
+    let values = a
+        .iter()
+        .map(|x| {
+            let n = x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls));
+            f64::try_from(n.clone()).unwrap_or_else(|_| raise_vector(VectorError::OutOfRange(n.to_string())))
+        })
+        .collect();
+    to_vector(values, typmod)
+}
+
+extension_sql!(
+    r#"
+CREATE OPERATOR <#> (LEFTARG = airrep_vector, RIGHTARG = airrep_vector,
+    FUNCTION = airrep_negative_inner_product, COMMUTATOR = '<#>');
+CREATE OPERATOR <=> (LEFTARG = airrep_vector, RIGHTARG = airrep_vector,
+    FUNCTION = airrep_cosine_distance, COMMUTATOR = '<=>');
+CREATE OPERATOR <-> (LEFTARG = airrep_vector, RIGHTARG = airrep_vector,
+    FUNCTION = airrep_l2_distance, COMMUTATOR = '<->');
+CREATE OPERATOR + (LEFTARG = airrep_vector, RIGHTARG = airrep_vector,
+    FUNCTION = airrep_vector_add, COMMUTATOR = +);
+CREATE OPERATOR - (LEFTARG = airrep_vector, RIGHTARG = airrep_vector,
+    FUNCTION = airrep_vector_sub);
+
+CREATE CAST (real[] AS airrep_vector)
+    WITH FUNCTION airrep_vector_from_real_array(real[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (double precision[] AS airrep_vector)
+    WITH FUNCTION airrep_vector_from_double_array(double precision[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (integer[] AS airrep_vector)
+    WITH FUNCTION airrep_vector_from_int_array(integer[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (numeric[] AS airrep_vector)
+    WITH FUNCTION airrep_vector_from_numeric_array(numeric[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (airrep_vector AS real[])
+    WITH FUNCTION airrep_vector_to_real_array(airrep_vector) AS IMPLICIT;
+"#,
+    name = "airrep_vector_operators",
+    requires = [
+        influence, airrep_negative_inner_product, airrep_cosine_distance, airrep_l2_distance,
+        airrep_vector_add, airrep_vector_sub, airrep_vector_to_real_array,
+        airrep_vector_from_real_array, airrep_vector_from_double_array,
+        airrep_vector_from_int_array, airrep_vector_from_numeric_array
+    ]
+);

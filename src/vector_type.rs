@@ -1,0 +1,220 @@
+//! The `airrep_vector` type: a varlena laid out like pgvector's `vector`
+//! (int32 varlena header, int16 dim, int16 unused, float4[dim]) so its binary wire format
+//! and on-disk size match what pgvector users know.
+
+use std::ffi::{CStr, CString};
+
+use airrep_core::vector::{self, VectorError};
+use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
+use pgrx::datum::Datum;
+use pgrx::nullable::Nullable;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{FromDatum, IntoDatum};
+
+use crate::error::{raise, OrRaise};
+
+const HEADER_BYTES: usize = 8;
+
+/// A detoasted `airrep_vector` argument, borrowed for the duration of the call.
+pub struct VectorRef<'a>(&'a [f32]);
+
+impl<'a> VectorRef<'a> {
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.0
+    }
+
+    /// # Safety
+    /// `datum` must be a non-null `airrep_vector` datum.
+    unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
+        let varlena = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
+        let base = varlena as *const u8;
+        let dim = (base.add(4) as *const i16).read() as usize;
+        debug_assert_eq!(pgrx::varsize_any(varlena), HEADER_BYTES + 4 * dim);
+        VectorRef(std::slice::from_raw_parts(base.add(HEADER_BYTES) as *const f32, dim))
+    }
+}
+
+impl FromDatum for VectorRef<'_> {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        (!is_null).then(|| Self::from_raw(datum))
+    }
+}
+
+unsafe impl<'fcx> ArgAbi<'fcx> for VectorRef<'fcx> {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        arg.unbox_arg_using_from_datum()
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        arg.unbox_arg_using_from_datum().into()
+    }
+}
+
+/// An `airrep_vector` result, built in Rust and copied into a palloc'd varlena on return.
+pub struct Vector(pub Vec<f32>);
+
+impl IntoDatum for Vector {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        let size = HEADER_BYTES + 4 * self.0.len();
+        // SAFETY: palloc never returns null (it raises on OOM); we write exactly `size` bytes.
+        unsafe {
+            let base = pg_sys::palloc0(size) as *mut u8;
+            pgrx::set_varsize_4b(base as *mut pg_sys::varlena, size as i32);
+            (base.add(4) as *mut i16).write(self.0.len() as i16);
+            std::ptr::copy_nonoverlapping(self.0.as_ptr(), base.add(HEADER_BYTES) as *mut f32, self.0.len());
+            Some(pg_sys::Datum::from(base))
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pgrx::regtypein("airrep_vector")
+    }
+}
+
+unsafe impl BoxRet for Vector {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => fcinfo.return_raw_datum(datum),
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(VectorRef<'_>, "airrep_vector");
+pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(Vector, "airrep_vector");
+
+/// Check a value against a column's declared `airrep_vector(n)`; -1 means no typmod.
+pub fn enforce_typmod(v: &[f32], typmod: i32) {
+    if typmod >= 0 {
+        vector::check_typmod(typmod as usize, v.len()).or_raise();
+    }
+}
+
+/// Check every element and the dimension count of a vector built from outside input.
+pub fn validated(v: Vec<f32>, typmod: i32) -> Vector {
+    vector::check_dims(v.len()).or_raise();
+    for &x in &v {
+        vector::check_element(x).or_raise();
+    }
+    enforce_typmod(&v, typmod);
+    Vector(v)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_in(input: &CStr, _typoid: pg_sys::Oid, typmod: i32) -> Vector {
+    let text = input.to_str().unwrap_or_else(|_| {
+        raise(
+            "22P02",
+            &VectorError::InvalidSyntax(input.to_string_lossy().into_owned()).to_string(),
+        )
+    });
+    let v = vector::parse(text).or_raise();
+    enforce_typmod(&v, typmod);
+    Vector(v)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_out(v: VectorRef<'_>) -> CString {
+    CString::new(vector::format(v.as_slice())).expect("formatted numbers contain no NUL")
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_typmod_in(modifiers: Array<&CStr>) -> i32 {
+    if modifiers.len() != 1 {
+        raise("22023", "invalid type modifier");
+    }
+    let text = modifiers.get(0).flatten().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+    let dims: i64 = text.trim().parse().unwrap_or_else(|_| raise("22P02", "invalid type modifier"));
+    if dims < 1 {
+        raise("22023", &VectorError::TypmodTooSmall.to_string());
+    }
+    if dims > vector::MAX_DIM as i64 {
+        raise("22023", &VectorError::TypmodTooLarge.to_string());
+    }
+    dims as i32
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_typmod_out(typmod: i32) -> CString {
+    let text = if typmod < 0 { String::new() } else { format!("({typmod})") };
+    CString::new(text).expect("digits contain no NUL")
+}
+
+/// Binary input in pgvector's wire format: int16 dim, int16 unused (0), big-endian float4s.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_recv(buffer: Internal, _typoid: pg_sys::Oid, typmod: i32) -> Vector {
+    // SAFETY: Postgres passes a StringInfo as the first argument of a receive function.
+    let buf = unsafe { &mut *buffer.unwrap().expect("recv buffer").cast_mut_ptr::<pg_sys::StringInfoData>() };
+    let bytes = unsafe { std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize) };
+    let message = &bytes[buf.cursor as usize..];
+    let malformed = || raise("08P01", "insufficient data left in message");
+    if message.len() < 4 {
+        malformed();
+    }
+    let dim = i16::from_be_bytes([message[0], message[1]]);
+    let unused = i16::from_be_bytes([message[2], message[3]]);
+    if unused != 0 {
+        raise("22000", &format!("expected unused to be 0, not {unused}"));
+    }
+    if dim < 1 {
+        raise("22000", &VectorError::NoDimensions.to_string());
+    }
+    let body = &message[4..];
+    if body.len() < 4 * dim as usize {
+        malformed();
+    }
+    let values = body[..4 * dim as usize]
+        .chunks_exact(4)
+        .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    buf.cursor += 4 + 4 * dim as i32;
+    validated(values, typmod)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn airrep_vector_send(v: VectorRef<'_>) -> Vec<u8> {
+    let v = v.as_slice();
+    let mut out = Vec::with_capacity(4 + 4 * v.len());
+    out.extend_from_slice(&(v.len() as i16).to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// The length-coercion cast Postgres applies when a value is stored into `airrep_vector(n)`.
+#[pg_extern(immutable, strict, parallel_safe, name = "airrep_vector")]
+fn airrep_vector_typmod_cast(v: VectorRef<'_>, typmod: i32, _explicit: bool) -> Vector {
+    enforce_typmod(v.as_slice(), typmod);
+    Vector(v.as_slice().to_vec())
+}
+
+extension_sql!(
+    r#"
+CREATE TYPE airrep_vector (
+    INPUT     = airrep_vector_in,
+    OUTPUT    = airrep_vector_out,
+    TYPMOD_IN = airrep_vector_typmod_in,
+    TYPMOD_OUT = airrep_vector_typmod_out,
+    RECEIVE   = airrep_vector_recv,
+    SEND      = airrep_vector_send,
+    STORAGE   = external
+);
+CREATE CAST (airrep_vector AS airrep_vector)
+    WITH FUNCTION airrep_vector(airrep_vector, integer, boolean) AS IMPLICIT;
+"#,
+    name = "airrep_vector_type",
+    requires = [
+        airrep_vector_in,
+        airrep_vector_out,
+        airrep_vector_typmod_in,
+        airrep_vector_typmod_out,
+        airrep_vector_recv,
+        airrep_vector_send,
+        airrep_vector_typmod_cast
+    ]
+);
