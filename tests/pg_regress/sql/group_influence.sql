@@ -1,0 +1,25 @@
+-- group_influence: attention pooling of DESIGN section 1, by hand.
+-- target [1,0]; members [1,0] and [2,0] give scores s = 1 and 2;
+-- a = softmax(|s|) = [1/(1+e), e/(1+e)], score = (1 + 2e)/(1 + e) = 1.7310585786300049
+CREATE TABLE members (grp int, target airrep_vector, member airrep_vector);
+INSERT INTO members VALUES
+    (1, '[1,0]', '[1,0]'), (1, '[1,0]', '[2,0]'),
+    (2, '[0,1]', '[0,-3]'), (2, '[0,1]', '[5,1]'), (2, '[0,1]', NULL),
+    (3, '[1,1]', NULL);
+SELECT grp, round(group_influence(target, member)::numeric, 12) AS attention,
+       group_influence(target, member, 'sum') AS sum,
+       sum(influence(target, member)) AS sum_of_influence
+FROM members GROUP BY grp ORDER BY grp;
+-- group 2: s = -3 and 1; a = softmax([3, 1]); score = (-3e^3 + e)/(e^3 + e) = -2.5231883119115293
+-- the explicit default pooling equals the two-argument form
+SELECT group_influence(target, member, 'attention') = group_influence(target, member)
+FROM members WHERE grp = 2;
+-- an empty group is NULL
+SELECT group_influence(target, member) FROM members WHERE false;
+-- huge scores do not overflow: s = 1e4 and 2e4 give essentially 2e4
+SELECT group_influence(t, m) FROM (VALUES ('[100]'::airrep_vector, '[100]'::airrep_vector), ('[100]', '[200]')) v(t, m);
+-- errors
+SELECT group_influence(target, member, 'max') FROM members;
+SELECT group_influence(target, member) FROM members;
+SELECT group_influence('[1,2]', member) FROM members WHERE grp = 1;
+DROP TABLE members;

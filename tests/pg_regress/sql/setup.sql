@@ -1,0 +1,2 @@
+-- run once after the regression database is (re)created
+CREATE EXTENSION airrep;
