@@ -1,1 +1,21 @@
+//! The AirRep encoder (Sun et al., NeurIPS 2025) on candle: a BERT encoder with mean
+//! pooling and a learned projector, loaded from bytes so models can live in tables.
 
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+pub mod encoder;
+pub mod error;
+pub mod tokenize;
+pub mod trainable;
+
+#[cfg(test)]
+mod testing;
+
+pub use bert::{AirRepModel, Kernels};
+pub use checkpoint::Checkpoint;
+pub use config::BertConfig;
+pub use encoder::{format_pair, Encoder, EncoderOptions};
+pub use error::{Error, Result};
+pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
+pub use trainable::TrainableModel;

@@ -1,0 +1,263 @@
+//! The AirRep encoder: BERT, mean pooling over every non-padding token ([CLS] and
+//! [SEP] included), then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm.
+//!
+//! One forward serves inference and training. They differ only in the layer norm and
+//! softmax kernels: candle-nn's fused ones are fast but have no backward pass (a model
+//! built on them silently trains nothing), so training uses [`Kernels::Differentiable`].
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::BertConfig;
+use crate::error::Result;
+
+/// Which implementation of layer norm and softmax the forward uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// Fused candle-nn kernels; forward only.
+    Fused,
+    /// Composed from primitive ops, every one with a backward pass.
+    Differentiable,
+}
+
+impl Kernels {
+    fn layer_norm(
+        self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Fused => candle_nn::ops::layer_norm(x, weight, bias, eps),
+            Kernels::Differentiable => candle_nn::ops::layer_norm_slow(x, weight, bias, eps),
+        }
+    }
+
+    fn softmax_last_dim(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Fused => candle_nn::ops::softmax_last_dim(x),
+            Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
+        }
+    }
+}
+
+fn linear(vb: &VarBuilder, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+    kernels: Kernels,
+}
+
+impl LayerNorm {
+    fn load(vb: &VarBuilder, config: &BertConfig, kernels: Kernels) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(config.hidden_size, "weight")?,
+            bias: vb.get(config.hidden_size, "bias")?,
+            eps: config.layer_norm_eps as f32,
+            kernels,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.kernels
+            .layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
+        let h = c.hidden_size;
+        Ok(Self {
+            word: vb.get((c.vocab_size, h), "word_embeddings.weight")?,
+            position: vb.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
+            token_type: vb.get((c.type_vocab_size, h), "token_type_embeddings.weight")?,
+            norm: LayerNorm::load(&vb.pp("LayerNorm"), c, kernels)?,
+        })
+    }
+
+    /// `[batch, seq] u32 -> [batch, seq, hidden]`.
+    fn forward(&self, input_ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq) = input_ids.dims2()?;
+        let hidden = self.word.dim(1)?;
+        let words = self.word.index_select(&input_ids.flatten_all()?, 0)?;
+        // token_type_ids are all zero (DESIGN 1): every position adds type row 0.
+        let position_and_type = self
+            .position
+            .narrow(0, 0, seq)?
+            .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
+        let x = words
+            .reshape((batch, seq, hidden))?
+            .broadcast_add(&position_and_type)?;
+        self.norm.forward(&x)
+    }
+}
+
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    num_heads: usize,
+    kernels: Kernels,
+}
+
+impl SelfAttention {
+    fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
+        let h = c.hidden_size;
+        Ok(Self {
+            query: linear(&vb.pp("self.query"), h, h)?,
+            key: linear(&vb.pp("self.key"), h, h)?,
+            value: linear(&vb.pp("self.value"), h, h)?,
+            output: linear(&vb.pp("output.dense"), h, h)?,
+            norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
+            num_heads: c.num_attention_heads,
+            kernels,
+        })
+    }
+
+    /// Post-norm multi-head self-attention; `mask_bias` is `[batch, 1, 1, seq]`,
+    /// 0 on real tokens and a large negative number on padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq, hidden) = x.dims3()?;
+        let head_dim = hidden / self.num_heads;
+        let split_heads = |t: Tensor| {
+            t.reshape((batch, seq, self.num_heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        // Scaling q before the product is cheaper than scaling the seq x seq scores.
+        let q = split_heads((self.query.forward(x)? / (head_dim as f64).sqrt())?)?;
+        let k = split_heads(self.key.forward(x)?)?;
+        let v = split_heads(self.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
+        let probs = self.kernels.softmax_last_dim(&scores)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, seq, hidden))?;
+        self.norm.forward(&(self.output.forward(&context)? + x)?)
+    }
+}
+
+struct FeedForward {
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+}
+
+impl FeedForward {
+    fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
+        Ok(Self {
+            intermediate: linear(
+                &vb.pp("intermediate.dense"),
+                c.intermediate_size,
+                c.hidden_size,
+            )?,
+            output: linear(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size)?,
+            norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // HF's "gelu" is the exact erf form.
+        let inner = self.intermediate.forward(x)?.gelu_erf()?;
+        self.norm.forward(&(self.output.forward(&inner)? + x)?)
+    }
+}
+
+struct Layer {
+    attention: SelfAttention,
+    feed_forward: FeedForward,
+}
+
+impl Layer {
+    fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
+        Ok(Self {
+            attention: SelfAttention::load(&vb.pp("attention"), c, kernels)?,
+            feed_forward: FeedForward::load(vb, c, kernels)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
+        self.feed_forward
+            .forward(&self.attention.forward(x, mask_bias)?)
+    }
+}
+
+pub struct AirRepModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    /// None for a base model that has not been trained yet: identity projection.
+    projector: Option<Linear>,
+    output_dim: usize,
+}
+
+impl AirRepModel {
+    /// Builds the model from AirRep-named tensors (see `checkpoint`): plain tensors for
+    /// inference, a `VarMap` for training. `projector_dim` is the projector's output
+    /// width, None for a model without one.
+    pub fn load(
+        vb: VarBuilder,
+        config: &BertConfig,
+        projector_dim: Option<usize>,
+        kernels: Kernels,
+    ) -> Result<Self> {
+        let bert = vb.pp("bert");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(&bert.pp(format!("encoder.layer.{i}")), config, kernels))
+            .collect::<Result<_>>()?;
+        let projector = match projector_dim {
+            Some(out_dim) => Some(linear(&vb.pp("projector"), out_dim, config.hidden_size)?),
+            None => None,
+        };
+        Ok(Self {
+            embeddings: Embeddings::load(&bert.pp("embeddings"), config, kernels)?,
+            layers,
+            projector,
+            output_dim: projector_dim.unwrap_or(config.hidden_size),
+        })
+    }
+
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
+    }
+
+    /// `input_ids` u32 and `attention_mask` f32 (1 real, 0 padding), both `[batch, seq]`;
+    /// returns the embeddings `[batch, output_dim]`.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let (batch, seq) = attention_mask.dims2()?;
+        let mask_bias = ((1.0 - attention_mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, seq))?;
+        let mut hidden = self.embeddings.forward(input_ids)?;
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, &mask_bias)?;
+        }
+        let pooled = mean_pool(&hidden, attention_mask)?;
+        Ok(match &self.projector {
+            Some(projector) => projector.forward(&pooled)?,
+            None => pooled,
+        })
+    }
+}
+
+/// Mean of the hidden states over real tokens: `[batch, seq, hidden] -> [batch, hidden]`.
+fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
+    let summed = hidden
+        .broadcast_mul(&attention_mask.unsqueeze(2)?)?
+        .sum(1)?;
+    summed.broadcast_div(&attention_mask.sum_keepdim(1)?)
+}

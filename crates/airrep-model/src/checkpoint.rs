@@ -1,0 +1,395 @@
+//! Model weights in memory, validated against the configuration.
+//!
+//! Two on-disk layouts load (DESIGN 1): AirRep (`bert.`-prefixed encoder plus
+//! `projector.*`) and plain BERT / sentence-transformers (no prefix, no projector).
+//! Inside the crate every tensor carries its AirRep name and is f32, so the model code
+//! sees one layout and `to_safetensors` writes the AirRep layout back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+
+pub const ENCODER_PREFIX: &str = "bert.";
+pub const PROJECTOR_WEIGHT: &str = "projector.weight";
+pub const PROJECTOR_BIAS: &str = "projector.bias";
+
+/// Tensors a BERT checkpoint may carry that the encoder does not use: the pooler
+/// and MLM heads, and the position-id buffer some exports save.
+fn is_unused(name: &str) -> bool {
+    let name = name.strip_prefix(ENCODER_PREFIX).unwrap_or(name);
+    name.starts_with("pooler.") || name.starts_with("cls.") || name == "embeddings.position_ids"
+}
+
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub config: BertConfig,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Loads config.json and model.safetensors contents (as stored in bytea columns).
+    pub fn from_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<Self> {
+        let config = BertConfig::from_json(config_json)?;
+        let file = safetensors::SafeTensors::deserialize(safetensors)
+            .map_err(|e| Error::Checkpoint(format!("not a safetensors file: {e}")))?;
+        let airrep_layout = file.names().iter().any(|n| n.starts_with(ENCODER_PREFIX));
+        let mut tensors = HashMap::new();
+        for (name, view) in file.tensors() {
+            if is_unused(&name) {
+                continue;
+            }
+            let tensor = load_f32(&name, &view)?;
+            let canonical = if airrep_layout || name.starts_with("projector.") {
+                name
+            } else {
+                format!("{ENCODER_PREFIX}{name}")
+            };
+            tensors.insert(canonical, tensor);
+        }
+        Self::new(config, tensors)
+    }
+
+    /// Reads `config.json` and `model.safetensors` from a model directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        Self::from_bytes(
+            &read_file(&dir.join("config.json"))?,
+            &read_file(&dir.join("model.safetensors"))?,
+        )
+    }
+
+    /// Wraps tensors already in the AirRep layout (e.g. trained weights) after checking
+    /// them against `config`: every encoder tensor present with its shape, nothing else.
+    pub fn new(config: BertConfig, tensors: HashMap<String, Tensor>) -> Result<Self> {
+        let expected = expected_shapes(&config);
+        for (name, tensor) in &tensors {
+            let shape = tensor.dims();
+            match expected.get(name) {
+                Some(want) if want.as_slice() != shape => {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor {name} has shape {shape:?}, expected {want:?}"
+                    )))
+                }
+                Some(_) => {}
+                None if name == PROJECTOR_WEIGHT || name == PROJECTOR_BIAS => {}
+                None => {
+                    return Err(Error::Checkpoint(format!(
+                        "unknown tensor {name} (shape {shape:?}) for a BERT encoder"
+                    )))
+                }
+            }
+        }
+        if let Some(name) = expected.keys().find(|name| !tensors.contains_key(*name)) {
+            return Err(Error::Checkpoint(format!(
+                "missing tensor {name} (expected shape {:?})",
+                expected[name]
+            )));
+        }
+        check_projector(&tensors, config.hidden_size)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { config, tensors })
+    }
+
+    /// Tensors by AirRep name, f32.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    pub fn has_projector(&self) -> bool {
+        self.tensors.contains_key(PROJECTOR_WEIGHT)
+    }
+
+    /// Output width of the projector, None without one.
+    pub fn projector_dim(&self) -> Option<usize> {
+        self.tensors.get(PROJECTOR_BIAS).map(|bias| bias.dims()[0])
+    }
+
+    /// Width of the embeddings: the projector's output, or the hidden size without one.
+    pub fn output_dim(&self) -> usize {
+        self.projector_dim().unwrap_or(self.config.hidden_size)
+    }
+
+    /// Gives a base model the square projector that training starts from, drawn
+    /// U(±1/sqrt(hidden)) for weight and bias like `torch.nn.Linear`, reproducibly from
+    /// `seed`. Returns false (and changes nothing) if a projector is already present.
+    pub fn init_projector_if_missing(&mut self, seed: u64) -> Result<bool> {
+        if self.has_projector() {
+            return Ok(false);
+        }
+        let hidden = self.config.hidden_size;
+        let bound = 1.0 / (hidden as f32).sqrt();
+        let mut rng = SplitMix64(seed);
+        let mut uniform = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| (2.0 * rng.next_unit() - 1.0) * bound)
+                .collect()
+        };
+        let weight = Tensor::from_vec(uniform(hidden * hidden), (hidden, hidden), &Device::Cpu)?;
+        let bias = Tensor::from_vec(uniform(hidden), hidden, &Device::Cpu)?;
+        self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
+        self.tensors.insert(PROJECTOR_BIAS.into(), bias);
+        Ok(true)
+    }
+
+    /// model.safetensors bytes in the AirRep layout, f32.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let sorted: BTreeMap<&String, &Tensor> = self.tensors.iter().collect();
+        safetensors::serialize(sorted, None)
+            .map_err(|e| Error::Checkpoint(format!("serialising safetensors: {e}")))
+    }
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+    use safetensors::Dtype;
+    if !matches!(
+        view.dtype(),
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+    ) {
+        return Err(Error::Checkpoint(format!(
+            "tensor {name} has dtype {:?}; weights must be f32, f16 or bf16",
+            view.dtype()
+        )));
+    }
+    use candle_core::safetensors::Load;
+    let tensor = view
+        .load(&Device::Cpu)
+        .map_err(|e| Error::Checkpoint(format!("tensor {name}: {e}")))?;
+    Ok(tensor.to_dtype(DType::F32)?)
+}
+
+/// Every encoder tensor the configuration implies, by AirRep name.
+fn expected_shapes(c: &BertConfig) -> HashMap<String, Vec<usize>> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut shapes = HashMap::new();
+    let mut linear = |prefix: String, out: usize, inp: usize| {
+        shapes.insert(format!("{prefix}.weight"), vec![out, inp]);
+        shapes.insert(format!("{prefix}.bias"), vec![out]);
+    };
+    for layer in 0..c.num_hidden_layers {
+        let p = format!("{ENCODER_PREFIX}encoder.layer.{layer}");
+        for proj in ["query", "key", "value"] {
+            linear(format!("{p}.attention.self.{proj}"), h, h);
+        }
+        linear(format!("{p}.attention.output.dense"), h, h);
+        linear(format!("{p}.intermediate.dense"), i, h);
+        linear(format!("{p}.output.dense"), h, i);
+    }
+    let mut norm = |prefix: String| {
+        shapes.insert(format!("{prefix}.weight"), vec![h]);
+        shapes.insert(format!("{prefix}.bias"), vec![h]);
+    };
+    norm(format!("{ENCODER_PREFIX}embeddings.LayerNorm"));
+    for layer in 0..c.num_hidden_layers {
+        norm(format!(
+            "{ENCODER_PREFIX}encoder.layer.{layer}.attention.output.LayerNorm"
+        ));
+        norm(format!(
+            "{ENCODER_PREFIX}encoder.layer.{layer}.output.LayerNorm"
+        ));
+    }
+    let e = format!("{ENCODER_PREFIX}embeddings");
+    shapes.insert(format!("{e}.word_embeddings.weight"), vec![c.vocab_size, h]);
+    shapes.insert(
+        format!("{e}.position_embeddings.weight"),
+        vec![c.max_position_embeddings, h],
+    );
+    shapes.insert(
+        format!("{e}.token_type_embeddings.weight"),
+        vec![c.type_vocab_size, h],
+    );
+    shapes
+}
+
+/// A projector is optional, but if present it is a whole `Linear(hidden -> out)`.
+fn check_projector(tensors: &HashMap<String, Tensor>, hidden: usize) -> Result<()> {
+    match (tensors.get(PROJECTOR_WEIGHT), tensors.get(PROJECTOR_BIAS)) {
+        (None, None) => Ok(()),
+        (Some(w), Some(b)) => match (w.dims(), b.dims()) {
+            (&[out, inp], &[out_b]) if inp == hidden && out == out_b => Ok(()),
+            (w, b) => Err(Error::Checkpoint(format!(
+                "projector.weight has shape {w:?} and projector.bias {b:?}, expected \
+                 [out, {hidden}] and [out]"
+            ))),
+        },
+        (Some(_), None) => Err(Error::Checkpoint(format!(
+            "missing tensor {PROJECTOR_BIAS}"
+        ))),
+        (None, Some(_)) => Err(Error::Checkpoint(format!(
+            "missing tensor {PROJECTOR_WEIGHT}"
+        ))),
+    }
+}
+
+/// Small seeded generator, so a fresh projector is reproducible without a `rand` dependency.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Uniform in [0, 1) with 24 bits, the precision of an f32 mantissa.
+    fn next_unit(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::golden_dir;
+
+    fn tiny() -> (Vec<u8>, Vec<u8>) {
+        let dir = golden_dir("tiny-airrep");
+        (
+            std::fs::read(dir.join("config.json")).unwrap(),
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+        )
+    }
+
+    fn err_of(config: &[u8], tensors: BTreeMap<String, Tensor>) -> String {
+        let bytes = safetensors::serialize(&tensors, None).unwrap();
+        Checkpoint::from_bytes(config, &bytes)
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn tiny_tensors() -> BTreeMap<String, Tensor> {
+        let (_, weights) = tiny();
+        candle_core::safetensors::load_buffer(&weights, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn loads_airrep_layout_with_projector() {
+        let (config, weights) = tiny();
+        let ckpt = Checkpoint::from_bytes(&config, &weights).unwrap();
+        assert!(ckpt.has_projector());
+        assert_eq!(ckpt.tensors().len(), 5 + 16 * 2 + 2);
+        assert_eq!(ckpt.output_dim(), 32);
+    }
+
+    #[test]
+    fn loads_plain_bert_layout_and_ignores_pooler() {
+        let (config, _) = tiny();
+        let mut plain: BTreeMap<String, Tensor> = tiny_tensors()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("projector."))
+            .map(|(n, t)| (n.trim_start_matches(ENCODER_PREFIX).to_string(), t))
+            .collect();
+        let dev = Device::Cpu;
+        plain.insert(
+            "pooler.dense.bias".into(),
+            Tensor::zeros(32, DType::F32, &dev).unwrap(),
+        );
+        let ids = Tensor::arange(0i64, 512, &dev)
+            .unwrap()
+            .reshape((1, 512))
+            .unwrap();
+        plain.insert("embeddings.position_ids".into(), ids);
+        let bytes = safetensors::serialize(&plain, None).unwrap();
+        let mut ckpt = Checkpoint::from_bytes(&config, &bytes).unwrap();
+        assert!(!ckpt.has_projector());
+        assert!(ckpt
+            .tensors()
+            .contains_key("bert.embeddings.word_embeddings.weight"));
+
+        assert!(ckpt.init_projector_if_missing(7).unwrap());
+        let w = ckpt.tensors()[PROJECTOR_WEIGHT]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let bound = 1.0 / 32f32.sqrt();
+        assert!(w.iter().all(|x| x.abs() <= bound));
+        assert!(w.iter().any(|x| x.abs() > bound / 2.0));
+        assert!(!ckpt.init_projector_if_missing(7).unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_tensor() {
+        let (config, _) = tiny();
+
+        let mut extra = tiny_tensors();
+        extra.insert(
+            "bert.encoder.layer.9.foo".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let err = err_of(&config, extra);
+        assert!(
+            err.contains("unknown tensor bert.encoder.layer.9.foo"),
+            "{err}"
+        );
+
+        let mut missing = tiny_tensors();
+        missing.remove("bert.encoder.layer.1.output.dense.bias");
+        let err = err_of(&config, missing);
+        assert!(
+            err.contains("missing tensor bert.encoder.layer.1.output.dense.bias"),
+            "{err}"
+        );
+
+        let mut reshaped = tiny_tensors();
+        reshaped.insert(
+            "bert.encoder.layer.0.intermediate.dense.weight".into(),
+            Tensor::zeros((32, 64), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let err = err_of(&config, reshaped);
+        assert!(
+            err.contains("bert.encoder.layer.0.intermediate.dense.weight"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[32, 64]") && err.contains("[64, 32]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bf16_weights_load_as_f32() {
+        let dir = golden_dir("tiny-airrep-bf16");
+        let ckpt = Checkpoint::from_dir(&dir).unwrap();
+        assert!(ckpt.tensors().values().all(|t| t.dtype() == DType::F32));
+    }
+
+    #[test]
+    fn safetensors_round_trip() {
+        let (config, weights) = tiny();
+        let ckpt = Checkpoint::from_bytes(&config, &weights).unwrap();
+        let again = Checkpoint::from_bytes(
+            &ckpt.config.to_airrep_json(),
+            &ckpt.to_safetensors().unwrap(),
+        )
+        .unwrap();
+        for (name, tensor) in ckpt.tensors() {
+            let diff = (tensor - &again.tensors()[name]).unwrap().abs().unwrap();
+            assert_eq!(
+                diff.flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap(),
+                0.0,
+                "{name}"
+            );
+        }
+    }
+}

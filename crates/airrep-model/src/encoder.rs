@@ -1,0 +1,264 @@
+//! Text in, AirRep embeddings out.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::bert::{AirRepModel, Kernels};
+use crate::checkpoint::{read_file, Checkpoint};
+use crate::error::{Error, Result};
+use crate::tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
+
+/// Words of the prompt kept by [`format_pair`].
+const PROMPT_WORDS: usize = 256;
+
+/// The text AirRep encodes for an instruction pair (DESIGN 1): the prompt cut to its
+/// first 256 whitespace-separated words, the response whole.
+pub fn format_pair(prompt: &str, response: &str) -> String {
+    let words: Vec<&str> = prompt.split_whitespace().take(PROMPT_WORDS).collect();
+    format!("Question: {}\nAnswer: {response}", words.join(" "))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// Tokens per text, [CLS] and [SEP] included; longer texts are cut on the right.
+    pub max_length: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            max_length: DEFAULT_MAX_LENGTH,
+            batch_size: 32,
+        }
+    }
+}
+
+pub struct Encoder {
+    model: AirRepModel,
+    tokenizer: TextTokenizer,
+    batch_size: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("dim", &self.dim())
+            .field("max_length", &self.tokenizer.max_length())
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// From the contents of config.json, model.safetensors and tokenizer.json.
+    pub fn from_bytes(
+        config_json: &[u8],
+        weights: &[u8],
+        tokenizer_json: &[u8],
+        opts: EncoderOptions,
+    ) -> Result<Self> {
+        Self::new(
+            &Checkpoint::from_bytes(config_json, weights)?,
+            tokenizer_json,
+            opts,
+        )
+    }
+
+    /// From a model directory holding those three files.
+    pub fn from_dir(dir: impl AsRef<Path>, opts: EncoderOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        Self::new(
+            &Checkpoint::from_dir(dir)?,
+            &read_file(&dir.join("tokenizer.json"))?,
+            opts,
+        )
+    }
+
+    pub fn new(
+        checkpoint: &Checkpoint,
+        tokenizer_json: &[u8],
+        opts: EncoderOptions,
+    ) -> Result<Self> {
+        let config = &checkpoint.config;
+        if opts.batch_size == 0 {
+            return Err(Error::Input("batch_size must be positive".into()));
+        }
+        if opts.max_length > config.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "max_length {} exceeds the model's max_position_embeddings {}",
+                opts.max_length, config.max_position_embeddings
+            )));
+        }
+        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, opts.max_length)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer has {} tokens but the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_tensors(checkpoint.tensors().clone(), DType::F32, &device);
+        let model = AirRepModel::load(vb, config, checkpoint.projector_dim(), Kernels::Fused)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            batch_size: opts.batch_size,
+            device,
+        })
+    }
+
+    /// Width of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.model.output_dim()
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// One embedding per text, in order. Texts are grouped by token count before
+    /// batching so that a batch pads little; each batch is one forward pass.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenizer.encode_all(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut embeddings = vec![Vec::new(); ids.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let sequences: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let batch = TokenBatch::new(&sequences, self.tokenizer.pad_id());
+            let (input_ids, mask) = batch.to_tensors(&self.device)?;
+            let rows = self.model.forward(&input_ids, &mask)?.to_vec2::<f32>()?;
+            for (&i, row) in chunk.iter().zip(rows) {
+                embeddings[i] = row;
+            }
+        }
+        Ok(embeddings)
+    }
+
+    /// [`Encoder::encode`] on the threads of `pool`, which bounds the threads used by
+    /// tokenisation, matrix products and the fused kernels. (candle's element-wise ops
+    /// on large tensors use its own process-wide pool, sized by `CANDLE_NUM_THREADS`.)
+    pub fn encode_in(&self, pool: &rayon::ThreadPool, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        pool.install(|| self.encode(texts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, golden_dir, Golden};
+
+    fn encoder(name: &str, batch_size: usize) -> Encoder {
+        Encoder::from_dir(
+            golden_dir(name),
+            EncoderOptions {
+                batch_size,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn check_parity(model: &str, expected: &[Vec<f64>]) {
+        let golden = Golden::load();
+        let texts = golden.texts();
+        let encoder = encoder(model, 8);
+        let batched = encoder.encode(&texts).unwrap();
+        for (i, (got, want)) in batched.iter().zip(expected).enumerate() {
+            assert_close(got, want, 1e-4, &format!("{model} text {i} batched"));
+        }
+        for (i, text) in texts.iter().enumerate() {
+            let single = encoder.encode(&[text]).unwrap();
+            assert_close(
+                &single[0],
+                &expected[i],
+                1e-4,
+                &format!("{model} text {i} single"),
+            );
+        }
+    }
+
+    #[test]
+    fn tiny_airrep_matches_golden() {
+        check_parity("tiny-airrep", &Golden::load().tiny_airrep);
+    }
+
+    #[test]
+    fn tiny_airrep_bf16_matches_golden() {
+        check_parity("tiny-airrep-bf16", &Golden::load().tiny_airrep_bf16);
+    }
+
+    #[test]
+    fn encodes_empty_input_and_reports_dim() {
+        let encoder = encoder("tiny-airrep", 4);
+        assert_eq!(encoder.dim(), 32);
+        assert!(encoder.encode(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn runs_inside_a_bounded_pool() {
+        let golden = Golden::load();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let texts = golden.texts();
+        let got = encoder("tiny-airrep", 8).encode_in(&pool, &texts).unwrap();
+        assert_close(&got[0], &golden.tiny_airrep[0], 1e-4, "pooled");
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        let dir = golden_dir("tiny-airrep");
+        let too_long = EncoderOptions {
+            max_length: 513,
+            ..Default::default()
+        };
+        assert!(Encoder::from_dir(&dir, too_long)
+            .unwrap_err()
+            .to_string()
+            .contains("513"));
+        let no_batch = EncoderOptions {
+            batch_size: 0,
+            ..Default::default()
+        };
+        assert!(Encoder::from_dir(&dir, no_batch).is_err());
+    }
+
+    #[test]
+    fn formats_pairs() {
+        assert_eq!(
+            format_pair("  What is\tup? ", "Not much."),
+            "Question: What is up?\nAnswer: Not much."
+        );
+        let long: String = (0..300).map(|i| format!("w{i} ")).collect();
+        let text = format_pair(&long, "r");
+        assert!(text.contains(" w255\nAnswer: r") && !text.contains("w256"));
+    }
+
+    #[test]
+    fn minilm_base_matches_golden() {
+        let Some(dir) = crate::testing::minilm_dir() else {
+            return;
+        };
+        let golden = Golden::load();
+        let texts = golden.texts();
+        let encoder = Encoder::from_dir(&dir, EncoderOptions::default()).unwrap();
+        assert_eq!(encoder.dim(), 384);
+        for (i, (got, want)) in encoder
+            .encode(&texts)
+            .unwrap()
+            .iter()
+            .zip(&golden.minilm_base)
+            .enumerate()
+        {
+            assert_close(got, want, 1e-4, &format!("minilm text {i}"));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! WordPiece tokenisation with AirRep's own truncation and padding.
+//!
+//! A tokenizer.json may carry its own settings (MiniLM's truncate and pad to a fixed
+//! 128); they are replaced: truncate on the right at `max_length` keeping [CLS] and
+//! [SEP], and pad each batch only to its longest member.
+
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_MAX_LENGTH: usize = 512;
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+    max_length: usize,
+}
+
+/// Token ids of several texts, right-padded to a common length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenBatch {
+    /// Row-major `[batch, seq_len]`.
+    pub ids: Vec<u32>,
+    /// Number of real (non-padding) tokens of each text.
+    pub lengths: Vec<usize>,
+    pub seq_len: usize,
+}
+
+impl TextTokenizer {
+    pub fn from_bytes(tokenizer_json: &[u8], max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(Error::Input(format!(
+                "max_length {max_length} leaves no room for [CLS] and [SEP]"
+            )));
+        }
+        let mut inner = Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| Error::Tokenizer(format!("cannot load tokenizer.json: {e}")))?;
+        // Padding is ours (batch-longest, see `TokenBatch::new`); the file's pad token only
+        // supplies the id, which attention never sees.
+        let pad_id = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| inner.token_to_id("[PAD]"))
+            .unwrap_or(0);
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                direction: TruncationDirection::Right,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer(format!("setting truncation: {e}")))?;
+        Ok(Self {
+            inner,
+            pad_id,
+            max_length,
+        })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Vocabulary size including added tokens: every id produced is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids with [CLS] and [SEP], truncated.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of many texts (in parallel on the current rayon pool), unpadded.
+    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Tokenizer(format!("encoding texts: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    pub fn batch(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let ids = self.encode_all(texts)?;
+        Ok(TokenBatch::new(
+            &ids.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+            self.pad_id,
+        ))
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}
+
+impl TokenBatch {
+    pub fn new(sequences: &[&[u32]], pad_id: u32) -> Self {
+        let seq_len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(sequences.len() * seq_len);
+        for seq in sequences {
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(pad_id, seq_len - seq.len()));
+        }
+        let lengths = sequences.iter().map(|s| s.len()).collect();
+        Self {
+            ids,
+            lengths,
+            seq_len,
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// `(input_ids u32 [batch, seq_len], attention_mask f32 [batch, seq_len])`.
+    pub fn to_tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let shape = (self.batch_size(), self.seq_len);
+        let ids = Tensor::from_slice(&self.ids, shape, device)?;
+        let mask: Vec<f32> = self
+            .lengths
+            .iter()
+            .flat_map(|&len| (0..self.seq_len).map(move |pos| if pos < len { 1.0 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, shape, device)?;
+        Ok((ids, mask))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{golden_dir, Golden};
+
+    fn tiny_tokenizer(max_length: usize) -> TextTokenizer {
+        let bytes = std::fs::read(golden_dir("tiny-airrep").join("tokenizer.json")).unwrap();
+        TextTokenizer::from_bytes(&bytes, max_length).unwrap()
+    }
+
+    #[test]
+    fn token_ids_match_golden() {
+        let golden = Golden::load();
+        let tokenizer = tiny_tokenizer(DEFAULT_MAX_LENGTH);
+        for (i, text) in golden.texts.iter().enumerate() {
+            assert_eq!(
+                tokenizer.encode(text).unwrap(),
+                golden.token_ids[i],
+                "text {i}: {text:?}"
+            );
+        }
+        let texts: Vec<&str> = golden.texts.iter().map(String::as_str).collect();
+        assert_eq!(tokenizer.encode_all(&texts).unwrap(), golden.token_ids);
+    }
+
+    #[test]
+    fn truncation_keeps_sep_and_padding_is_batch_longest() {
+        let tokenizer = tiny_tokenizer(8);
+        let long = tokenizer
+            .encode("one two three four five six seven eight nine ten")
+            .unwrap();
+        assert_eq!(long.len(), 8);
+        assert_eq!(long.last(), tokenizer.encode("").unwrap().last()); // [SEP]
+
+        let batch = tokenizer.batch(&["a b", ""]).unwrap();
+        assert_eq!((batch.seq_len, batch.lengths.clone()), (4, vec![4, 2]));
+        assert_eq!(batch.ids[6..], [tokenizer.pad_id(); 2]);
+    }
+
+    #[test]
+    fn rejects_max_length_without_room_for_special_tokens() {
+        let bytes = std::fs::read(golden_dir("tiny-airrep").join("tokenizer.json")).unwrap();
+        assert!(TextTokenizer::from_bytes(&bytes, 1).is_err());
+    }
+}
