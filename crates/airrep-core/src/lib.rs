@@ -1,1 +1,7 @@
+//! The math of AirRep (Sun et al., NeurIPS 2025) without Postgres or a network: the vector
+//! value rules, attention-pooled group influence, ranking-loss labels and gradients, and LDS.
+
+pub mod group;
+pub mod lds;
+pub mod ranking;
 pub mod vector;

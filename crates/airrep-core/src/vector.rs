@@ -1,0 +1,423 @@
+//! The rules of an `airrep_vector` value, modelled on pgvector's vector.c: text form,
+//! element and dimension checks, and the arithmetic the SQL operators expose.
+
+use std::fmt;
+
+/// The most dimensions a vector may have (pgvector's limit too).
+pub const MAX_DIM: usize = 16000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VectorError {
+    InvalidSyntax(String),
+    NaN,
+    Infinite,
+    OutOfRange(String),
+    NoDimensions,
+    TooManyDimensions,
+    TypmodMismatch { expected: usize, actual: usize },
+    DifferentDimensions(usize, usize),
+    TypmodTooSmall,
+    TypmodTooLarge,
+    ArrayHasNulls,
+    ArrayNotOneDimensional,
+    Overflow,
+}
+
+impl VectorError {
+    /// The SQLSTATE Postgres should report, as pgvector would.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            VectorError::InvalidSyntax(_) => "22P02",
+            VectorError::OutOfRange(_) | VectorError::Overflow => "22003",
+            VectorError::ArrayHasNulls => "22004",
+            VectorError::ArrayNotOneDimensional => "2202E",
+            VectorError::TypmodMismatch { .. } | VectorError::DifferentDimensions(..) => "22000",
+            _ => "22023",
+        }
+    }
+}
+
+impl fmt::Display for VectorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VectorError::InvalidSyntax(input) => {
+                write!(f, "invalid input syntax for type airrep_vector: \"{input}\"")
+            }
+            VectorError::NaN => write!(f, "NaN not allowed in airrep_vector"),
+            VectorError::Infinite => write!(f, "infinite value not allowed in airrep_vector"),
+            VectorError::OutOfRange(token) => {
+                write!(f, "\"{token}\" is out of range for type airrep_vector")
+            }
+            VectorError::NoDimensions => write!(f, "airrep_vector must have at least 1 dimension"),
+            VectorError::TooManyDimensions => {
+                write!(f, "airrep_vector cannot have more than {MAX_DIM} dimensions")
+            }
+            VectorError::TypmodMismatch { expected, actual } => {
+                write!(f, "expected {expected} dimensions, not {actual}")
+            }
+            VectorError::DifferentDimensions(a, b) => {
+                write!(f, "different airrep_vector dimensions {a} and {b}")
+            }
+            VectorError::TypmodTooSmall => {
+                write!(f, "dimensions for type airrep_vector must be at least 1")
+            }
+            VectorError::TypmodTooLarge => {
+                write!(f, "dimensions for type airrep_vector cannot exceed {MAX_DIM}")
+            }
+            VectorError::ArrayHasNulls => write!(f, "array must not contain nulls"),
+            VectorError::ArrayNotOneDimensional => write!(f, "array must be 1-D"),
+            VectorError::Overflow => write!(f, "value out of range: overflow"),
+        }
+    }
+}
+
+impl std::error::Error for VectorError {}
+
+/// Parse the text form `[1,2,3]`; whitespace may surround brackets, numbers and commas.
+pub fn parse(text: &str) -> Result<Vec<f32>, VectorError> {
+    let syntax = || VectorError::InvalidSyntax(text.to_string());
+    let inner = text
+        .trim_matches(is_space)
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or_else(syntax)?;
+    if inner.trim_matches(is_space).is_empty() {
+        return Err(VectorError::NoDimensions);
+    }
+    let mut values = Vec::new();
+    for token in inner.split(',') {
+        let token = token.trim_matches(is_space);
+        if values.len() == MAX_DIM {
+            return Err(VectorError::TooManyDimensions);
+        }
+        values.push(parse_element(token).ok_or_else(syntax)??);
+    }
+    Ok(values)
+}
+
+/// Postgres' scanner_isspace: the whitespace pgvector skips.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// One element: None for bad syntax, Some(Err) for a number that is not a finite float4.
+/// Accepts what strtof accepts in pgvector (decimal and exponent forms, `nan`, `inf`,
+/// `infinity`), then rejects the non-finite ones with pgvector's messages.
+fn parse_element(token: &str) -> Option<Result<f32, VectorError>> {
+    let unsigned = token.strip_prefix(['+', '-']).unwrap_or(token);
+    let lower = unsigned.to_ascii_lowercase();
+    if lower == "nan" {
+        return Some(Err(VectorError::NaN));
+    }
+    if lower == "inf" || lower == "infinity" {
+        return Some(Err(VectorError::Infinite));
+    }
+    if !is_decimal(unsigned) {
+        return None;
+    }
+    let wide: f64 = token.parse().ok()?;
+    let value = wide as f32;
+    if value.is_infinite() {
+        return Some(Err(VectorError::OutOfRange(token.to_string())));
+    }
+    Some(Ok(value))
+}
+
+/// `digits[.digits][e[+-]digits]` with at least one digit in the mantissa.
+fn is_decimal(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = digits(whole) && digits(fraction) && !(whole.is_empty() && fraction.is_empty());
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+/// The text form, each element as the shortest decimal that reads back to the same float4.
+pub fn format(v: &[f32]) -> String {
+    let mut out = String::with_capacity(2 + v.len() * 10);
+    out.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Debug prints the shortest round-trip form, in exponent notation when very large or
+        // small; drop the ".0" it gives integral values to match Postgres' float4 output.
+        let text = format!("{x:?}");
+        out.push_str(text.strip_suffix(".0").unwrap_or(&text));
+    }
+    out.push(']');
+    out
+}
+
+pub fn check_element(x: f32) -> Result<(), VectorError> {
+    if x.is_nan() {
+        Err(VectorError::NaN)
+    } else if x.is_infinite() {
+        Err(VectorError::Infinite)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn check_dims(n: usize) -> Result<(), VectorError> {
+    match n {
+        0 => Err(VectorError::NoDimensions),
+        n if n > MAX_DIM => Err(VectorError::TooManyDimensions),
+        _ => Ok(()),
+    }
+}
+
+pub fn check_typmod(typmod_dims: usize, actual: usize) -> Result<(), VectorError> {
+    if typmod_dims == actual {
+        Ok(())
+    } else {
+        Err(VectorError::TypmodMismatch { expected: typmod_dims, actual })
+    }
+}
+
+pub fn check_same_dims(a: usize, b: usize) -> Result<(), VectorError> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(VectorError::DifferentDimensions(a, b))
+    }
+}
+
+/// Lanes of independent accumulators: lets the compiler keep the loop in SIMD registers.
+const LANES: usize = 8;
+
+/// Σ f(a_i, b_i) in f64, over LANES independent accumulators so the loop vectorises.
+#[inline]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| f(x as f64, y as f64))
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            acc[lane] += f(x[lane] as f64, y[lane] as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Inner product, accumulated in f64 so large scores keep their precision.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    lane_sum(a, b, |x, y| x * y)
+}
+
+pub fn norm(v: &[f32]) -> f64 {
+    dot(v, v).sqrt()
+}
+
+pub fn l2_distance(a: &[f32], b: &[f32]) -> f64 {
+    lane_sum(a, b, |x, y| (x - y) * (x - y)).sqrt()
+}
+
+/// 1 - cos(a, b); NaN when either vector is zero, as in pgvector.
+pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
+    let similarity = dot(a, b) / (dot(a, a) * dot(b, b)).sqrt();
+    if similarity.is_nan() {
+        return f64::NAN;
+    }
+    1.0 - similarity.clamp(-1.0, 1.0)
+}
+
+fn elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Result<Vec<f32>, VectorError> {
+    let out: Vec<f32> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+    if out.iter().any(|x| x.is_infinite()) {
+        return Err(VectorError::Overflow);
+    }
+    Ok(out)
+}
+
+pub fn add(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    elementwise(a, b, |x, y| x + y)
+}
+
+pub fn sub(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    elementwise(a, b, |x, y| x - y)
+}
+
+/// The running state of `sum(airrep_vector)` and `avg(airrep_vector)`: f64 sums so that
+/// parallel partial states combine to the serial result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorSum {
+    count: u64,
+    sums: Vec<f64>,
+}
+
+impl VectorSum {
+    pub fn new(dims: usize) -> Self {
+        VectorSum { count: 0, sums: vec![0.0; dims] }
+    }
+
+    pub fn push(&mut self, v: &[f32]) -> Result<(), VectorError> {
+        check_same_dims(self.sums.len(), v.len())?;
+        for (s, &x) in self.sums.iter_mut().zip(v) {
+            *s += x as f64;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &VectorSum) -> Result<(), VectorError> {
+        check_same_dims(self.sums.len(), other.sums.len())?;
+        for (s, o) in self.sums.iter_mut().zip(&other.sums) {
+            *s += o;
+        }
+        self.count += other.count;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The sum as float4s; a component beyond float4's range is an overflow error.
+    pub fn sum(&self) -> Result<Vec<f32>, VectorError> {
+        let out: Vec<f32> = self.sums.iter().map(|&s| s as f32).collect();
+        if out.iter().any(|x| x.is_infinite()) {
+            return Err(VectorError::Overflow);
+        }
+        Ok(out)
+    }
+
+    pub fn avg(&self) -> Vec<f32> {
+        self.sums.iter().map(|&s| (s / self.count as f64) as f32).collect()
+    }
+
+    /// Little-endian: count, dims, then the sums.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 8 * self.sums.len());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&(self.sums.len() as u64).to_le_bytes());
+        for s in &self.sums {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+        let mut reader = Reader(bytes);
+        let count = reader.u64()?;
+        let dims = reader.u64()? as usize;
+        if dims > MAX_DIM {
+            return Err(StateError("too many dimensions"));
+        }
+        let sums = (0..dims).map(|_| reader.f64()).collect::<Result<_, _>>()?;
+        reader.finish()?;
+        Ok(VectorSum { count, sums })
+    }
+}
+
+/// A serialised aggregate state that does not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateError(pub &'static str);
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Little-endian reads from a byte slice, failing cleanly on truncation.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let (head, rest) = self.0.split_at_checked(N).ok_or(StateError("truncated state"))?;
+        self.0 = rest;
+        Ok(head.try_into().expect("split_at_checked gave N bytes"))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, StateError> {
+        self.take().map(u64::from_le_bytes)
+    }
+
+    pub(crate) fn f64(&mut self) -> Result<f64, StateError> {
+        self.take().map(f64::from_le_bytes)
+    }
+
+    pub(crate) fn finish(self) -> Result<(), StateError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(StateError("trailing bytes in state"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_spaces_and_exponents() {
+        assert_eq!(parse(" [ 1 , 2.5e3,-3 ] ").unwrap(), vec![1.0, 2500.0, -3.0]);
+        assert_eq!(parse("[.5,5.,+1E-2]").unwrap(), vec![0.5, 5.0, 0.01]);
+    }
+
+    #[test]
+    fn rejects_with_pgvector_messages() {
+        let message = |t: &str| parse(t).unwrap_err().to_string();
+        for bad in ["[1,2", "1,2", "[1,,2]", "[1,2,]", "[1] x", "[hello]", "[1 2]", "", "[1e]", "[.]", "[0x10]"] {
+            assert_eq!(message(bad), format!("invalid input syntax for type airrep_vector: \"{bad}\""));
+        }
+        assert_eq!(message("[]"), "airrep_vector must have at least 1 dimension");
+        assert_eq!(message("[ ]"), "airrep_vector must have at least 1 dimension");
+        assert_eq!(message("[NaN]"), "NaN not allowed in airrep_vector");
+        assert_eq!(message("[-Infinity]"), "infinite value not allowed in airrep_vector");
+        assert_eq!(message("[1e39]"), "\"1e39\" is out of range for type airrep_vector");
+        let too_many = format!("[{}]", vec!["0"; MAX_DIM + 1].join(","));
+        assert_eq!(message(&too_many), "airrep_vector cannot have more than 16000 dimensions");
+        assert_eq!(parse(&format!("[{}]", vec!["0"; MAX_DIM].join(","))).unwrap().len(), MAX_DIM);
+    }
+
+    #[test]
+    fn formats_like_postgres_float4() {
+        assert_eq!(format(&[1.0, -2.5, 0.1, 1e30, 1e-7, -0.0]), "[1,-2.5,0.1,1e30,1e-7,-0]");
+        assert_eq!(parse(&format(&[f32::MAX, f32::MIN_POSITIVE, 1e-45])).unwrap(), vec![f32::MAX, f32::MIN_POSITIVE, 1e-45]);
+    }
+
+    #[test]
+    fn distances_match_hand_computed_values() {
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+        assert_eq!(l2_distance(&[0.0, 0.0], &[3.0, 4.0]), 5.0);
+        assert!((cosine_distance(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-15);
+        assert_eq!(cosine_distance(&[1.0, 1.0], &[2.0, 2.0]), 0.0);
+        assert!(cosine_distance(&[0.0, 0.0], &[1.0, 1.0]).is_nan());
+        // 19 elements: two full lanes of 8 and a tail of 3.
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        assert_eq!(dot(&a, &a), (0..19).map(|i| (i * i) as f64).sum::<f64>());
+    }
+
+    #[test]
+    fn vector_sum_merges_and_round_trips() {
+        let mut left = VectorSum::new(2);
+        left.push(&[1.0, 2.0]).unwrap();
+        let mut right = VectorSum::new(2);
+        right.push(&[3.0, 4.0]).unwrap();
+        right.push(&[5.0, 9.0]).unwrap();
+        left.merge(&right).unwrap();
+        assert_eq!(left.sum().unwrap(), vec![9.0, 15.0]);
+        assert_eq!(left.avg(), vec![3.0, 5.0]);
+        assert_eq!(VectorSum::from_bytes(&left.to_bytes()).unwrap(), left);
+        assert!(VectorSum::from_bytes(&left.to_bytes()[..20]).is_err());
+        assert_eq!(left.push(&[1.0]).unwrap_err().to_string(), "different airrep_vector dimensions 2 and 1");
+    }
+}

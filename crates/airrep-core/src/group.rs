@@ -1,0 +1,189 @@
+//! Attention-pooled group influence (DESIGN section 1) as a streaming, mergeable state.
+//!
+//! With member scores s_i, attention pooling is Σ softmax(|s|)_i · s_i. Kept as a running
+//! log-sum-exp — m = max|s|, z = Σ exp(|s_i| - m), n = Σ exp(|s_i| - m) · s_i — the result
+//! n / z never overflows, and two states merge by rescaling to the larger m, so partial
+//! states from parallel workers combine exactly like one serial pass.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::vector::{Reader, StateError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Pooling {
+    /// Σ softmax(|s|)_i · s_i, the AirRep group score.
+    Attention = 0,
+    /// Σ s_i, the linear baseline of gradient methods.
+    Sum = 1,
+}
+
+impl Pooling {
+    pub fn from_code(code: u8) -> Option<Pooling> {
+        match code {
+            0 => Some(Pooling::Attention),
+            1 => Some(Pooling::Sum),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPooling(pub String);
+
+impl fmt::Display for UnknownPooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown pooling \"{}\": expected 'attention' or 'sum'", self.0)
+    }
+}
+
+impl std::error::Error for UnknownPooling {}
+
+impl FromStr for Pooling {
+    type Err = UnknownPooling;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "attention" => Ok(Pooling::Attention),
+            "sum" => Ok(Pooling::Sum),
+            other => Err(UnknownPooling(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupState {
+    count: u64,
+    /// max |s| so far
+    m: f64,
+    /// Σ exp(|s_i| - m)
+    z: f64,
+    /// Σ exp(|s_i| - m) · s_i
+    n: f64,
+    /// Σ s_i
+    sum: f64,
+}
+
+impl GroupState {
+    pub fn push(&mut self, score: f64) {
+        let magnitude = score.abs();
+        if self.count == 0 {
+            *self = GroupState { count: 1, m: magnitude, z: 1.0, n: score, sum: score };
+            return;
+        }
+        if magnitude > self.m {
+            let scale = (self.m - magnitude).exp();
+            self.z = self.z * scale + 1.0;
+            self.n = self.n * scale + score;
+            self.m = magnitude;
+        } else {
+            let weight = (magnitude - self.m).exp();
+            self.z += weight;
+            self.n += weight * score;
+        }
+        self.sum += score;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &GroupState) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        let m = self.m.max(other.m);
+        let (mine, theirs) = ((self.m - m).exp(), (other.m - m).exp());
+        self.z = self.z * mine + other.z * theirs;
+        self.n = self.n * mine + other.n * theirs;
+        self.m = m;
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The pooled score, or None for an empty group.
+    pub fn result(&self, pooling: Pooling) -> Option<f64> {
+        (self.count > 0).then(|| match pooling {
+            Pooling::Attention => self.n / self.z,
+            Pooling::Sum => self.sum,
+        })
+    }
+
+    /// Little-endian: count, m, z, n, sum.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        for x in [self.m, self.z, self.n, self.sum] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+        let mut reader = Reader(bytes);
+        let state = GroupState {
+            count: reader.u64()?,
+            m: reader.f64()?,
+            z: reader.f64()?,
+            n: reader.f64()?,
+            sum: reader.f64()?,
+        };
+        reader.finish()?;
+        Ok(state)
+    }
+}
+
+/// The pooled score of `scores` in one pass (handy for training and evaluation).
+pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f64> {
+    let mut state = GroupState::default();
+    scores.into_iter().for_each(|s| state.push(s));
+    state.result(pooling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attention_matches_hand_computed_softmax() {
+        // s = [1, 2]: a = [1, e] / (1 + e)
+        let e = std::f64::consts::E;
+        let expected = (1.0 + 2.0 * e) / (1.0 + e);
+        assert!((pool([1.0, 2.0], Pooling::Attention).unwrap() - expected).abs() < 1e-15);
+        // |s| drives the weights: s = [-3, 1] weighs -3 by e^3
+        let expected = (-3.0 * e.powi(3) + e) / (e.powi(3) + e);
+        assert!((pool([-3.0, 1.0], Pooling::Attention).unwrap() - expected).abs() < 1e-14);
+        assert_eq!(pool([-3.0, 1.0], Pooling::Sum), Some(-2.0));
+        assert_eq!(pool([], Pooling::Attention), None);
+    }
+
+    #[test]
+    fn huge_scores_do_not_overflow() {
+        let score = pool([1e4, 2e4, -1e5], Pooling::Attention).unwrap();
+        assert_eq!(score, -1e5);
+        assert!(pool([1e300, 1e300], Pooling::Attention).unwrap().is_finite());
+    }
+
+    #[test]
+    fn pooling_names() {
+        assert_eq!("sum".parse::<Pooling>(), Ok(Pooling::Sum));
+        assert_eq!(
+            "max".parse::<Pooling>().unwrap_err().to_string(),
+            "unknown pooling \"max\": expected 'attention' or 'sum'"
+        );
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_truncation() {
+        let mut state = GroupState::default();
+        [0.5, -7.0, 3.0].into_iter().for_each(|s| state.push(s));
+        assert_eq!(GroupState::from_bytes(&state.to_bytes()).unwrap(), state);
+        assert!(GroupState::from_bytes(&state.to_bytes()[..39]).is_err());
+    }
+}
