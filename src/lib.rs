@@ -7,8 +7,11 @@
 use pgrx::prelude::*;
 
 mod aggstate;
+mod encode;
 mod error;
 mod group_influence;
+mod gucs;
+mod registry;
 mod vector_agg;
 mod vector_ops;
 mod vector_type;
@@ -24,6 +27,13 @@ CREATE TYPE airrep_vector;
     name = "bootstrap",
     bootstrap
 );
+
+/// Runs in every backend that loads the library (and in the postmaster with
+/// shared_preload_libraries): register settings only; pools and models are created lazily.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -1,0 +1,168 @@
+//! Encoding text with a registry model: `airrep.encode`, `airrep.format`, `airrep.embed`.
+//!
+//! Models are cached per backend (never in the postmaster), keyed by registry id, version and
+//! max length. Compute runs on a per-backend rayon pool bounded by `airrep.threads`; only the
+//! backend's own thread talks to Postgres, and interrupts are checked between batches.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use airrep_model::{Encoder, EncoderOptions};
+use pgrx::prelude::*;
+
+use crate::error::raise;
+use crate::vector_type::Vector;
+use crate::{gucs, registry};
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct CacheKey {
+    model_id: i64,
+    version: i64,
+    max_length: usize,
+}
+
+thread_local! {
+    /// Most recently used last; bounded by `airrep.model_cache_size`.
+    static MODELS: RefCell<Vec<(CacheKey, Rc<Encoder>)>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Option<(usize, Rc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
+}
+
+/// The backend's compute pool, created on first use and rebuilt if `airrep.threads` changed.
+pub fn thread_pool() -> Rc<rayon::ThreadPool> {
+    let threads = gucs::THREADS.get() as usize;
+    POOL.with_borrow_mut(|pool| match pool {
+        Some((n, pool)) if *n == threads => pool.clone(),
+        _ => {
+            let built = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("airrep-{i}"))
+                .build()
+                .unwrap_or_else(|e| raise("53000", &format!("could not start {threads} threads: {e}")));
+            let built = Rc::new(built);
+            *pool = Some((threads, built.clone()));
+            built
+        }
+    })
+}
+
+/// Fail clearly when the configured device is not one this build can use.
+pub fn check_device() {
+    let device = gucs::device();
+    if device != "cpu" {
+        raise(
+            "0A000",
+            &format!("airrep.device = '{device}' is not available: this build of airrep supports only 'cpu' (build with the cuda feature for GPUs)"),
+        );
+    }
+}
+
+/// The loaded encoder for model `name`, from the backend cache or the registry.
+pub fn encoder(name: &str) -> Rc<Encoder> {
+    check_device();
+    let (model_id, version) = registry::model_key(name);
+    let key = CacheKey { model_id, version, max_length: gucs::MAX_LENGTH.get() as usize };
+    if let Some(hit) = MODELS.with_borrow_mut(|models| {
+        let index = models.iter().position(|(k, _)| *k == key)?;
+        let entry = models.remove(index);
+        models.push(entry);
+        models.last().map(|(_, e)| e.clone())
+    }) {
+        return hit;
+    }
+    let (config, weights, tokenizer) = registry::model_files(model_id);
+    let options = EncoderOptions { max_length: key.max_length, batch_size: gucs::BATCH_SIZE.get() as usize };
+    let loaded = thread_pool()
+        .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))
+        .unwrap_or_else(|e| raise("XX000", &format!("could not load model \"{name}\": {e}")));
+    let loaded = Rc::new(loaded);
+    MODELS.with_borrow_mut(|models| {
+        models.retain(|(k, _)| k.model_id != model_id);
+        models.push((key, loaded.clone()));
+        let capacity = gucs::MODEL_CACHE_SIZE.get() as usize;
+        let excess = models.len().saturating_sub(capacity);
+        models.drain(..excess);
+    });
+    loaded
+}
+
+/// Embeddings of `texts`, one forward pass per `airrep.batch_size` texts, checking for
+/// cancel and statement_timeout between passes.
+pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
+    let pool = thread_pool();
+    let mut out = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(gucs::BATCH_SIZE.get() as usize) {
+        pgrx::check_for_interrupts!();
+        let embedded = pool
+            .install(|| encoder.encode(batch))
+            .unwrap_or_else(|e| raise("XX000", &format!("encoding failed: {e}")));
+        out.extend(embedded);
+    }
+    out
+}
+
+#[pg_extern(schema = "airrep", stable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn encode(model: &str, input: &str) -> Vector {
+    let encoder = encoder(model);
+    Vector(encode_texts(&encoder, &[input]).pop().expect("one text, one embedding"))
+}
+
+#[pg_extern(schema = "airrep", name = "encode", stable, strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn encode_array(model: &str, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
+    let encoder = encoder(model);
+    let texts: Vec<Option<&str>> = inputs.iter().collect();
+    let present: Vec<&str> = texts.iter().flatten().copied().collect();
+    let mut embeddings = encode_texts(&encoder, &present).into_iter();
+    // NULL texts give NULL embeddings, in place.
+    texts.iter().map(|t| t.map(|_| Vector(embeddings.next().expect("one per text")))).collect()
+}
+
+/// The text AirRep encodes for an instruction pair (DESIGN section 1).
+#[pg_extern(schema = "airrep", immutable, strict, parallel_safe)]
+fn format(prompt: &str, response: &str) -> String {
+    airrep_model::format_pair(prompt, response)
+}
+
+extension_sql!(
+    r#"
+CREATE PROCEDURE airrep.embed(
+    relation regclass, text_column name, vector_column name, model text, batch_size int DEFAULT 64)
+LANGUAGE plpgsql AS $$
+DECLARE
+    total   bigint;
+    done    bigint := 0;
+    batch   bigint;
+    started timestamptz := clock_timestamp();
+    elapsed double precision;
+    rate    double precision;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be a positive integer, not %', batch_size;
+    END IF;
+    PERFORM airrep.encode(model, ARRAY[]::text[]);  -- fails early on an unknown model
+    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL',
+                   relation, vector_column, text_column) INTO total;
+    LOOP
+        EXECUTE format(
+            'WITH todo AS (
+                 SELECT ctid AS row_id, %2$I AS body FROM %1$s
+                 WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED),
+             batch AS (SELECT array_agg(row_id) AS ids, array_agg(body) AS bodies FROM todo),
+             embedded AS (
+                 SELECT e.row_id, e.embedding
+                 FROM batch, unnest(batch.ids, airrep.encode(%5$L, batch.bodies)) AS e(row_id, embedding))
+             UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded WHERE t.ctid = embedded.row_id',
+            relation, text_column, vector_column, batch_size, model);
+        GET DIAGNOSTICS batch = ROW_COUNT;
+        EXIT WHEN batch = 0;
+        COMMIT;
+        done := done + batch;
+        elapsed := extract(epoch FROM clock_timestamp() - started);
+        rate := done / greatest(elapsed, 1e-6);
+        RAISE NOTICE 'airrep.embed: % of % rows, % rows/s, ETA % s',
+            done, total, round(rate::numeric, 1), round((greatest(total - done, 0) / rate)::numeric, 1);
+    END LOOP;
+END $$;
+"#,
+    name = "embed_procedure",
+    requires = [encode_array]
+);

@@ -1,0 +1,71 @@
+//! Settings a DBA tunes per backend (`SET airrep.threads = 4`) or per cluster.
+
+use std::ffi::CStr;
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// CPU threads one backend may use for encoding and training.
+pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// Longest token sequence fed to the encoder; longer texts are truncated on the right.
+pub static MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(512);
+/// How many models a backend keeps loaded.
+pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// Texts per forward pass when encoding arrays.
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
+/// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+pub static DEVICE: GucSetting<Option<&'static CStr>> = GucSetting::<Option<&'static CStr>>::new(Some(c"cpu"));
+
+pub fn register() {
+    GucRegistry::define_int_guc(
+        c"airrep.threads",
+        c"CPU threads per backend for encoding and training.",
+        c"Bounds the thread pool each backend creates lazily on first use.",
+        &THREADS,
+        1,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.max_length",
+        c"Maximum tokens per text; longer texts are truncated (keeping [SEP]).",
+        c"",
+        &MAX_LENGTH,
+        2,
+        512,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.model_cache_size",
+        c"Models kept loaded per backend.",
+        c"Least recently used models are evicted beyond this count.",
+        &MODEL_CACHE_SIZE,
+        1,
+        64,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.batch_size",
+        c"Texts per forward pass when encoding arrays of texts.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        4096,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"airrep.device",
+        c"Device for encoding and training: cpu, cuda or cuda:N.",
+        c"cuda needs a build with the cuda feature and a visible GPU.",
+        &DEVICE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+pub fn device() -> String {
+    DEVICE.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "cpu".into())
+}

@@ -1,0 +1,219 @@
+//! The model registry: models live in tables (config as jsonb, files as chunked bytea) so that
+//! pg_dump, replication and backups carry them. A server directory is only an import source.
+
+use pgrx::prelude::*;
+
+use crate::error::raise;
+
+/// Files are split so no single bytea value nears the 1 GB limit and rows stay TOAST-friendly.
+const CHUNK_BYTES: usize = 4 << 20;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+extension_sql!(
+    r#"
+CREATE TABLE airrep.models (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    config      jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    parent_id   bigint REFERENCES airrep.models (id) ON DELETE SET NULL,
+    description text,
+    -- bumped whenever the model's files change, so backend caches notice
+    version     bigint NOT NULL DEFAULT 1
+);
+COMMENT ON TABLE airrep.models IS 'airrep encoder models; files in airrep.model_files';
+
+CREATE TABLE airrep.model_files (
+    model_id bigint NOT NULL REFERENCES airrep.models (id) ON DELETE CASCADE,
+    file     text NOT NULL CHECK (file IN ('model.safetensors', 'tokenizer.json')),
+    chunk    int NOT NULL CHECK (chunk >= 0),
+    data     bytea NOT NULL,
+    PRIMARY KEY (model_id, file, chunk)
+);
+ALTER TABLE airrep.model_files ALTER COLUMN data SET STORAGE EXTERNAL;
+
+CREATE FUNCTION airrep.bump_model_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE airrep.models SET version = version + 1
+    WHERE id IN (SELECT model_id FROM changed);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER model_files_changed_insert AFTER INSERT ON airrep.model_files
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
+CREATE TRIGGER model_files_changed_update AFTER UPDATE ON airrep.model_files
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
+CREATE TRIGGER model_files_changed_delete AFTER DELETE ON airrep.model_files
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
+
+CREATE VIEW airrep.model_list AS
+SELECT m.id, m.name, p.name AS parent, m.created_at, m.description,
+       (m.config ->> 'num_hidden_layers')::int AS layers,
+       (m.config ->> 'hidden_size')::int AS hidden_size,
+       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'model.safetensors'), 0) AS weights_bytes,
+       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'tokenizer.json'), 0) AS tokenizer_bytes,
+       pg_size_pretty(coalesce(sum(octet_length(f.data)), 0)) AS total_size
+FROM airrep.models m
+LEFT JOIN airrep.models p ON p.id = m.parent_id
+LEFT JOIN airrep.model_files f ON f.model_id = m.id
+GROUP BY m.id, p.name;
+"#,
+    name = "registry_tables"
+);
+
+/// The registry id of `name`, or a clear error.
+pub fn model_id(name: &str) -> i64 {
+    Spi::get_one_with_args::<i64>("SELECT id FROM airrep.models WHERE name = $1", &[name.into()])
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+        .unwrap_or_else(|| raise("42704", &format!("model \"{name}\" does not exist")))
+}
+
+/// `(id, version)` of `name`: the key under which backends cache the loaded model.
+pub fn model_key(name: &str) -> (i64, i64) {
+    Spi::connect(|client| {
+        let rows = client
+            .select("SELECT id, version FROM airrep.models WHERE name = $1", Some(1), &[name.into()])
+            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        let row = rows.first();
+        match (row.get::<i64>(1), row.get::<i64>(2)) {
+            (Ok(Some(id)), Ok(Some(version))) => (id, version),
+            _ => raise("42704", &format!("model \"{name}\" does not exist")),
+        }
+    })
+}
+
+/// The bytes of every stored file of a model: (config.json, weights, tokenizer.json).
+pub fn model_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let file = |name: &str| -> Vec<u8> {
+        Spi::get_one_with_args::<Vec<u8>>(
+            "SELECT string_agg(data, ''::bytea ORDER BY chunk) FROM airrep.model_files
+             WHERE model_id = $1 AND file = $2",
+            &[id.into(), name.into()],
+        )
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+        .unwrap_or_else(|| raise("58P01", &format!("model {id} has no {name} in airrep.model_files")))
+    };
+    let config = Spi::get_one_with_args::<pgrx::JsonB>(
+        "SELECT config FROM airrep.models WHERE id = $1",
+        &[id.into()],
+    )
+    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or_else(|| raise("42704", &format!("model {id} does not exist")));
+    (serde_json::to_vec(&config.0).expect("jsonb serialises"), file(WEIGHTS_FILE), file(TOKENIZER_FILE))
+}
+
+/// A new registry row and its files, inside the caller's transaction: an error anywhere
+/// later rolls all of it back, so the registry never holds half a model.
+pub fn insert_model(
+    name: &str,
+    config: &serde_json::Value,
+    weights: &[u8],
+    tokenizer: &[u8],
+    parent: Option<i64>,
+    description: Option<&str>,
+) -> i64 {
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)",
+        &[name.into()],
+    )
+    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or(false);
+    if exists {
+        raise("42710", &format!("model \"{name}\" already exists"));
+    }
+    let id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO airrep.models (name, config, parent_id, description) VALUES ($1, $2, $3, $4) RETURNING id",
+        &[
+            name.into(),
+            pgrx::JsonB(config.clone()).into(),
+            parent.into(),
+            description.into(),
+        ],
+    )
+    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .expect("INSERT ... RETURNING gives a row");
+    for (file, bytes) in [(WEIGHTS_FILE, weights), (TOKENIZER_FILE, tokenizer)] {
+        for (chunk, data) in bytes.chunks(CHUNK_BYTES).enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO airrep.model_files (model_id, file, chunk, data) VALUES ($1, $2, $3, $4)",
+                &[id.into(), file.into(), (chunk as i32).into(), data.into()],
+            )
+            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        }
+    }
+    id
+}
+
+/// Check the three files make a usable encoder before anything is written.
+fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serde_json::Value {
+    let config_json: serde_json::Value = serde_json::from_slice(config)
+        .unwrap_or_else(|e| raise("22P02", &format!("model \"{name}\": config.json is not valid JSON: {e}")));
+    let options = airrep_model::EncoderOptions::default();
+    crate::encode::thread_pool()
+        .install(|| airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ()))
+        .unwrap_or_else(|e| raise("22023", &format!("model \"{name}\" cannot be loaded: {e}")));
+    config_json
+}
+
+fn may_read_server_files() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
+         FROM pg_roles WHERE rolname = current_user",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
+    let path = dir.join(file);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| raise("58P01", &format!("could not read file \"{}\": {e}", path.display())))
+}
+
+/// Import a model directory (config.json, model.safetensors, tokenizer.json) from the
+/// server's file system. Reads files as the server's OS user, hence the privilege check.
+#[pg_extern(schema = "airrep", volatile, strict)]
+fn load_model(name: &str, dir: &str) -> i64 {
+    if !may_read_server_files() {
+        raise(
+            "42501",
+            "permission denied to load a model from the server's file system\n\
+             only superusers and members of pg_read_server_files may; others can use airrep.import_model",
+        );
+    }
+    let dir = std::path::Path::new(dir);
+    if !dir.is_absolute() {
+        raise("22023", &format!("model directory must be an absolute path, not \"{}\"", dir.display()));
+    }
+    let config = read_server_file(dir, "config.json");
+    let weights = read_server_file(dir, WEIGHTS_FILE);
+    let tokenizer = read_server_file(dir, TOKENIZER_FILE);
+    let config_json = validate(name, &config, &weights, &tokenizer);
+    insert_model(name, &config_json, &weights, &tokenizer, None, Some(&format!("loaded from {}", dir.display())))
+}
+
+/// Import a model from bytes sent by the client (no server file access needed).
+#[pg_extern(schema = "airrep", volatile, strict)]
+fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8]) -> i64 {
+    let config_bytes = serde_json::to_vec(&config.0).expect("jsonb serialises");
+    let config_json = validate(name, &config_bytes, weights, tokenizer);
+    insert_model(name, &config_json, weights, tokenizer, None, Some("imported"))
+}
+
+#[pg_extern(schema = "airrep", volatile, strict)]
+fn drop_model(name: &str) {
+    let id = model_id(name);
+    Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+}
+
+extension_sql!(
+    r#"
+REVOKE ALL ON FUNCTION airrep.load_model(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION airrep.load_model(text, text) TO pg_read_server_files;
+"#,
+    name = "load_model_privileges",
+    requires = [load_model]
+);
