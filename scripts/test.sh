@@ -9,6 +9,14 @@ source scripts/setup.sh
 AIRREP_MINILM_DIR=$(scripts/fetch-minilm.sh)
 export AIRREP_MINILM_DIR
 
+# The server reads model directories as the `postgres` OS user, which may not be able to enter
+# this checkout or the cache: stage the fixtures where it can.
+export AIRREP_FIXTURES=${AIRREP_FIXTURES:-/tmp/airrep-fixtures}
+rm -rf "$AIRREP_FIXTURES" && mkdir -p "$AIRREP_FIXTURES"
+cp -r tests/golden/tiny-airrep tests/golden/tiny-airrep-bf16 "$AIRREP_FIXTURES/"
+cp -r "$AIRREP_MINILM_DIR" "$AIRREP_FIXTURES/minilm"
+chmod -R a+rX "$AIRREP_FIXTURES"
+
 echo "==> pure-Rust tests (airrep-core, airrep-model)"
 cargo test -p airrep-core -p airrep-model
 

@@ -3,7 +3,7 @@
 //! Postgres) can ship partial states to be combined.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
+use pgrx::datum::Internal;
 use pgrx::PgMemoryContexts;
 
 use crate::error::raise;

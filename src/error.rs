@@ -10,7 +10,7 @@ pub fn raise(sqlstate: &str, message: &str) -> ! {
         "22P02" => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
         "22003" => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
         "22004" => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        "2202E" => PgSqlErrorCode::ERRCODE_ARRAY_SUBSCRIPT_ERROR,
+        "2202E" => PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
         "22023" => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         "22000" => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
         "08P01" => PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION,
@@ -21,8 +21,8 @@ pub fn raise(sqlstate: &str, message: &str) -> ! {
         "0A000" => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     };
-    ereport!(ERROR, code, message);
-    unreachable!("ereport(ERROR) does not return")
+    pgrx::pg_sys::panic::ErrorReport::new(code, message.to_string(), "airrep").report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
 }
 
 /// Unwrap a core result, raising its error with the error's own SQLSTATE.

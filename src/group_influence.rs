@@ -4,6 +4,7 @@
 use airrep_core::group::{GroupState, Pooling};
 use airrep_core::vector;
 use pgrx::pg_sys;
+use pgrx::datum::Internal;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState};

@@ -1,6 +1,6 @@
 //! Settings a DBA tunes per backend (`SET airrep.threads = 4`) or per cluster.
 
-use std::ffi::CStr;
+use std::ffi::CString;
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -13,7 +13,7 @@ pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// Texts per forward pass when encoding arrays.
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
-pub static DEVICE: GucSetting<Option<&'static CStr>> = GucSetting::<Option<&'static CStr>>::new(Some(c"cpu"));
+pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 
 pub fn register() {
     GucRegistry::define_int_guc(

@@ -36,8 +36,9 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests_encode;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use airrep_core::vector::VectorSum;
 use pgrx::pg_sys;
+use pgrx::datum::Internal;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState};

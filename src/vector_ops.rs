@@ -2,9 +2,10 @@
 
 use airrep_core::vector::{self, VectorError};
 use pgrx::prelude::*;
+use pgrx::pg_sys;
 use pgrx::AnyNumeric;
 
-use crate::error::{raise, raise_vector, OrRaise};
+use crate::error::{raise_vector, OrRaise};
 use crate::vector_type::{validated, Vector, VectorRef};
 
 /// Both operands' slices, after checking that their dimensions agree.
@@ -65,28 +66,30 @@ fn airrep_vector_to_real_array(v: VectorRef<'_>) -> Vec<f32> {
     v.as_slice().to_vec()
 }
 
-/// The elements of a SQL array as f64, rejecting NULLs and multi-dimensional arrays the way
-/// pgvector does. `Array` flattens, so the dimensionality is read from the raw header.
-fn array_elements<T: Copy>(array: &Array<'_, T>, ndim: usize) -> Vec<T> {
-    if ndim > 1 {
+/// Dimensions of the array passed as the first argument. `Array` flattens, so this reads
+/// the array header itself.
+fn first_arg_ndim(fcinfo: pg_sys::FunctionCallInfo) -> i32 {
+    // SAFETY: called from a strict cast function whose first argument is a non-null array.
+    unsafe {
+        let datum = (*fcinfo).args.as_slice(1)[0].value;
+        let array = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const pg_sys::ArrayType;
+        (*array).ndim
+    }
+}
+
+/// Build a vector from array elements the way pgvector does: 1-D only, no NULLs, and a finite
+/// value too large for float4 is out of range rather than infinite.
+fn array_to_vector(
+    fcinfo: pg_sys::FunctionCallInfo,
+    elements: impl Iterator<Item = Option<f64>>,
+    typmod: i32,
+) -> Vector {
+    if first_arg_ndim(fcinfo) > 1 {
         raise_vector(VectorError::ArrayNotOneDimensional);
     }
-    array
-        .iter()
-        .map(|x| x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls)))
-        .collect()
-}
-
-fn array_ndim(array: &Array<'_, impl Sized>) -> usize {
-    // SAFETY: the array came from Postgres and is detoasted by `Array`.
-    array.into_array_type().map(|p| unsafe { (*p).ndim as usize }).unwrap_or(1)
-}
-
-/// Narrow to f32; a finite value too large for f32 is out of range rather than infinite.
-fn to_vector(values: Vec<f64>, typmod: i32) -> Vector {
-    let floats = values
-        .into_iter()
+    let floats = elements
         .map(|x| {
+            let x = x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls));
             let f = x as f32;
             if x.is_finite() && f.is_infinite() {
                 raise_vector(VectorError::OutOfRange(x.to_string()));
@@ -98,37 +101,47 @@ fn to_vector(values: Vec<f64>, typmod: i32) -> Vector {
 }
 
 #[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_from_real_array(a: Array<'_, f32>, typmod: i32, _explicit: bool) -> Vector {
-    let ndim = array_ndim(&a);
-    to_vector(array_elements(&a, ndim).into_iter().map(f64::from).collect(), typmod)
+fn airrep_vector_from_real_array(
+    a: Array<'_, f32>,
+    typmod: i32,
+    _explicit: bool,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Vector {
+    array_to_vector(fcinfo, a.iter().map(|x| x.map(f64::from)), typmod)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_from_double_array(a: Array<'_, f64>, typmod: i32, _explicit: bool) -> Vector {
-    let ndim = array_ndim(&a);
-    to_vector(array_elements(&a, ndim), typmod)
+fn airrep_vector_from_double_array(
+    a: Array<'_, f64>,
+    typmod: i32,
+    _explicit: bool,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Vector {
+    array_to_vector(fcinfo, a.iter(), typmod)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_from_int_array(a: Array<'_, i32>, typmod: i32, _explicit: bool) -> Vector {
-    let ndim = array_ndim(&a);
-    to_vector(array_elements(&a, ndim).into_iter().map(f64::from).collect(), typmod)
+fn airrep_vector_from_int_array(
+    a: Array<'_, i32>,
+    typmod: i32,
+    _explicit: bool,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Vector {
+    array_to_vector(fcinfo, a.iter().map(|x| x.map(f64::from)), typmod)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_from_numeric_array(a: Array<'_, AnyNumeric>, typmod: i32, _explicit: bool) -> Vector {
-    let ndim = array_ndim(&a);
-    if ndim > 1 {
-        raise_vector(VectorError::ArrayNotOneDimensional);
-    }
-    let values = a
-        .iter()
-        .map(|x| {
-            let n = x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls));
-            f64::try_from(n.clone()).unwrap_or_else(|_| raise_vector(VectorError::OutOfRange(n.to_string())))
-        })
-        .collect();
-    to_vector(values, typmod)
+fn airrep_vector_from_numeric_array(
+    a: Array<'_, AnyNumeric>,
+    typmod: i32,
+    _explicit: bool,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Vector {
+    // A numeric beyond float8's range cannot be a float4 either.
+    let to_f64 = |n: AnyNumeric| {
+        f64::try_from(n.clone()).unwrap_or_else(|_| raise_vector(VectorError::OutOfRange(n.to_string())))
+    };
+    array_to_vector(fcinfo, a.iter().map(|x| x.map(to_f64)), typmod)
 }
 
 extension_sql!(

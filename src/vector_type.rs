@@ -9,6 +9,7 @@ use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::Datum;
 use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
+use pgrx::datum::Internal;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
