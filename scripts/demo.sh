@@ -8,7 +8,6 @@ source scripts/setup.sh
 
 PORT=${AIRREP_DEMO_PORT:-28815}
 WORK=${AIRREP_DEMO_DIR:-/tmp/airrep-demo}
-BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 
 echo "==> build and install the extension (release)"
 cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
@@ -20,16 +19,8 @@ rm -rf "$WORK/models/minilm" && cp -r "$minilm" "$WORK/models/minilm"
 chmod -R a+rX "$WORK"
 
 echo "==> throwaway cluster in $WORK/pgdata on port $PORT"
-as_postgres() { sudo -u postgres "$@"; }
-if [ -f "$WORK/pgdata/postmaster.pid" ]; then
-    as_postgres "$BIN/pg_ctl" -D "$WORK/pgdata" stop -m fast >/dev/null || true
-fi
-rm -rf "$WORK/pgdata"
-mkdir -p "$WORK/pgdata" && chown postgres "$WORK/pgdata"
-as_postgres "$BIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >/dev/null
-as_postgres "$BIN/pg_ctl" -D "$WORK/pgdata" -o "-p $PORT -k /tmp -c listen_addresses=''" -l "$WORK/postgres.log" -w start >/dev/null
-trap 'as_postgres "$BIN/pg_ctl" -D "$WORK/pgdata" stop -m fast >/dev/null' EXIT
+source scripts/cluster.sh
+start_cluster "$WORK" "$PORT"
 
 echo "==> demo"
-as_postgres psql -h /tmp -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -X \
-    -v model_dir="$WORK/models/minilm" -f sql/demo.sql
+run_psql -v model_dir="$WORK/models/minilm" -f sql/demo.sql

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Throughput of group_influence over 1M 384-dim rows, next to sum(influence(...)) and
+# count(*) over the same table in the same cluster, as rows/s and ratios.
+# Usage: benches/group_influence.sh [rows]   (release build, throwaway cluster)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+ROWS=${1:-1000000}
+cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+source scripts/cluster.sh
+CLUSTER_OPTIONS="-c shared_buffers=2GB -c max_parallel_workers_per_gather=0 -c jit=off" \
+    start_cluster /tmp/airrep-bench 28816
+
+echo "==> building a table of $ROWS random 384-dim rows"
+run_psql -q <<SQL
+CREATE EXTENSION airrep;
+SELECT setseed(0.1);
+CREATE TABLE base AS
+SELECT b AS id, (SELECT array_agg(random() * 2 - 1 + b * 0) FROM generate_series(1, 384))::airrep_vector AS v
+FROM generate_series(0, 999) b;
+CREATE TABLE pool AS SELECT i AS id, base.v FROM generate_series(1, $ROWS) i JOIN base ON base.id = i % 1000;
+CREATE TABLE target AS SELECT v FROM base WHERE id = 7;
+VACUUM ANALYZE pool;
+SELECT count(*) FROM pool;  -- warm the cache
+SQL
+
+# best of three runs of each query, in milliseconds
+best_ms() {
+    local best=""
+    for _ in 1 2 3; do
+        local ms
+        ms=$(run_psql -qAt -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+        if [ -z "$best" ] || awk "BEGIN{exit !($ms < $best)}"; then best=$ms; fi
+    done
+    echo "$best"
+}
+
+count_ms=$(best_ms "SELECT count(*) FROM pool")
+sum_ms=$(best_ms "SELECT sum(influence(t.v, p.v)) FROM pool p, target t")
+group_ms=$(best_ms "SELECT group_influence(t.v, p.v) FROM pool p, target t")
+group_sum_ms=$(best_ms "SELECT group_influence(t.v, p.v, 'sum') FROM pool p, target t")
+
+report() { awk -v rows="$ROWS" -v ms="$2" -v base="$sum_ms" -v name="$1" \
+    'BEGIN { printf "%-44s %9.1f ms %12.0f rows/s %7.2fx\n", name, ms, rows / (ms / 1000), ms / base }'; }
+echo
+echo "serial scan of $ROWS rows (best of 3); ratio = time / sum(influence) time"
+report "count(*)" "$count_ms"
+report "sum(influence(t, m))" "$sum_ms"
+report "group_influence(t, m)  [attention]" "$group_ms"
+report "group_influence(t, m, 'sum')" "$group_sum_ms"
