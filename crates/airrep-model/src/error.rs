@@ -20,6 +20,8 @@ pub enum Error {
         source: std::io::Error,
     },
     Candle(candle_core::Error),
+    /// The caller's interrupt check asked a long computation to stop (e.g. a query cancel).
+    Cancelled,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -33,6 +35,7 @@ impl fmt::Display for Error {
             Error::Input(msg) => write!(f, "invalid input: {msg}"),
             Error::Io { path, source } => write!(f, "reading {}: {source}", path.display()),
             Error::Candle(err) => write!(f, "tensor computation: {err}"),
+            Error::Cancelled => write!(f, "cancelled on request"),
         }
     }
 }

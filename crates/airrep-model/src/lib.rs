@@ -7,6 +7,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod tokenize;
+pub mod train;
 pub mod trainable;
 
 #[cfg(test)]
@@ -18,4 +19,5 @@ pub use config::BertConfig;
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
+pub use train::{StepLog, TrainData, TrainOptions, Trainer};
 pub use trainable::TrainableModel;

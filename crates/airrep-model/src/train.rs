@@ -1,0 +1,754 @@
+//! Training the AirRep encoder (DESIGN 1): rank training subsets by their attention-pooled
+//! group scores the way retraining ranked them, with the paper's memory trick so that a
+//! step's memory does not grow with the number of subsets it ranks.
+//!
+//! One step, for targets T and subsets S sampled from the data:
+//! 1. encode T and every subset's members M_S without gradients;
+//! 2. member scores s = T·M_Sᵀ, group scores by pooling, the ranking loss and
+//!    d loss / d score (airrep-core);
+//! 3. the chain rule by hand: G_S = d loss / d s through the pooling, then
+//!    d loss / d T = Σ_S G_S·M_S and d loss / d M_S = G_Sᵀ·T;
+//! 4. re-encode T, then one subset at a time, with gradients, and back-propagate
+//!    `sum(E ⊙ d loss / d E)`: its weight gradient is exactly the share of d loss / d θ
+//!    that flows through E, so the shares add up to the full gradient;
+//! 5. clip to global norm 1 and take an AdamW step with warm-up.
+
+use airrep_core::group::{pool, Pooling};
+use airrep_core::ranking::{labels, RankingLoss};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
+use crate::trainable::TrainableModel;
+
+/// The paper's AdamW moments and epsilon, and its gradient clipping norm; not options.
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+const CLIP_NORM: f64 = 1.0;
+
+/// Texts and the losses measured by retraining on subsets of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainData {
+    /// Training examples (already formatted, see `format_pair`).
+    pub examples: Vec<String>,
+    /// Target examples whose losses were measured.
+    pub targets: Vec<String>,
+    /// Each subset's members, as indices into `examples`.
+    pub subsets: Vec<Vec<usize>>,
+    /// `losses[subset][target]`: the target's loss after training on the subset.
+    pub losses: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// `lr_t = lr · min(1, (t + 1) / warmup_steps)`; 0 means no warm-up.
+    pub warmup_steps: usize,
+    /// Targets and subsets ranked per step; all of them, in order, when at least the total.
+    pub targets_per_step: usize,
+    pub subsets_per_step: usize,
+    /// Larger subsets are represented by a sample of this many members per step.
+    pub max_members_per_subset: usize,
+    pub t_min: f64,
+    pub t_max: f64,
+    pub pooling: Pooling,
+    /// Drives batch sampling and a base model's fresh projector.
+    pub seed: u64,
+    pub max_length: usize,
+}
+
+impl Default for TrainOptions {
+    /// The paper's values: 1000 targets x 32 subsets of up to 1000 members per step, up to
+    /// 2000 steps; warm-up of 10 steps as in the reference implementation.
+    fn default() -> Self {
+        TrainOptions {
+            steps: 2000,
+            lr: 1e-4,
+            weight_decay: 0.01,
+            warmup_steps: 10,
+            targets_per_step: 1000,
+            subsets_per_step: 32,
+            max_members_per_subset: 1000,
+            t_min: 0.1,
+            t_max: 5.0,
+            pooling: Pooling::Attention,
+            seed: 0,
+            max_length: DEFAULT_MAX_LENGTH,
+        }
+    }
+}
+
+fn ensure(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Input(message()))
+    }
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.steps > 0, || "steps must be at least 1".into())?;
+        ensure(self.lr.is_finite() && self.lr > 0.0, || {
+            format!("lr must be a positive number, got {}", self.lr)
+        })?;
+        ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            || format!("weight_decay must be 0 or more, got {}", self.weight_decay),
+        )?;
+        ensure(self.targets_per_step > 0, || {
+            "targets_per_step must be at least 1".into()
+        })?;
+        ensure(self.subsets_per_step >= 2, || {
+            format!(
+                "subsets_per_step must be at least 2 (the ranking loss compares pairs of \
+                 subsets), got {}",
+                self.subsets_per_step
+            )
+        })?;
+        ensure(self.max_members_per_subset > 0, || {
+            "max_members_per_subset must be at least 1".into()
+        })?;
+        ensure(self.t_min.is_finite() && self.t_min >= 0.0, || {
+            format!("t_min must be 0 or more, got {}", self.t_min)
+        })?;
+        ensure(self.t_max.is_finite() && self.t_max > self.t_min, || {
+            format!(
+                "t_max must be greater than t_min ({}), got {}",
+                self.t_min, self.t_max
+            )
+        })?;
+        ensure(self.max_length >= 2, || {
+            format!(
+                "max_length must be at least 2 ([CLS] and [SEP]), got {}",
+                self.max_length
+            )
+        })
+    }
+
+    /// The learning rate of step `step` (from 0).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup_steps == 0 {
+            return self.lr;
+        }
+        self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+    }
+}
+
+impl TrainData {
+    fn validate(&self) -> Result<()> {
+        ensure(!self.targets.is_empty(), || "no targets".into())?;
+        ensure(self.subsets.len() >= 2, || {
+            format!(
+                "{} subset(s): the ranking loss needs at least 2",
+                self.subsets.len()
+            )
+        })?;
+        ensure(self.losses.len() == self.subsets.len(), || {
+            format!(
+                "losses has {} rows but there are {} subsets (one row per subset expected)",
+                self.losses.len(),
+                self.subsets.len()
+            )
+        })?;
+        for (s, members) in self.subsets.iter().enumerate() {
+            ensure(!members.is_empty(), || format!("subset {s} is empty"))?;
+            if let Some(&i) = members.iter().find(|&&i| i >= self.examples.len()) {
+                return Err(Error::Input(format!(
+                    "subset {s} names example {i}, but there are only {} examples",
+                    self.examples.len()
+                )));
+            }
+        }
+        for (s, row) in self.losses.iter().enumerate() {
+            ensure(row.len() == self.targets.len(), || {
+                format!(
+                    "losses[{s}] has {} entries but there are {} targets",
+                    row.len(),
+                    self.targets.len()
+                )
+            })?;
+            if let Some(d) = row.iter().position(|l| !l.is_finite()) {
+                return Err(Error::Input(format!(
+                    "losses[{s}][{d}] is {}: losses must be finite",
+                    row[d]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one step saw, before its update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    /// Global gradient norm over every trainable tensor, before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub kept_pairs: usize,
+    /// `[target][subset]` of this step's batch.
+    pub group_scores: Vec<Vec<f64>>,
+}
+
+pub struct Trainer {
+    model: TrainableModel,
+    tokenizer: TextTokenizer,
+    data: TrainData,
+    /// `labels[target][subset]` over all subsets of the data (DESIGN 1), fixed for the run.
+    labels: Vec<Vec<f64>>,
+    options: TrainOptions,
+    optimizer: AdamW,
+    rng: SplitMix64,
+    step: usize,
+}
+
+/// The examples one step ranks.
+struct Batch {
+    targets: Vec<usize>,
+    subsets: Vec<usize>,
+    /// Per subset of `subsets`, its (sampled) members.
+    members: Vec<Vec<usize>>,
+}
+
+/// The forward half of a step.
+struct Ranked {
+    loss: f64,
+    kept_pairs: usize,
+    group_scores: Vec<Vec<f64>>,
+}
+
+impl Trainer {
+    pub fn new(
+        checkpoint: &Checkpoint,
+        tokenizer_json: &[u8],
+        data: TrainData,
+        options: TrainOptions,
+    ) -> Result<Self> {
+        options.validate()?;
+        data.validate()?;
+        let config = &checkpoint.config;
+        ensure(options.max_length <= config.max_position_embeddings, || {
+            format!(
+                "max_length {} exceeds the model's max_position_embeddings {}",
+                options.max_length, config.max_position_embeddings
+            )
+        })?;
+        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, options.max_length)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer has {} tokens but the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let model = TrainableModel::new(checkpoint, options.seed)?;
+        let optimizer = AdamW::new(
+            model.vars(),
+            ParamsAdamW {
+                lr: options.lr,
+                beta1: BETA1,
+                beta2: BETA2,
+                eps: EPS,
+                weight_decay: options.weight_decay,
+            },
+        )?;
+        Ok(Self {
+            labels: labels(&data.losses),
+            rng: SplitMix64(options.seed),
+            model,
+            tokenizer,
+            data,
+            options,
+            optimizer,
+            step: 0,
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// One optimiser step. `interrupted` is polled before each subset (and the targets) in
+    /// both passes; if it returns true the step stops with [`Error::Cancelled`] and the
+    /// weights are left as they were.
+    pub fn step(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<StepLog> {
+        let batch = sample_batch(&mut self.rng, &self.data, &self.options);
+        let (ranked, grads) = self.loss_and_gradients(&batch, interrupted)?;
+        let grad_norm = grads.norm()?;
+        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
+        let clip = (CLIP_NORM / (grad_norm + 1e-6)).min(1.0);
+        let lr = self.options.lr_at(self.step);
+        self.optimizer.set_learning_rate(lr);
+        self.optimizer.step(&grads.into_store(clip)?)?;
+        self.step += 1;
+        Ok(StepLog {
+            step: self.step - 1,
+            loss: ranked.loss,
+            grad_norm,
+            lr,
+            kept_pairs: ranked.kept_pairs,
+            group_scores: ranked.group_scores,
+        })
+    }
+
+    /// Group scores `[target][subset]` with the current weights and every member of each
+    /// subset, without gradients (for validation LDS).
+    pub fn group_scores(&self, targets: &[usize], subsets: &[usize]) -> Result<Vec<Vec<f64>>> {
+        if let Some(&d) = targets.iter().find(|&&d| d >= self.data.targets.len()) {
+            return Err(Error::Input(format!(
+                "target {d} out of range: there are {} targets",
+                self.data.targets.len()
+            )));
+        }
+        if let Some(&s) = subsets.iter().find(|&&s| s >= self.data.subsets.len()) {
+            return Err(Error::Input(format!(
+                "subset {s} out of range: there are {} subsets",
+                self.data.subsets.len()
+            )));
+        }
+        let t = self.embed(&self.tokenize(targets.iter().map(|&d| &self.data.targets[d]))?)?;
+        let member_scores = subsets
+            .iter()
+            .map(|&s| {
+                let members = self.data.subsets[s].iter().map(|&i| &self.data.examples[i]);
+                dot_products(&t, &self.embed(&self.tokenize(members)?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pool_groups(&member_scores, self.options.pooling))
+    }
+
+    pub fn into_checkpoint(self) -> Result<Checkpoint> {
+        self.model.to_checkpoint()
+    }
+
+    /// The ranking loss of `batch` and its gradient for every trainable variable, by the
+    /// memory trick (module docs).
+    fn loss_and_gradients(
+        &self,
+        batch: &Batch,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Ranked, Gradients)> {
+        let check = || {
+            if interrupted() {
+                Err(Error::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        let pooling = self.options.pooling;
+
+        // 1. Embeddings without gradients.
+        check()?;
+        let target_ids = self.tokenize(batch.targets.iter().map(|&d| &self.data.targets[d]))?;
+        let t = self.embed(&target_ids)?;
+        let mut member_ids = Vec::with_capacity(batch.members.len());
+        let mut m = Vec::with_capacity(batch.members.len());
+        for members in &batch.members {
+            check()?;
+            let ids = self.tokenize(members.iter().map(|&i| &self.data.examples[i]))?;
+            m.push(self.embed(&ids)?);
+            member_ids.push(ids);
+        }
+
+        // 2. Member scores s = T·M_Sᵀ, group scores, ranking loss and d loss / d score.
+        let s = m
+            .iter()
+            .map(|m| dot_products(&t, m))
+            .collect::<Result<Vec<_>>>()?;
+        let group_scores = pool_groups(&s, pooling);
+        let batch_labels: Vec<Vec<f64>> = batch
+            .targets
+            .iter()
+            .map(|&d| batch.subsets.iter().map(|&k| self.labels[d][k]).collect())
+            .collect();
+        let ranking = RankingLoss {
+            t_min: self.options.t_min,
+            t_max: self.options.t_max,
+        };
+        let ranked = ranking.loss_and_grad(&group_scores, &batch_labels);
+
+        // 3. G_S = d loss / d s, then d loss / d T and d loss / d M_S.
+        let mut d_t = t.zeros_like()?;
+        let mut d_m = Vec::with_capacity(m.len());
+        for (k, (s_k, m_k)) in s.iter().zip(&m).enumerate() {
+            let g: Vec<f32> = s_k
+                .iter()
+                .enumerate()
+                .flat_map(|(d, row)| {
+                    let upstream = ranked.grad[d][k];
+                    pooling_slopes(row, group_scores[d][k], pooling)
+                        .into_iter()
+                        .map(move |slope| (upstream * slope) as f32)
+                })
+                .collect();
+            let g = Tensor::from_vec(g, (s_k.len(), m_k.dim(0)?), &Device::Cpu)?;
+            d_t = (d_t + g.matmul(m_k)?)?;
+            d_m.push(g.t()?.matmul(&t)?);
+        }
+
+        // 4. Re-encode with gradients, the targets and then one subset at a time.
+        let mut grads = Gradients::new(self.model.vars());
+        check()?;
+        self.backprop(&target_ids, &d_t, &mut grads)?;
+        for (ids, d_m_k) in member_ids.iter().zip(&d_m) {
+            check()?;
+            self.backprop(ids, d_m_k, &mut grads)?;
+        }
+        let ranked = Ranked {
+            loss: ranked.loss,
+            kept_pairs: ranked.kept_pairs,
+            group_scores,
+        };
+        Ok((ranked, grads))
+    }
+
+    fn tokenize<'a>(&self, texts: impl Iterator<Item = &'a String>) -> Result<Vec<Vec<u32>>> {
+        let texts: Vec<&str> = texts.map(String::as_str).collect();
+        self.tokenizer.encode_all(&texts)
+    }
+
+    /// Rows per forward pass: a subset is one chunk, and targets go in chunks of that size,
+    /// so no autograd graph is ever larger than one subset's.
+    fn chunk_rows(&self) -> usize {
+        self.options.max_members_per_subset
+    }
+
+    fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        self.model
+            .forward(&TokenBatch::new(&sequences, self.tokenizer.pad_id()))
+    }
+
+    /// Embeddings `[n, dim]` of tokenised texts, detached from the weights.
+    fn embed(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let parts = ids
+            .chunks(self.chunk_rows())
+            .map(|chunk| Ok(self.forward(chunk)?.detach()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Adds to `grads` the weight gradient of `sum(E ⊙ upstream)`, E the embeddings of
+    /// `ids` re-encoded with gradients.
+    fn backprop(&self, ids: &[Vec<u32>], upstream: &Tensor, grads: &mut Gradients) -> Result<()> {
+        let rows = self.chunk_rows();
+        for (c, chunk) in ids.chunks(rows).enumerate() {
+            let upstream = upstream.narrow(0, c * rows, chunk.len())?;
+            let share = (self.forward(chunk)? * upstream)?.sum_all()?;
+            grads.add(&share.backward()?)?;
+        }
+        Ok(())
+    }
+}
+
+fn sample_batch(rng: &mut SplitMix64, data: &TrainData, options: &TrainOptions) -> Batch {
+    let targets = rng.sample(data.targets.len(), options.targets_per_step);
+    let subsets = rng.sample(data.subsets.len(), options.subsets_per_step);
+    let members = subsets
+        .iter()
+        .map(|&k| {
+            let all = &data.subsets[k];
+            rng.sample(all.len(), options.max_members_per_subset)
+                .into_iter()
+                .map(|i| all[i])
+                .collect()
+        })
+        .collect();
+    Batch {
+        targets,
+        subsets,
+        members,
+    }
+}
+
+/// `[targets, dim] · [members, dim]ᵀ` as `[target][member]`.
+fn dot_products(t: &Tensor, m: &Tensor) -> Result<Vec<Vec<f64>>> {
+    let s = t.matmul(&m.t()?)?.to_vec2::<f32>()?;
+    Ok(s.into_iter()
+        .map(|row| row.into_iter().map(f64::from).collect())
+        .collect())
+}
+
+/// Group scores `[target][subset]` from member scores `[subset][target][member]`.
+fn pool_groups(member_scores: &[Vec<Vec<f64>>], pooling: Pooling) -> Vec<Vec<f64>> {
+    let targets = member_scores.first().map_or(0, Vec::len);
+    (0..targets)
+        .map(|d| {
+            member_scores
+                .iter()
+                .map(|s| pool(s[d].iter().copied(), pooling).expect("subsets are not empty"))
+                .collect()
+        })
+        .collect()
+}
+
+/// d score / d s_i for one group. Attention: a = softmax(|s|), score = Σ a_i s_i, so
+/// d score / d s_i = a_i · (1 + sign(s_i) · (s_i − score)). Sum: 1.
+fn pooling_slopes(s: &[f64], score: f64, pooling: Pooling) -> Vec<f64> {
+    match pooling {
+        Pooling::Sum => vec![1.0; s.len()],
+        Pooling::Attention => {
+            let max = s.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let weights: Vec<f64> = s.iter().map(|x| (x.abs() - max).exp()).collect();
+            let z: f64 = weights.iter().sum();
+            s.iter()
+                .zip(&weights)
+                .map(|(&x, &w)| {
+                    // torch's sign: d|x|/dx = 0 at 0
+                    let sign = if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    w / z * (1.0 + sign * (x - score))
+                })
+                .collect()
+        }
+    }
+}
+
+/// Weight gradients summed over several backward passes, one slot per variable.
+struct Gradients {
+    vars: Vec<Var>,
+    sums: Vec<Option<Tensor>>,
+}
+
+impl Gradients {
+    fn new(vars: Vec<Var>) -> Self {
+        let sums = vec![None; vars.len()];
+        Self { vars, sums }
+    }
+
+    fn add(&mut self, store: &GradStore) -> Result<()> {
+        for (var, sum) in self.vars.iter().zip(&mut self.sums) {
+            if let Some(g) = store.get(var.as_tensor()) {
+                *sum = Some(match sum.take() {
+                    Some(total) => (total + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The global L2 norm over every variable.
+    fn norm(&self) -> Result<f64> {
+        let mut squares = 0.0;
+        for g in self.sums.iter().flatten() {
+            squares += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+        Ok(squares.sqrt())
+    }
+
+    /// The gradients times `scale`, as the optimiser takes them.
+    fn into_store(self, scale: f64) -> Result<GradStore> {
+        let mut store = GradStore::default();
+        for (var, sum) in self.vars.iter().zip(self.sums) {
+            if let Some(g) = sum {
+                store.insert(var.as_tensor(), (g * scale)?);
+            }
+        }
+        Ok(store)
+    }
+}
+
+/// SplitMix64: tiny and fixed, so a seed names the same batches in every build.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-40 for any n we meet).
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// `k` of `0..n` without replacement, in increasing order; all of them when `k >= n`.
+    fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut pool: Vec<usize> = (0..n).collect();
+        if k < n {
+            // Partial Fisher-Yates.
+            for i in 0..k {
+                let j = i + self.below(n - i);
+                pool.swap(i, j);
+            }
+            pool.truncate(k);
+            pool.sort_unstable();
+        }
+        pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::testing::golden_dir;
+
+    /// `tests/golden/train_steps.json`.
+    #[derive(Deserialize)]
+    struct GoldenTraining {
+        targets: Vec<String>,
+        subsets: Vec<Vec<String>>,
+        subset_losses: Vec<Vec<f64>>,
+        labels: Vec<Vec<f64>>,
+        optimizer: GoldenOptimizer,
+        trace: Vec<GoldenStep>,
+        group_scores_after: Vec<Vec<f64>>,
+        projector_weight_after_first_row: Vec<f64>,
+    }
+
+    #[derive(Deserialize)]
+    struct GoldenOptimizer {
+        lr: f64,
+        weight_decay: f64,
+        warmup_steps: usize,
+        t_min: f64,
+        t_max: f64,
+    }
+
+    #[derive(Deserialize)]
+    struct GoldenStep {
+        lr: f64,
+        loss: f64,
+        grad_norm_before_clip: f64,
+        group_scores: Vec<Vec<f64>>,
+    }
+
+    fn golden() -> GoldenTraining {
+        let bytes = std::fs::read(golden_dir("train_steps.json")).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The golden data as `TrainData`: the subsets' members laid end to end as examples.
+    fn golden_data(golden: &GoldenTraining) -> TrainData {
+        let mut examples = Vec::new();
+        let mut subsets = Vec::new();
+        for members in &golden.subsets {
+            subsets.push((examples.len()..examples.len() + members.len()).collect());
+            examples.extend(members.iter().cloned());
+        }
+        TrainData {
+            examples,
+            targets: golden.targets.clone(),
+            subsets,
+            losses: golden.subset_losses.clone(),
+        }
+    }
+
+    fn golden_options(golden: &GoldenTraining) -> TrainOptions {
+        let o = &golden.optimizer;
+        TrainOptions {
+            steps: golden.trace.len(),
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            warmup_steps: o.warmup_steps,
+            targets_per_step: golden.targets.len(),
+            subsets_per_step: golden.subsets.len(),
+            max_members_per_subset: golden.subsets.iter().map(Vec::len).max().unwrap(),
+            t_min: o.t_min,
+            t_max: o.t_max,
+            ..TrainOptions::default()
+        }
+    }
+
+    fn tiny_trainer(data: TrainData, options: TrainOptions) -> Result<Trainer> {
+        let dir = golden_dir("tiny-airrep");
+        let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        Trainer::new(&Checkpoint::from_dir(&dir)?, &tokenizer_json, data, options)
+    }
+
+    fn never() -> bool {
+        false
+    }
+
+    fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
+        let err = (got - want).abs() / want.abs().max(1e-12);
+        assert!(
+            err <= tol,
+            "{what}: got {got}, want {want} (relative error {err:e})"
+        );
+    }
+
+    fn assert_matrix_rel(got: &[Vec<f64>], want: &[Vec<f64>], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: rows");
+        for (d, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g.len(), w.len(), "{what}: row {d}");
+            for (k, (g, w)) in g.iter().zip(w).enumerate() {
+                assert_rel(*g, *w, tol, &format!("{what}[{d}][{k}]"));
+            }
+        }
+    }
+
+    #[test]
+    fn train_reproduces_golden_steps() {
+        let golden = golden();
+        let data = golden_data(&golden);
+        let mut trainer = tiny_trainer(data, golden_options(&golden)).unwrap();
+        assert_matrix_rel(&trainer.labels, &golden.labels, 1e-12, "labels");
+        for (t, want) in golden.trace.iter().enumerate() {
+            let log = trainer.step(&never).unwrap();
+            eprintln!(
+                "step {t}: loss {} (golden {}), grad norm {} (golden {})",
+                log.loss, want.loss, log.grad_norm, want.grad_norm_before_clip
+            );
+            assert_eq!(log.step, t);
+            assert_rel(log.lr, want.lr, 1e-12, &format!("step {t} lr"));
+            assert_rel(log.loss, want.loss, 1e-4, &format!("step {t} loss"));
+            assert_rel(
+                log.grad_norm,
+                want.grad_norm_before_clip,
+                1e-4,
+                &format!("step {t} grad norm"),
+            );
+            assert_matrix_rel(
+                &log.group_scores,
+                &want.group_scores,
+                1e-4,
+                &format!("step {t} group scores"),
+            );
+        }
+        let all_targets: Vec<usize> = (0..golden.targets.len()).collect();
+        let all_subsets: Vec<usize> = (0..golden.subsets.len()).collect();
+        let after = trainer.group_scores(&all_targets, &all_subsets).unwrap();
+        assert_matrix_rel(
+            &after,
+            &golden.group_scores_after,
+            1e-3,
+            "group scores after",
+        );
+
+        let checkpoint = trainer.into_checkpoint().unwrap();
+        let row = checkpoint.tensors()["projector.weight"]
+            .get(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        crate::testing::assert_close(
+            &row,
+            &golden.projector_weight_after_first_row,
+            1e-4,
+            "projector row 0",
+        );
+    }
+}
