@@ -1,20 +1,21 @@
 //! The AirRep encoder: BERT, mean pooling over every non-padding token ([CLS] and
 //! [SEP] included), then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm.
 //!
-//! One forward serves inference and training. They differ only in the layer norm and
-//! softmax kernels: candle-nn's fused ones are fast but have no backward pass (a model
+//! One forward serves inference and training. They differ only in the layer norm,
+//! softmax and GELU kernels: the fused ones are fast but have no backward pass (a model
 //! built on them silently trains nothing), so training uses [`Kernels::Differentiable`].
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
+use crate::cpu_kernels;
 use crate::error::Result;
 
-/// Which implementation of layer norm and softmax the forward uses.
+/// Which implementation of the non-matmul kernels the forward uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
-    /// Fused candle-nn kernels; forward only.
+    /// Fused candle-nn and our own CPU kernels; forward only, CPU only.
     Fused,
     /// Composed from primitive ops, every one with a backward pass.
     Differentiable,
@@ -34,10 +35,29 @@ impl Kernels {
         }
     }
 
-    fn softmax_last_dim(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Exact (erf) GELU, HF's "gelu".
+    fn gelu(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused => candle_nn::ops::softmax_last_dim(x),
-            Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
+            Kernels::Fused => cpu_kernels::gelu(x),
+            Kernels::Differentiable => x.gelu_erf(),
+        }
+    }
+
+    /// Softmax of `scores` `[batch, heads, seq, seq]` over the keys that
+    /// `attention_mask` `[batch, seq]` marks as real tokens.
+    fn attention_probs(
+        self,
+        scores: &Tensor,
+        attention_mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Fused => cpu_kernels::masked_softmax(scores, attention_mask),
+            Kernels::Differentiable => {
+                let (batch, seq) = attention_mask.dims2()?;
+                let bias =
+                    ((1.0 - attention_mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, seq))?;
+                candle_nn::ops::softmax(&scores.broadcast_add(&bias)?, D::Minus1)
+            }
         }
     }
 }
@@ -130,9 +150,9 @@ impl SelfAttention {
         })
     }
 
-    /// Post-norm multi-head self-attention; `mask_bias` is `[batch, 1, 1, seq]`,
-    /// 0 on real tokens and a large negative number on padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
+    /// Post-norm multi-head self-attention; `attention_mask` is `[batch, seq]`, 1 on real
+    /// tokens and 0 on padding.
+    fn forward(&self, x: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
         let head_dim = hidden / self.num_heads;
         let split_heads = |t: Tensor| {
@@ -144,8 +164,9 @@ impl SelfAttention {
         let q = split_heads((self.query.forward(x)? / (head_dim as f64).sqrt())?)?;
         let k = split_heads(self.key.forward(x)?)?;
         let v = split_heads(self.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
-        let probs = self.kernels.softmax_last_dim(&scores)?;
+        let probs = self
+            .kernels
+            .attention_probs(&q.matmul(&k.t()?)?, attention_mask)?;
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -158,6 +179,7 @@ struct FeedForward {
     intermediate: Linear,
     output: Linear,
     norm: LayerNorm,
+    kernels: Kernels,
 }
 
 impl FeedForward {
@@ -170,12 +192,12 @@ impl FeedForward {
             )?,
             output: linear(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size)?,
             norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
+            kernels,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // HF's "gelu" is the exact erf form.
-        let inner = self.intermediate.forward(x)?.gelu_erf()?;
+        let inner = self.kernels.gelu(&self.intermediate.forward(x)?)?;
         self.norm.forward(&(self.output.forward(&inner)? + x)?)
     }
 }
@@ -193,9 +215,9 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
         self.feed_forward
-            .forward(&self.attention.forward(x, mask_bias)?)
+            .forward(&self.attention.forward(x, attention_mask)?)
     }
 }
 
@@ -240,11 +262,9 @@ impl AirRepModel {
     /// `input_ids` u32 and `attention_mask` f32 (1 real, 0 padding), both `[batch, seq]`;
     /// returns the embeddings `[batch, output_dim]`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let (batch, seq) = attention_mask.dims2()?;
-        let mask_bias = ((1.0 - attention_mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, seq))?;
         let mut hidden = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, &mask_bias)?;
+            hidden = layer.forward(&hidden, attention_mask)?;
         }
         let pooled = mean_pool(&hidden, attention_mask)?;
         Ok(match &self.projector {

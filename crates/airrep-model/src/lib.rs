@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+mod cpu_kernels;
 pub mod encoder;
 pub mod error;
 pub mod tokenize;
