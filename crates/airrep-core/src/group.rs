@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::vector::{Reader, StateError};
+use crate::state::{self, Reader, StateError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -118,15 +118,13 @@ impl GroupState {
     /// Little-endian: count, m, z, n, sum.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(40);
-        out.extend_from_slice(&self.count.to_le_bytes());
-        for x in [self.m, self.z, self.n, self.sum] {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        state::put_u64(&mut out, self.count);
+        state::put_f64s(&mut out, &[self.m, self.z, self.n, self.sum]);
         out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes);
         let state = GroupState {
             count: reader.u64()?,
             m: reader.f64()?,

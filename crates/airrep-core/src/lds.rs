@@ -1,7 +1,7 @@
 //! The linear datamodeling score (LDS): how well predicted group scores rank held-out
 //! subsets the way measured retraining losses do (DESIGN section 1).
 
-use crate::vector::{Reader, StateError};
+use crate::state::{self, Reader, StateError};
 
 /// Ranks 1..n with ties given their average rank.
 fn average_ranks(values: &[f64]) -> Vec<f64> {
@@ -91,21 +91,16 @@ impl SpearmanState {
     /// Little-endian: count, then the x values, then the y values.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 16 * self.x.len());
-        out.extend_from_slice(&(self.x.len() as u64).to_le_bytes());
-        for v in self.x.iter().chain(&self.y) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        state::put_u64(&mut out, self.x.len() as u64);
+        state::put_f64s(&mut out, self.x.iter().chain(&self.y));
         out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        let mut reader = Reader(bytes);
-        let n = reader.u64()? as usize;
-        if n.checked_mul(16).is_none_or(|len| len + 8 != bytes.len()) {
-            return Err(StateError("state length does not match its count"));
-        }
-        let x = (0..n).map(|_| reader.f64()).collect::<Result<_, _>>()?;
-        let y = (0..n).map(|_| reader.f64()).collect::<Result<_, _>>()?;
+        let mut reader = Reader::new(bytes);
+        let n = reader.u64()?;
+        let x = reader.f64s(n)?;
+        let y = reader.f64s(n)?;
         reader.finish()?;
         Ok(SpearmanState { x, y })
     }

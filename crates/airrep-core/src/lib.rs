@@ -4,4 +4,5 @@
 pub mod group;
 pub mod lds;
 pub mod ranking;
+pub mod state;
 pub mod vector;
