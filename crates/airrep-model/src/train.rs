@@ -751,4 +751,365 @@ mod tests {
             "projector row 0",
         );
     }
+
+    /// The gradient without the trick: everything encoded with gradients in one graph,
+    /// pooling and the ranking loss in candle ops, one backward.
+    fn direct_loss_and_gradients(trainer: &Trainer, batch: &Batch) -> (f64, Vec<Tensor>) {
+        let ids = |texts: Vec<&String>| trainer.tokenize(texts.into_iter()).unwrap();
+        let data = &trainer.data;
+        let t = trainer
+            .forward(&ids(batch
+                .targets
+                .iter()
+                .map(|&d| &data.targets[d])
+                .collect()))
+            .unwrap();
+        let scores: Vec<Tensor> = batch
+            .members
+            .iter()
+            .map(|members| {
+                let m = trainer
+                    .forward(&ids(members.iter().map(|&i| &data.examples[i]).collect()))
+                    .unwrap();
+                let s = t.matmul(&m.t().unwrap()).unwrap();
+                match trainer.options.pooling {
+                    Pooling::Sum => s.sum(1).unwrap(),
+                    Pooling::Attention => {
+                        let a = candle_nn::ops::softmax(&s.abs().unwrap(), 1).unwrap();
+                        (a * s).unwrap().sum(1).unwrap()
+                    }
+                }
+            })
+            .collect();
+        let scores = Tensor::stack(&scores, 1).unwrap(); // [target, subset]
+        let (mut winners, mut losers, mut weights) = (vec![], vec![], vec![]);
+        let ns = batch.subsets.len();
+        for (row, &d) in batch.targets.iter().enumerate() {
+            for j in 0..ns {
+                for k in 0..ns {
+                    let gap =
+                        trainer.labels[d][batch.subsets[j]] - trainer.labels[d][batch.subsets[k]];
+                    if gap > trainer.options.t_min {
+                        winners.push((row * ns + j) as u32);
+                        losers.push((row * ns + k) as u32);
+                        weights.push(gap.min(trainer.options.t_max) as f32);
+                    }
+                }
+            }
+        }
+        let n = weights.len();
+        let pick = |idx: Vec<u32>| {
+            let idx = Tensor::from_vec(idx, n, &Device::Cpu).unwrap();
+            scores.flatten_all().unwrap().index_select(&idx, 0).unwrap()
+        };
+        let margin = (pick(winners) - pick(losers)).unwrap();
+        // softplus(-margin) = log(1 + exp(-margin)); margins here are small.
+        let softplus = (margin.neg().unwrap().exp().unwrap() + 1.0)
+            .unwrap()
+            .log()
+            .unwrap();
+        let weights = Tensor::from_vec(weights, n, &Device::Cpu).unwrap();
+        let loss = ((softplus * weights).unwrap().sum_all().unwrap() / n as f64).unwrap();
+        let grads = loss.backward().unwrap();
+        let per_var = trainer
+            .model
+            .vars()
+            .iter()
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .expect("every weight has a gradient")
+                    .clone()
+            })
+            .collect();
+        (f64::from(loss.to_scalar::<f32>().unwrap()), per_var)
+    }
+
+    #[test]
+    fn memory_trick_gradients_equal_full_graph_gradients() {
+        let golden = golden();
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            let options = TrainOptions {
+                targets_per_step: 3,
+                max_members_per_subset: 4, // sampled members, and targets in more than one chunk
+                pooling,
+                ..golden_options(&golden)
+            };
+            let mut trainer = tiny_trainer(golden_data(&golden), options).unwrap();
+            let batch = sample_batch(&mut trainer.rng, &trainer.data, &trainer.options);
+            let (ranked, trick) = trainer.loss_and_gradients(&batch, &never).unwrap();
+            let (loss, direct) = direct_loss_and_gradients(&trainer, &batch);
+            assert!(ranked.kept_pairs > 0);
+            assert_rel(ranked.loss, loss, 1e-5, &format!("{pooling:?} loss"));
+            // Relative per tensor, with a floor: the key biases' true gradient is 0 (softmax
+            // ignores a per-query constant), so both sides are rounding noise there.
+            let l2 = |t: &Tensor| {
+                f64::from(
+                    t.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap(),
+                )
+                .sqrt()
+            };
+            let global = direct.iter().map(|g| l2(g).powi(2)).sum::<f64>().sqrt();
+            for ((name, _), (got, want)) in trainer
+                .model
+                .named_vars()
+                .iter()
+                .zip(trick.sums.iter().zip(&direct))
+            {
+                let err = l2(&(got.as_ref().unwrap() - want).unwrap());
+                let scale = l2(want).max(1e-3 * global);
+                assert!(
+                    err <= 1e-4 * scale,
+                    "{pooling:?} d loss / d {name}: error {err:e}, norm {:e}",
+                    l2(want)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_is_deterministic_and_uses_everything_when_asked() {
+        let mut rng = SplitMix64(7);
+        assert_eq!(rng.sample(5, 5), vec![0, 1, 2, 3, 4]);
+        assert_eq!(rng.sample(3, 10), vec![0, 1, 2]);
+        let picked = rng.sample(100, 10);
+        assert_eq!(picked.len(), 10);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]) && picked[9] < 100);
+        assert_eq!(SplitMix64(7).sample(100, 10), SplitMix64(7).sample(100, 10));
+        assert_ne!(SplitMix64(7).sample(100, 10), SplitMix64(8).sample(100, 10));
+    }
+
+    fn rejected(options: TrainOptions) -> String {
+        match options.validate() {
+            Err(Error::Input(message)) => message,
+            other => panic!("{options:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_validation_names_the_bad_value() {
+        let good = TrainOptions::default();
+        good.validate().unwrap();
+        let cases: [(TrainOptions, &str); 10] = [
+            (
+                TrainOptions {
+                    steps: 0,
+                    ..good.clone()
+                },
+                "steps must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    lr: 0.0,
+                    ..good.clone()
+                },
+                "lr must be a positive number, got 0",
+            ),
+            (
+                TrainOptions {
+                    lr: f64::NAN,
+                    ..good.clone()
+                },
+                "lr must be a positive number, got NaN",
+            ),
+            (
+                TrainOptions {
+                    weight_decay: -0.1,
+                    ..good.clone()
+                },
+                "weight_decay must be 0 or more",
+            ),
+            (
+                TrainOptions {
+                    targets_per_step: 0,
+                    ..good.clone()
+                },
+                "targets_per_step must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    subsets_per_step: 1,
+                    ..good.clone()
+                },
+                "subsets_per_step must be at least 2",
+            ),
+            (
+                TrainOptions {
+                    max_members_per_subset: 0,
+                    ..good.clone()
+                },
+                "max_members_per_subset must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    t_min: -1.0,
+                    ..good.clone()
+                },
+                "t_min must be 0 or more",
+            ),
+            (
+                TrainOptions {
+                    t_max: 0.1,
+                    ..good.clone()
+                },
+                "t_max must be greater than t_min (0.1), got 0.1",
+            ),
+            (
+                TrainOptions {
+                    max_length: 1,
+                    ..good.clone()
+                },
+                "max_length must be at least 2",
+            ),
+        ];
+        for (options, expected) in cases {
+            let message = rejected(options);
+            assert!(
+                message.contains(expected),
+                "{message:?} does not say {expected:?}"
+            );
+        }
+        assert_eq!(good.lr_at(0), good.lr / 10.0);
+        assert_eq!(good.lr_at(9), good.lr);
+        assert_eq!(
+            TrainOptions {
+                warmup_steps: 0,
+                ..good.clone()
+            }
+            .lr_at(0),
+            good.lr
+        );
+    }
+
+    #[test]
+    fn bad_data_and_lengths_are_rejected_with_clear_messages() {
+        let golden = golden();
+        let good = golden_data(&golden);
+        let mut cases: Vec<(TrainData, TrainOptions, &str)> = Vec::new();
+        let options = golden_options(&golden);
+        let mut data = good.clone();
+        data.subsets[1].push(99);
+        cases.push((
+            data,
+            options.clone(),
+            "subset 1 names example 99, but there are only 15 examples",
+        ));
+        let mut data = good.clone();
+        data.subsets[2].clear();
+        cases.push((data, options.clone(), "subset 2 is empty"));
+        let mut data = good.clone();
+        data.losses[0][3] = f64::INFINITY;
+        cases.push((
+            data,
+            options.clone(),
+            "losses[0][3] is inf: losses must be finite",
+        ));
+        let mut data = good.clone();
+        data.losses[1].pop();
+        cases.push((
+            data,
+            options.clone(),
+            "losses[1] has 3 entries but there are 4 targets",
+        ));
+        let mut data = good.clone();
+        data.losses.pop();
+        cases.push((
+            data,
+            options.clone(),
+            "losses has 2 rows but there are 3 subsets",
+        ));
+        let mut data = good.clone();
+        data.targets.clear();
+        cases.push((data, options.clone(), "no targets"));
+        cases.push((
+            good.clone(),
+            TrainOptions {
+                max_length: 100_000,
+                ..options.clone()
+            },
+            "max_length 100000 exceeds the model's max_position_embeddings",
+        ));
+        for (data, options, expected) in cases {
+            match tiny_trainer(data, options) {
+                Err(Error::Input(message)) => {
+                    assert!(
+                        message.contains(expected),
+                        "{message:?} does not say {expected:?}"
+                    )
+                }
+                Err(other) => panic!("wrong error for {expected:?}: {other}"),
+                Ok(_) => panic!("accepted: {expected:?}"),
+            }
+        }
+        let trainer = tiny_trainer(good, options).unwrap();
+        assert!(
+            matches!(trainer.group_scores(&[4], &[0]), Err(Error::Input(m)) if m.contains("target 4 out of range"))
+        );
+        assert!(
+            matches!(trainer.group_scores(&[0], &[3]), Err(Error::Input(m)) if m.contains("subset 3 out of range"))
+        );
+    }
+
+    #[test]
+    fn interrupt_stops_the_step_and_leaves_the_weights() {
+        let golden = golden();
+        let options = golden_options(&golden);
+        let mut trainer = tiny_trainer(golden_data(&golden), options.clone()).unwrap();
+        let before = trainer.model.to_checkpoint().unwrap();
+
+        // Polled at least once per subset.
+        let calls = AtomicUsize::new(0);
+        let counting = || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        let mut counted = tiny_trainer(golden_data(&golden), options).unwrap();
+        counted.step(&counting).unwrap();
+        assert!(calls.load(Ordering::Relaxed) >= 2 * golden.subsets.len());
+
+        // Cancelled immediately, and part-way through the gradient pass.
+        for stop_at in [1, calls.load(Ordering::Relaxed)] {
+            let polls = AtomicUsize::new(0);
+            let cancel = || polls.fetch_add(1, Ordering::Relaxed) + 1 >= stop_at;
+            assert!(matches!(trainer.step(&cancel), Err(Error::Cancelled)));
+            assert_eq!(polls.load(Ordering::Relaxed), stop_at);
+        }
+        assert_eq!(trainer.steps_done(), 0);
+        let after = trainer.into_checkpoint().unwrap();
+        for (name, tensor) in before.tensors() {
+            let diff = (tensor - &after.tensors()[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name} changed");
+        }
+    }
+
+    #[test]
+    fn base_model_trains_with_a_fresh_projector() {
+        let golden = golden();
+        let dir = golden_dir("tiny-airrep");
+        let airrep = Checkpoint::from_dir(&dir).unwrap();
+        let mut tensors = airrep.tensors().clone();
+        tensors.retain(|name, _| !name.starts_with("projector."));
+        let base = Checkpoint::new(airrep.config.clone(), tensors).unwrap();
+        let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let mut trainer = Trainer::new(
+            &base,
+            &tokenizer_json,
+            golden_data(&golden),
+            golden_options(&golden),
+        )
+        .unwrap();
+        let log = trainer.step(&never).unwrap();
+        assert!(log.loss.is_finite() && log.grad_norm > 0.0 && log.kept_pairs > 0);
+        assert!(trainer.into_checkpoint().unwrap().has_projector());
+    }
 }
