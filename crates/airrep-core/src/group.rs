@@ -20,6 +20,7 @@ pub enum Pooling {
 }
 
 impl Pooling {
+    /// The pooling whose discriminant is `code` (how a serialised SQL state records it).
     pub fn from_code(code: u8) -> Option<Pooling> {
         match code {
             0 => Some(Pooling::Attention),
@@ -40,6 +41,15 @@ impl fmt::Display for UnknownPooling {
 
 impl std::error::Error for UnknownPooling {}
 
+impl fmt::Display for Pooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pooling::Attention => "attention",
+            Pooling::Sum => "sum",
+        })
+    }
+}
+
 impl FromStr for Pooling {
     type Err = UnknownPooling;
 
@@ -52,6 +62,8 @@ impl FromStr for Pooling {
     }
 }
 
+/// The running state of one group: the streaming log-sum-exp of the attention weights, and
+/// the plain sum for `pooling = 'sum'`. `Default` is the empty group.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupState {
     count: u64,
@@ -66,6 +78,8 @@ pub struct GroupState {
 }
 
 impl GroupState {
+    /// Add one member's score. Scores are finite (dots of finite vectors); a NaN makes the
+    /// result NaN.
     pub fn push(&mut self, score: f64) {
         let magnitude = score.abs();
         if self.count == 0 {
@@ -73,6 +87,8 @@ impl GroupState {
             return;
         }
         if magnitude > self.m {
+            // The new member dominates: rescale what we have to its exponent, so exp never
+            // sees a positive argument and cannot overflow.
             let scale = (self.m - magnitude).exp();
             self.z = self.z * scale + 1.0;
             self.n = self.n * scale + score;
@@ -86,6 +102,7 @@ impl GroupState {
         self.count += 1;
     }
 
+    /// Combine with another group's partial state, as if its scores had been pushed here.
     pub fn merge(&mut self, other: &GroupState) {
         if other.count == 0 {
             return;
@@ -137,11 +154,23 @@ impl GroupState {
     }
 }
 
+impl Extend<f64> for GroupState {
+    fn extend<I: IntoIterator<Item = f64>>(&mut self, scores: I) {
+        scores.into_iter().for_each(|s| self.push(s));
+    }
+}
+
+impl FromIterator<f64> for GroupState {
+    fn from_iter<I: IntoIterator<Item = f64>>(scores: I) -> Self {
+        let mut state = GroupState::default();
+        state.extend(scores);
+        state
+    }
+}
+
 /// The pooled score of `scores` in one pass (handy for training and evaluation).
 pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f64> {
-    let mut state = GroupState::default();
-    scores.into_iter().for_each(|s| state.push(s));
-    state.result(pooling)
+    scores.into_iter().collect::<GroupState>().result(pooling)
 }
 
 #[cfg(test)]
@@ -170,7 +199,11 @@ mod tests {
 
     #[test]
     fn pooling_names() {
-        assert_eq!("sum".parse::<Pooling>(), Ok(Pooling::Sum));
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            assert_eq!(pooling.to_string().parse::<Pooling>(), Ok(pooling));
+            assert_eq!(Pooling::from_code(pooling as u8), Some(pooling));
+        }
+        assert_eq!(Pooling::from_code(2), None);
         assert_eq!(
             "max".parse::<Pooling>().unwrap_err().to_string(),
             "unknown pooling \"max\": expected 'attention' or 'sum'"
@@ -179,8 +212,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_rejects_truncation() {
-        let mut state = GroupState::default();
-        [0.5, -7.0, 3.0].into_iter().for_each(|s| state.push(s));
+        let state: GroupState = [0.5, -7.0, 3.0].into_iter().collect();
         assert_eq!(GroupState::from_bytes(&state.to_bytes()).unwrap(), state);
         assert!(GroupState::from_bytes(&state.to_bytes()[..39]).is_err());
     }

@@ -1,0 +1,98 @@
+//! Attention-pooled group influence: the golden cases, and the properties parallel
+//! aggregation relies on.
+
+mod common;
+
+use airrep_core::group::{pool, GroupState, Pooling};
+use airrep_core::vector::dot;
+use common::{assert_close, floats, golden_cases, number, vector32};
+use proptest::prelude::*;
+
+#[test]
+fn golden_group_influence() {
+    for (i, case) in golden_cases("group_influence.json").iter().enumerate() {
+        let target = vector32(&case["target"]);
+        let members = case["members"].as_array().unwrap();
+        let dots: Vec<f64> = members.iter().map(|m| dot(&target, &vector32(m))).collect();
+        for (j, (&got, want)) in dots.iter().zip(floats(&case["dots"])).enumerate() {
+            assert_close(got, want, 1e-6, 0.0, &format!("case {i} dot {j}"));
+        }
+        let state: GroupState = dots.iter().copied().collect();
+        for (pooling, key) in [(Pooling::Attention, "attention"), (Pooling::Sum, "sum")] {
+            let got = state.result(pooling).unwrap();
+            assert_close(got, number(&case[key]), 1e-6, 0.0, &format!("case {i} {key}"));
+        }
+    }
+}
+
+/// Scores at every scale the tests care about, from near-cancelling to far past exp's range.
+fn score() -> impl Strategy<Value = f64> {
+    prop_oneof![-1e-3..1e-3, -10.0..10.0, -1e4..1e4, -1e80..1e80]
+}
+
+/// Scores, cut points that split them into parts (some possibly empty), and an order in
+/// which to merge the parts, as parallel workers finish in any order.
+fn split_scores() -> impl Strategy<Value = (Vec<f64>, Vec<usize>, Vec<usize>)> {
+    (prop::collection::vec(score(), 1..60), 0..6usize).prop_flat_map(|(scores, n_cuts)| {
+        let cuts = prop::collection::vec(0..=scores.len(), n_cuts);
+        let order = Just((0..=n_cuts).collect::<Vec<_>>()).prop_shuffle();
+        (Just(scores), cuts, order)
+    })
+}
+
+fn scores_and_a_shuffle() -> impl Strategy<Value = (Vec<f64>, Vec<f64>)> {
+    prop::collection::vec(score(), 1..60).prop_flat_map(|s| (Just(s.clone()), Just(s).prop_shuffle()))
+}
+
+fn max_magnitude(scores: &[f64]) -> f64 {
+    scores.iter().fold(0.0, |m, s| m.max(s.abs()))
+}
+
+proptest! {
+    #[test]
+    fn merging_any_split_in_any_order_matches_serial((scores, mut cuts, order) in split_scores()) {
+        let serial: GroupState = scores.iter().copied().collect();
+        cuts.push(0);
+        cuts.push(scores.len());
+        cuts.sort_unstable();
+        let parts: Vec<GroupState> =
+            cuts.windows(2).map(|w| scores[w[0]..w[1]].iter().copied().collect()).collect();
+        let mut merged = GroupState::default();
+        order.iter().for_each(|&i| merged.merge(&parts[i]));
+
+        let tolerance = 1e-12 * max_magnitude(&scores);
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            let (want, got) = (serial.result(pooling).unwrap(), merged.result(pooling).unwrap());
+            prop_assert!((want - got).abs() <= tolerance, "{}: {} vs {}", pooling, got, want);
+        }
+        prop_assert_eq!(merged.count(), scores.len() as u64);
+    }
+
+    #[test]
+    fn member_order_does_not_matter((scores, shuffled) in scores_and_a_shuffle()) {
+        let a = pool(scores.iter().copied(), Pooling::Attention).unwrap();
+        let b = pool(shuffled, Pooling::Attention).unwrap();
+        prop_assert!((a - b).abs() <= 1e-12 * max_magnitude(&scores), "{} vs {}", a, b);
+    }
+
+    #[test]
+    fn attention_lies_between_min_and_max(scores in prop::collection::vec(score(), 1..60)) {
+        let got = pool(scores.iter().copied(), Pooling::Attention).unwrap();
+        let min = scores.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let slack = 1e-12 * max_magnitude(&scores);
+        prop_assert!(got.is_finite());
+        prop_assert!(min - slack <= got && got <= max + slack, "{} not in [{}, {}]", got, min, max);
+    }
+
+    #[test]
+    fn state_bytes_round_trip(scores in prop::collection::vec(score(), 0..20)) {
+        let state: GroupState = scores.into_iter().collect();
+        prop_assert_eq!(GroupState::from_bytes(&state.to_bytes()), Ok(state));
+    }
+
+    #[test]
+    fn state_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        prop_assert_eq!(GroupState::from_bytes(&bytes).is_ok(), bytes.len() == 40);
+    }
+}
