@@ -11,22 +11,26 @@ use rayon::prelude::*;
 const CHUNK: usize = 16 * 1024;
 
 /// `e^x` for `x` in [-87, 88]: Cody-Waite range reduction to `2^n · e^r`, |r| <= ln2/2,
-/// and a degree-6 Taylor polynomial for `e^r`.
+/// and a degree-6 Taylor polynomial for `e^r`. Integer work stays in float registers
+/// (no saturating casts) so that loops over it vectorise.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a branch.
+    // t = n + 1.5·2^23 rounds to the nearest integer n, which then sits in t's low bits.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    let two_to_n =
+        f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    p * two_to_n
 }
 
 /// Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), as in PyTorch's vectorised erf.
@@ -60,6 +64,46 @@ fn contiguous_f32<'a>(
     }
 }
 
+/// Calls `$f` through a copy compiled for AVX-512 when the CPU has it: the default
+/// x86-64 target only vectorises 4 floats wide.
+macro_rules! simd_dispatch {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            fn avx512(dst: &mut [f32], src: &[f32]) {
+                $f(dst, src)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports the features `avx512` was compiled for.
+                unsafe { avx512($($arg),*) }
+            } else {
+                $f($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        $f($($arg),*)
+    }};
+}
+
+#[inline(always)]
+fn gelu_slice(dst: &mut [f32], src: &[f32]) {
+    for (y, &x) in dst.iter_mut().zip(src) {
+        *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Softmax of one row of scores; the first `probs.len()` keys are the real tokens.
+#[inline(always)]
+fn softmax_slice(probs: &mut [f32], scores: &[f32]) {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for (p, &s) in probs.iter_mut().zip(scores) {
+        *p = exp(s - max);
+    }
+    let inv = 1.0 / probs.iter().sum::<f32>();
+    probs.iter_mut().for_each(|p| *p *= inv);
+}
+
 /// Exact-form GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
 struct Gelu;
 
@@ -77,11 +121,7 @@ impl CustomOp1 for Gelu {
         let mut dst = vec![0f32; src.len()];
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
-            .for_each(|(dst, src)| {
-                for (y, &x) in dst.iter_mut().zip(src) {
-                    *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                }
-            });
+            .for_each(|(dst, src)| simd_dispatch!(gelu_slice(dst, src)));
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -91,7 +131,8 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Softmax over the last dim of attention scores `[batch, heads, seq, seq]`, keeping
-/// only the keys where `attention_mask` `[batch, seq]` is 1; padded keys get 0.
+/// only the keys where the right-padded `attention_mask` `[batch, seq]` is 1; padded
+/// keys get 0.
 struct MaskedSoftmax;
 
 impl CustomOp2 for MaskedSoftmax {
@@ -116,25 +157,19 @@ impl CustomOp2 for MaskedSoftmax {
         }
         let scores_data = contiguous_f32(self.name(), scores, scores_layout)?;
         let mask = contiguous_f32(self.name(), mask, mask_layout)?;
+        // Padding is on the right, so a sequence's real keys are a prefix of each row.
+        let lengths: Vec<usize> = mask
+            .chunks(seq)
+            .map(|m| m.iter().filter(|&&k| k > 0.0).count())
+            .collect();
         let rows_per_sequence = scores_data.len() / batch / seq;
         let mut dst = vec![0f32; scores_data.len()];
         dst.par_chunks_mut(seq)
             .zip(scores_data.par_chunks(seq))
             .enumerate()
             .for_each(|(row, (probs, scores))| {
-                let keep = &mask[row / rows_per_sequence * seq..][..seq];
-                let max = scores
-                    .iter()
-                    .zip(keep)
-                    .filter(|(_, &k)| k > 0.0)
-                    .fold(f32::NEG_INFINITY, |m, (&s, _)| m.max(s));
-                let mut total = 0.0;
-                for ((p, &s), &k) in probs.iter_mut().zip(scores).zip(keep) {
-                    *p = exp(s - max) * k;
-                    total += *p;
-                }
-                let inv = 1.0 / total;
-                probs.iter_mut().for_each(|p| *p *= inv);
+                let len = lengths[row / rows_per_sequence];
+                simd_dispatch!(softmax_slice(&mut probs[..len], &scores[..len]));
             });
         Ok((CpuStorage::F32(dst), scores_layout.shape().clone()))
     }
