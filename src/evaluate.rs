@@ -1,0 +1,131 @@
+//! Evaluation: `airrep.spearman(x, y)` and the linear datamodeling score `airrep.lds(...)`.
+
+use airrep_core::group::{pool, Pooling};
+use airrep_core::lds::{lds, SpearmanState};
+use airrep_core::vector::dot;
+use pgrx::datum::Internal;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::aggstate::{self, PartialState};
+use crate::encode::{encode_texts, encoder};
+use crate::error::raise;
+use crate::labels::LabelSet;
+
+impl PartialState for SpearmanState {
+    fn to_bytes(&self) -> Vec<u8> {
+        SpearmanState::to_bytes(self)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        SpearmanState::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+
+    fn merge(&mut self, other: &Self) {
+        SpearmanState::merge(self, other)
+    }
+}
+
+#[pg_extern(schema = "airrep", parallel_safe)]
+fn spearman_step(mut internal: Internal, x: Option<f64>, y: Option<f64>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    if let (Some(x), Some(y)) = (x, y) {
+        if x.is_nan() || y.is_nan() {
+            raise("22023", "airrep.spearman does not accept NaN");
+        }
+        aggstate::state_mut(fcinfo, &mut internal, SpearmanState::default).push(x, y);
+    }
+    internal
+}
+
+#[pg_extern(schema = "airrep", parallel_safe)]
+fn spearman_final(internal: Internal) -> Option<f64> {
+    aggstate::state_ref::<SpearmanState>(&internal).map(SpearmanState::result)
+}
+
+#[pg_extern(schema = "airrep", strict, parallel_safe)]
+fn spearman_serialize(internal: Internal) -> Vec<u8> {
+    aggstate::serialize::<SpearmanState>(internal)
+}
+
+#[pg_extern(schema = "airrep", strict, parallel_safe)]
+fn spearman_deserialize(bytes: &[u8], _unused: Internal) -> Internal {
+    aggstate::deserialize::<SpearmanState>(bytes)
+}
+
+#[pg_extern(schema = "airrep", parallel_safe)]
+fn spearman_combine(left: Internal, right: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    aggstate::combine::<SpearmanState>(fcinfo, left, right)
+}
+
+extension_sql!(
+    r#"
+CREATE AGGREGATE airrep.spearman(x double precision, y double precision) (
+    SFUNC = airrep.spearman_step, STYPE = internal, FINALFUNC = airrep.spearman_final,
+    COMBINEFUNC = airrep.spearman_combine, SERIALFUNC = airrep.spearman_serialize,
+    DESERIALFUNC = airrep.spearman_deserialize, PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE airrep.spearman(double precision, double precision) IS
+    'Spearman rank correlation (average ranks for ties); NULL pairs skipped; 0 when undefined';
+"#,
+    name = "spearman_aggregate",
+    requires = [spearman_step, spearman_final, spearman_serialize, spearman_deserialize, spearman_combine]
+);
+
+/// Group scores `[target][subset]` of every subset for every target under `model`.
+pub fn group_scores(model: &str, labels: &LabelSet, pooling: Pooling) -> Vec<Vec<f64>> {
+    let encoder = encoder(model);
+    let example_texts: Vec<&str> = labels.example_texts.iter().map(String::as_str).collect();
+    let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
+    let examples = encode_texts(&encoder, &example_texts);
+    let targets = encode_texts(&encoder, &target_texts);
+    targets
+        .iter()
+        .map(|t| {
+            labels
+                .subsets
+                .iter()
+                .map(|members| pool(members.iter().map(|&m| dot(t, &examples[m])), pooling).expect("subsets are non-empty"))
+                .collect()
+        })
+        .collect()
+}
+
+fn parse_pooling(pooling: &str) -> Pooling {
+    pooling.parse().unwrap_or_else(|e: airrep_core::group::UnknownPooling| raise("22023", &e.to_string()))
+}
+
+fn per_target(model: &str, examples: PgRelation, targets: PgRelation, subsets: PgRelation, losses: PgRelation, pooling: &str) -> (LabelSet, f64, Vec<f64>) {
+    let pooling = parse_pooling(pooling);
+    let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
+    let scores = group_scores(model, &labels, pooling);
+    let (mean, per_target) = lds(&scores, &labels.losses);
+    (labels, mean, per_target)
+}
+
+/// LDS of `model`'s group scores against measured losses (DESIGN section 1), x1 (not x100).
+#[pg_extern(schema = "airrep", name = "lds", stable, strict)]
+fn lds_score(
+    model: &str,
+    examples: PgRelation,
+    targets: PgRelation,
+    subsets: PgRelation,
+    losses: PgRelation,
+    pooling: default!(&str, "'attention'"),
+) -> f64 {
+    per_target(model, examples, targets, subsets, losses, pooling).1
+}
+
+/// The per-target Spearman correlations whose mean is the LDS.
+#[pg_extern(schema = "airrep", stable, strict)]
+fn lds_per_target(
+    model: &str,
+    examples: PgRelation,
+    targets: PgRelation,
+    subsets: PgRelation,
+    losses: PgRelation,
+    pooling: default!(&str, "'attention'"),
+) -> TableIterator<'static, (name!(target_id, i64), name!(spearman, f64))> {
+    let (labels, _, per_target) = per_target(model, examples, targets, subsets, losses, pooling);
+    TableIterator::new(labels.target_ids.into_iter().zip(per_target))
+}
