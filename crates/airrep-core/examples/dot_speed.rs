@@ -11,7 +11,11 @@ const DIMS: usize = 384;
 
 fn ns_per_dot(rows: usize) -> f64 {
     let table: Vec<Vec<f32>> = (0..rows)
-        .map(|r| (0..DIMS).map(|i| ((r * 31 + i * 7) % 97) as f32 / 97.0 - 0.5).collect())
+        .map(|r| {
+            (0..DIMS)
+                .map(|i| ((r * 31 + i * 7) % 97) as f32 / 97.0 - 0.5)
+                .collect()
+        })
         .collect();
     let target: Vec<f32> = (0..DIMS).map(|i| (i % 13) as f32 - 6.0).collect();
     let passes = 1_000_000 / rows;

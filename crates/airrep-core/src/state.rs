@@ -35,7 +35,10 @@ impl<'a> Reader<'a> {
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
-        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(StateError("truncated state"))?;
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or(StateError("truncated state"))?;
         self.0 = rest;
         Ok(*head)
     }
@@ -77,14 +80,28 @@ mod tests {
         put_f64s(&mut bytes, &[1.5, -0.0]);
         let mut reader = Reader::new(&bytes);
         assert_eq!(reader.u64(), Ok(2));
-        assert_eq!(reader.f64s(2).map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()), Ok(vec![1.5f64.to_bits(), (-0.0f64).to_bits()]));
+        assert_eq!(
+            reader
+                .f64s(2)
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
+            Ok(vec![1.5f64.to_bits(), (-0.0f64).to_bits()])
+        );
         assert_eq!(reader.finish(), Ok(()));
     }
 
     #[test]
     fn rejects_truncation_huge_counts_and_trailing_bytes() {
-        assert_eq!(Reader::new(&[0; 7]).u64(), Err(StateError("truncated state")));
-        assert_eq!(Reader::new(&[0; 16]).f64s(u64::MAX), Err(StateError("truncated state")));
-        assert_eq!(Reader::new(&[0; 1]).finish(), Err(StateError("trailing bytes in state")));
+        assert_eq!(
+            Reader::new(&[0; 7]).u64(),
+            Err(StateError("truncated state"))
+        );
+        assert_eq!(
+            Reader::new(&[0; 16]).f64s(u64::MAX),
+            Err(StateError("truncated state"))
+        );
+        assert_eq!(
+            Reader::new(&[0; 1]).finish(),
+            Err(StateError("trailing bytes in state"))
+        );
     }
 }

@@ -8,25 +8,35 @@ use crate::state::{self, Reader, StateError};
 /// The most dimensions a vector may have (pgvector's limit too).
 pub const MAX_DIM: usize = 16000;
 
+/// Why a value is not a valid `airrep_vector`; Display gives pgvector's messages.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VectorError {
+    /// The whole text input, which is not `[n, ...]`.
     InvalidSyntax(String),
     NaN,
     Infinite,
+    /// A number (its text) beyond float4's range.
     OutOfRange(String),
     NoDimensions,
     TooManyDimensions,
-    TypmodMismatch { expected: usize, actual: usize },
+    /// A value's length against its column's `airrep_vector(n)`.
+    TypmodMismatch {
+        expected: usize,
+        actual: usize,
+    },
     DifferentDimensions(usize, usize),
     TypmodTooSmall,
     TypmodTooLarge,
     ArrayHasNulls,
     ArrayNotOneDimensional,
+    /// Arithmetic whose result is beyond float4's range.
     Overflow,
 }
 
 impl VectorError {
-    /// The SQLSTATE Postgres should report, as pgvector would.
+    /// The five-character SQLSTATE to raise: text that is not a vector is 22P02, numbers out
+    /// of range 22003, operands of different lengths 22000 (data_exception, as pgvector),
+    /// everything else about the value 22023 (invalid_parameter_value).
     pub fn sqlstate(&self) -> &'static str {
         match self {
             VectorError::InvalidSyntax(_) => "22P02",
@@ -43,7 +53,10 @@ impl fmt::Display for VectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VectorError::InvalidSyntax(input) => {
-                write!(f, "invalid input syntax for type airrep_vector: \"{input}\"")
+                write!(
+                    f,
+                    "invalid input syntax for type airrep_vector: \"{input}\""
+                )
             }
             VectorError::NaN => write!(f, "NaN not allowed in airrep_vector"),
             VectorError::Infinite => write!(f, "infinite value not allowed in airrep_vector"),
@@ -52,7 +65,10 @@ impl fmt::Display for VectorError {
             }
             VectorError::NoDimensions => write!(f, "airrep_vector must have at least 1 dimension"),
             VectorError::TooManyDimensions => {
-                write!(f, "airrep_vector cannot have more than {MAX_DIM} dimensions")
+                write!(
+                    f,
+                    "airrep_vector cannot have more than {MAX_DIM} dimensions"
+                )
             }
             VectorError::TypmodMismatch { expected, actual } => {
                 write!(f, "expected {expected} dimensions, not {actual}")
@@ -64,7 +80,10 @@ impl fmt::Display for VectorError {
                 write!(f, "dimensions for type airrep_vector must be at least 1")
             }
             VectorError::TypmodTooLarge => {
-                write!(f, "dimensions for type airrep_vector cannot exceed {MAX_DIM}")
+                write!(
+                    f,
+                    "dimensions for type airrep_vector cannot exceed {MAX_DIM}"
+                )
             }
             VectorError::ArrayHasNulls => write!(f, "array must not contain nulls"),
             VectorError::ArrayNotOneDimensional => write!(f, "array must be 1-D"),
@@ -107,11 +126,11 @@ fn is_space(c: char) -> bool {
 /// `infinity`), then rejects the non-finite ones with pgvector's messages.
 fn parse_element(token: &str) -> Option<Result<f32, VectorError>> {
     let unsigned = token.strip_prefix(['+', '-']).unwrap_or(token);
-    let lower = unsigned.to_ascii_lowercase();
-    if lower == "nan" {
+    let is = |word: &str| unsigned.eq_ignore_ascii_case(word);
+    if is("nan") {
         return Some(Err(VectorError::NaN));
     }
-    if lower == "inf" || lower == "infinity" {
+    if is("inf") || is("infinity") {
         return Some(Err(VectorError::Infinite));
     }
     if !is_decimal(unsigned) {
@@ -133,7 +152,8 @@ fn is_decimal(s: &str) -> bool {
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = digits(whole) && digits(fraction) && !(whole.is_empty() && fraction.is_empty());
+    let mantissa_ok =
+        digits(whole) && digits(fraction) && !(whole.is_empty() && fraction.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && digits(e)
@@ -162,7 +182,9 @@ pub fn format(v: &[f32]) -> String {
 fn push_float4(out: &mut String, scratch: &mut String, x: f32) {
     scratch.clear();
     write!(scratch, "{x:e}").expect("writing to a String cannot fail");
-    let (mantissa, exponent) = scratch.split_once('e').expect("{:e} always writes an exponent");
+    let (mantissa, exponent) = scratch
+        .split_once('e')
+        .expect("{:e} always writes an exponent");
     let exponent: i32 = exponent.parse().expect("{:e} writes an integer exponent");
     if (-4..6).contains(&exponent) {
         write!(out, "{x}")
@@ -198,7 +220,10 @@ pub fn check_typmod(typmod_dims: usize, actual: usize) -> Result<(), VectorError
     if typmod_dims == actual {
         Ok(())
     } else {
-        Err(VectorError::TypmodMismatch { expected: typmod_dims, actual })
+        Err(VectorError::TypmodMismatch {
+            expected: typmod_dims,
+            actual,
+        })
     }
 }
 
@@ -308,7 +333,10 @@ pub struct VectorSum {
 impl VectorSum {
     /// An empty state for vectors of `dims` elements.
     pub fn new(dims: usize) -> Self {
-        VectorSum { count: 0, sums: vec![0.0; dims] }
+        VectorSum {
+            count: 0,
+            sums: vec![0.0; dims],
+        }
     }
 
     pub fn push(&mut self, v: &[f32]) -> Result<(), VectorError> {
@@ -353,7 +381,10 @@ impl VectorSum {
     /// The mean as float4s (always in range: a mean lies within its inputs); NaN elements for
     /// an empty state, for which SQL returns NULL without asking.
     pub fn avg(&self) -> Vec<f32> {
-        self.sums.iter().map(|&s| (s / self.count as f64) as f32).collect()
+        self.sums
+            .iter()
+            .map(|&s| (s / self.count as f64) as f32)
+            .collect()
     }
 
     /// Little-endian: count, dims, then the sums.
@@ -384,37 +415,79 @@ mod tests {
 
     #[test]
     fn parses_with_spaces_and_exponents() {
-        assert_eq!(parse(" [ 1 , 2.5e3,-3 ] ").unwrap(), vec![1.0, 2500.0, -3.0]);
+        assert_eq!(
+            parse(" [ 1 , 2.5e3,-3 ] ").unwrap(),
+            vec![1.0, 2500.0, -3.0]
+        );
         assert_eq!(parse("[.5,5.,+1E-2]").unwrap(), vec![0.5, 5.0, 0.01]);
-        assert_eq!(parse("[1e-50]").unwrap(), vec![0.0], "underflow reads as zero, like strtof");
+        assert_eq!(
+            parse("[1e-50]").unwrap(),
+            vec![0.0],
+            "underflow reads as zero, like strtof"
+        );
     }
 
     #[test]
     fn rounds_once_like_strtof() {
         // Just above the midpoint 1 + 2^-24: via f64 it would round to the midpoint, then to 1.
-        assert_eq!(parse("[1.0000000596046448]").unwrap(), vec![1.0 + f32::EPSILON]);
+        assert_eq!(
+            parse("[1.0000000596046448]").unwrap(),
+            vec![1.0 + f32::EPSILON]
+        );
     }
 
     #[test]
     fn rejects_with_pgvector_messages() {
         let message = |t: &str| parse(t).unwrap_err().to_string();
-        for bad in ["[1,2", "1,2", "[1,,2]", "[1,2,]", "[1] x", "[hello]", "[1 2]", "", "[1e]", "[.]", "[0x10]"] {
-            assert_eq!(message(bad), format!("invalid input syntax for type airrep_vector: \"{bad}\""));
+        for bad in [
+            "[1,2", "1,2", "[1,,2]", "[1,2,]", "[1] x", "[hello]", "[1 2]", "", "[1e]", "[.]",
+            "[0x10]",
+        ] {
+            assert_eq!(
+                message(bad),
+                format!("invalid input syntax for type airrep_vector: \"{bad}\"")
+            );
         }
-        assert_eq!(message("[]"), "airrep_vector must have at least 1 dimension");
-        assert_eq!(message("[ ]"), "airrep_vector must have at least 1 dimension");
+        assert_eq!(
+            message("[]"),
+            "airrep_vector must have at least 1 dimension"
+        );
+        assert_eq!(
+            message("[ ]"),
+            "airrep_vector must have at least 1 dimension"
+        );
         assert_eq!(message("[NaN]"), "NaN not allowed in airrep_vector");
-        assert_eq!(message("[-Infinity]"), "infinite value not allowed in airrep_vector");
-        assert_eq!(message("[1e39]"), "\"1e39\" is out of range for type airrep_vector");
+        assert_eq!(
+            message("[-Infinity]"),
+            "infinite value not allowed in airrep_vector"
+        );
+        assert_eq!(
+            message("[1e39]"),
+            "\"1e39\" is out of range for type airrep_vector"
+        );
         let too_many = format!("[{}]", vec!["0"; MAX_DIM + 1].join(","));
-        assert_eq!(message(&too_many), "airrep_vector cannot have more than 16000 dimensions");
-        assert_eq!(parse(&format!("[{}]", vec!["0"; MAX_DIM].join(","))).unwrap().len(), MAX_DIM);
+        assert_eq!(
+            message(&too_many),
+            "airrep_vector cannot have more than 16000 dimensions"
+        );
+        assert_eq!(
+            parse(&format!("[{}]", vec!["0"; MAX_DIM].join(",")))
+                .unwrap()
+                .len(),
+            MAX_DIM
+        );
     }
 
     #[test]
     fn formats_like_postgres_float4() {
-        assert_eq!(format(&[1.0, -2.5, 0.1, 1e30, 1e-7, -0.0]), "[1,-2.5,0.1,1e+30,1e-07,-0]");
-        assert_eq!(format(&[123456.0, 1234567.0, 1e-4, 1.5e-5, 0.0]), "[123456,1.234567e+06,0.0001,1.5e-05,0]");
+        assert_eq!(
+            format(&[1.0, -2.5, 0.1, 1e30, 1e-7, -0.0]),
+            "[1,-2.5,0.1,1e+30,1e-07,-0]"
+        );
+        assert_eq!(
+            format(&[123456.0, 1234567.0, 1e-4, 1.5e-5, 0.0]),
+            "[123456,1.234567e+06,0.0001,1.5e-05,0]"
+        );
         assert_eq!(format(&[f32::MAX, -1e-45]), "[3.4028235e+38,-1e-45]");
     }
 
@@ -423,9 +496,16 @@ mod tests {
         assert_eq!(parse("[x]").unwrap_err().sqlstate(), "22P02");
         assert_eq!(parse("[1e39]").unwrap_err().sqlstate(), "22003");
         assert_eq!(check_same_dims(2, 3).unwrap_err().sqlstate(), "22000");
-        assert_eq!(check_typmod(2, 3).unwrap_err().to_string(), "expected 2 dimensions, not 3");
+        assert_eq!(
+            check_typmod(2, 3).unwrap_err().to_string(),
+            "expected 2 dimensions, not 3"
+        );
         assert_eq!(check_element(f32::NAN).unwrap_err().sqlstate(), "22023");
-        for e in [VectorError::TypmodTooSmall, VectorError::TooManyDimensions, VectorError::Overflow] {
+        for e in [
+            VectorError::TypmodTooSmall,
+            VectorError::TooManyDimensions,
+            VectorError::Overflow,
+        ] {
             assert_eq!(e.sqlstate().len(), 5, "{e}");
         }
     }
@@ -433,8 +513,14 @@ mod tests {
     #[test]
     fn elementwise_checks_dims_and_overflow() {
         assert_eq!(add(&[1.0, 2.0], &[0.5, -2.0]), Ok(vec![1.5, 0.0]));
-        assert_eq!(sub(&[1.0], &[1.0, 2.0]), Err(VectorError::DifferentDimensions(1, 2)));
-        assert_eq!(add(&[f32::MAX], &[f32::MAX]).unwrap_err().to_string(), "value out of range: overflow");
+        assert_eq!(
+            sub(&[1.0], &[1.0, 2.0]),
+            Err(VectorError::DifferentDimensions(1, 2))
+        );
+        assert_eq!(
+            add(&[f32::MAX], &[f32::MAX]).unwrap_err().to_string(),
+            "value out of range: overflow"
+        );
         assert_eq!(sub(&[f32::MIN], &[f32::MAX]), Err(VectorError::Overflow));
     }
 
@@ -452,8 +538,12 @@ mod tests {
 
     #[test]
     fn every_code_path_gives_the_same_bits() {
-        let a: Vec<f32> = (0..389).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-3).collect();
-        let b: Vec<f32> = (0..389).map(|i| ((i * 53 % 89) as f32 - 44.0) * 7.1e2).collect();
+        let a: Vec<f32> = (0..389)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-3)
+            .collect();
+        let b: Vec<f32> = (0..389)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) * 7.1e2)
+            .collect();
         let portable = lane_sum_portable(&a, &b, |x, y| x * y);
         assert_eq!(dot(&a, &b).to_bits(), portable.to_bits());
     }
@@ -470,12 +560,18 @@ mod tests {
         assert_eq!(left.avg(), vec![3.0, 5.0]);
         assert_eq!(VectorSum::from_bytes(&left.to_bytes()).unwrap(), left);
         assert!(VectorSum::from_bytes(&left.to_bytes()[..20]).is_err());
-        assert!(VectorSum::from_bytes(&[0xff; 16]).is_err(), "a corrupt dims count is an error");
+        assert!(
+            VectorSum::from_bytes(&[0xff; 16]).is_err(),
+            "a corrupt dims count is an error"
+        );
         let mut empty = VectorSum::new(0);
         empty.merge(&left).unwrap();
         assert_eq!(empty, left);
         left.merge(&VectorSum::new(7)).unwrap();
         assert_eq!(empty, left);
-        assert_eq!(left.push(&[1.0]).unwrap_err().to_string(), "different airrep_vector dimensions 2 and 1");
+        assert_eq!(
+            left.push(&[1.0]).unwrap_err().to_string(),
+            "different airrep_vector dimensions 2 and 1"
+        );
     }
 }

@@ -20,7 +20,13 @@ fn golden_group_influence() {
         let state: GroupState = dots.iter().copied().collect();
         for (pooling, key) in [(Pooling::Attention, "attention"), (Pooling::Sum, "sum")] {
             let got = state.result(pooling).unwrap();
-            assert_close(got, number(&case[key]), 1e-6, 0.0, &format!("case {i} {key}"));
+            assert_close(
+                got,
+                number(&case[key]),
+                1e-6,
+                0.0,
+                &format!("case {i} {key}"),
+            );
         }
     }
 }
@@ -41,7 +47,8 @@ fn split_scores() -> impl Strategy<Value = (Vec<f64>, Vec<usize>, Vec<usize>)> {
 }
 
 fn scores_and_a_shuffle() -> impl Strategy<Value = (Vec<f64>, Vec<f64>)> {
-    prop::collection::vec(score(), 1..60).prop_flat_map(|s| (Just(s.clone()), Just(s).prop_shuffle()))
+    prop::collection::vec(score(), 1..60)
+        .prop_flat_map(|s| (Just(s.clone()), Just(s).prop_shuffle()))
 }
 
 fn max_magnitude(scores: &[f64]) -> f64 {

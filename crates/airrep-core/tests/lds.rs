@@ -15,7 +15,13 @@ fn golden_lds() {
         for (d, (&got, want)) in per_target.iter().zip(want).enumerate() {
             assert_close(got, want, 1e-14, 1e-15, &format!("case {i} target {d}"));
         }
-        assert_close(score, number(&case["lds"]), 1e-14, 1e-15, &format!("case {i} lds"));
+        assert_close(
+            score,
+            number(&case["lds"]),
+            1e-14,
+            1e-15,
+            &format!("case {i} lds"),
+        );
     }
 }
 

@@ -20,12 +20,29 @@ fn assert_matrix_close(got: &[Vec<f64>], want: &[Vec<f64>], what: &str) {
 fn golden_ranking_loss() {
     for (i, case) in golden_cases("ranking_loss.json").iter().enumerate() {
         let want_labels = matrix(&case["labels"]);
-        assert_matrix_close(&labels(&matrix(&case["subset_losses"])), &want_labels, &format!("case {i} labels"));
+        assert_matrix_close(
+            &labels(&matrix(&case["subset_losses"])),
+            &want_labels,
+            &format!("case {i} labels"),
+        );
 
-        let loss = RankingLoss { t_min: number(&case["t_min"]), t_max: number(&case["t_max"]) };
+        let loss = RankingLoss {
+            t_min: number(&case["t_min"]),
+            t_max: number(&case["t_max"]),
+        };
         let out = loss.loss_and_grad(&matrix(&case["scores"]), &want_labels);
-        assert_eq!(Some(out.kept_pairs as u64), case["kept_pairs"].as_u64(), "case {i} kept pairs");
-        assert_close(out.loss, number(&case["loss"]), 1e-9, 0.0, &format!("case {i} loss"));
+        assert_eq!(
+            Some(out.kept_pairs as u64),
+            case["kept_pairs"].as_u64(),
+            "case {i} kept pairs"
+        );
+        assert_close(
+            out.loss,
+            number(&case["loss"]),
+            1e-9,
+            0.0,
+            &format!("case {i} loss"),
+        );
         assert_matrix_close(&out.grad, &matrix(&case["grad"]), &format!("case {i} grad"));
     }
 }

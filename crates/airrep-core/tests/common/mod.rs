@@ -12,7 +12,9 @@ pub fn golden_cases(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut golden: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     let cases = golden["cases"].take();
-    let cases = cases.as_array().unwrap_or_else(|| panic!("{path} has no cases"));
+    let cases = cases
+        .as_array()
+        .unwrap_or_else(|| panic!("{path} has no cases"));
     assert!(!cases.is_empty(), "{path} has no cases");
     cases.clone()
 }
@@ -22,11 +24,19 @@ pub fn number(v: &Value) -> f64 {
 }
 
 pub fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(number).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(number)
+        .collect()
 }
 
 pub fn matrix(v: &Value) -> Vec<Vec<f64>> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(floats).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(floats)
+        .collect()
 }
 
 /// A vector as the extension stores it; the golden inputs are float32 values.
