@@ -259,8 +259,9 @@ impl AirRepModel {
         self.output_dim
     }
 
-    /// `input_ids` u32 and `attention_mask` f32 (1 real, 0 padding), both `[batch, seq]`;
-    /// returns the embeddings `[batch, output_dim]`.
+    /// `input_ids` u32 and `attention_mask` f32 (1 real, 0 padding), both `[batch, seq]`
+    /// and padded on the right as [`crate::TokenBatch`] does; returns the embeddings
+    /// `[batch, output_dim]`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let mut hidden = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
