@@ -11,7 +11,8 @@ export AIRREP_MINILM_DIR
 
 # The server reads model directories as the `postgres` OS user, which may not be able to enter
 # this checkout or the cache: stage the fixtures where it can.
-export AIRREP_FIXTURES=${AIRREP_FIXTURES:-/tmp/airrep-fixtures}
+# (tests/pg_regress/sql reads this exact path; the pg_tests read AIRREP_FIXTURES at build time)
+export AIRREP_FIXTURES=/tmp/airrep-fixtures
 rm -rf "$AIRREP_FIXTURES" && mkdir -p "$AIRREP_FIXTURES"
 cp -r tests/golden/tiny-airrep tests/golden/tiny-airrep-bf16 "$AIRREP_FIXTURES/"
 cp -r "$AIRREP_MINILM_DIR" "$AIRREP_FIXTURES/minilm"

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use airrep_model::{Encoder, EncoderOptions};
+use airrep_model::{DeviceSpec, Encoder, EncoderOptions};
 use pgrx::prelude::*;
 
 use crate::error::raise;
@@ -19,6 +19,7 @@ struct CacheKey {
     model_id: i64,
     version: i64,
     max_length: usize,
+    device: DeviceSpec,
 }
 
 thread_local! {
@@ -45,22 +46,16 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
     })
 }
 
-/// Fail clearly when the configured device is not one this build can use.
-pub fn check_device() {
-    let device = gucs::device();
-    if device != "cpu" {
-        raise(
-            "0A000",
-            &format!("airrep.device = '{device}' is not available: this build of airrep supports only 'cpu' (build with the cuda feature for GPUs)"),
-        );
-    }
+/// The device named by `airrep.device`.
+pub fn device() -> DeviceSpec {
+    gucs::device().parse().unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
 }
 
 /// The loaded encoder for model `name`, from the backend cache or the registry.
 pub fn encoder(name: &str) -> Rc<Encoder> {
-    check_device();
+    let device = device();
     let (model_id, version) = registry::model_key(name);
-    let key = CacheKey { model_id, version, max_length: gucs::MAX_LENGTH.get() as usize };
+    let key = CacheKey { model_id, version, max_length: gucs::MAX_LENGTH.get() as usize, device };
     if let Some(hit) = MODELS.with_borrow_mut(|models| {
         let index = models.iter().position(|(k, _)| *k == key)?;
         let entry = models.remove(index);
@@ -70,7 +65,12 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         return hit;
     }
     let (config, weights, tokenizer) = registry::model_files(model_id);
-    let options = EncoderOptions { max_length: key.max_length, batch_size: gucs::BATCH_SIZE.get() as usize };
+    let options = EncoderOptions {
+        max_length: key.max_length,
+        batch_size: gucs::BATCH_SIZE.get() as usize,
+        device,
+        dtype: None,
+    };
     let loaded = thread_pool()
         .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))
         .unwrap_or_else(|e| raise("XX000", &format!("could not load model \"{name}\": {e}")));

@@ -30,6 +30,10 @@ CREATE TYPE airrep_vector;
     bootstrap
 );
 
+/// Management functions and the model registry live in schema `airrep`.
+#[pg_schema]
+mod airrep {}
+
 /// Runs in every backend that loads the library (and in the postmaster with
 /// shared_preload_libraries): register settings only; pools and models are created lazily.
 #[pg_guard]

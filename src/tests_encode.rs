@@ -198,7 +198,10 @@ mod tests {
         load("tiny", "tiny-airrep");
         Spi::run("SET airrep.device = 'cuda'").unwrap();
         let message = sql_error("SELECT airrep.encode('tiny', 'x')");
-        assert!(message.contains("airrep.device = 'cuda' is not available"), "{message}");
+        assert!(message.contains("built without CUDA support"), "{message}");
+        Spi::run("SET airrep.device = 'tpu'").unwrap();
+        let message = sql_error("SELECT airrep.encode('tiny', 'x')");
+        assert!(message.contains("unknown device"), "{message}");
         Spi::run("RESET airrep.device").unwrap();
         // the backend stays usable on the CPU
         assert!(Spi::get_one::<i32>("SELECT airrep_dims(airrep.encode('tiny', 'x'))").unwrap().unwrap() == 32);

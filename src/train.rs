@@ -11,7 +11,7 @@ use airrep_model::Checkpoint;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 
-use crate::encode::{check_device, thread_pool};
+use crate::encode::{device, thread_pool};
 use crate::error::raise;
 use crate::labels::{qualified, LabelSet};
 use crate::registry;
@@ -134,7 +134,7 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
-    check_device();
+    let _device = device();
     let base_id = registry::model_id(base_model);
     if Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)", &[name.into()])
         .ok()

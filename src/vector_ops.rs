@@ -92,7 +92,7 @@ fn array_to_vector(
             let x = x.unwrap_or_else(|| raise_vector(VectorError::ArrayHasNulls));
             let f = x as f32;
             if x.is_finite() && f.is_infinite() {
-                raise_vector(VectorError::OutOfRange(x.to_string()));
+                raise_vector(VectorError::OutOfRange(format!("{x:e}")));
             }
             f
         })
@@ -138,9 +138,7 @@ fn airrep_vector_from_numeric_array(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Vector {
     // A numeric beyond float8's range cannot be a float4 either.
-    let to_f64 = |n: AnyNumeric| {
-        f64::try_from(n.clone()).unwrap_or_else(|_| raise_vector(VectorError::OutOfRange(n.to_string())))
-    };
+    let to_f64 = |n: AnyNumeric| f64::try_from(n).unwrap_or_else(|_| raise_vector(VectorError::Overflow));
     array_to_vector(fcinfo, a.iter().map(|x| x.map(to_f64)), typmod)
 }
 

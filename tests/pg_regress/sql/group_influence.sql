@@ -21,5 +21,5 @@ SELECT group_influence(t, m) FROM (VALUES ('[100]'::airrep_vector, '[100]'::airr
 -- errors
 SELECT group_influence(target, member, 'max') FROM members;
 SELECT group_influence(target, member) FROM members;
-SELECT group_influence('[1,2]', member) FROM members WHERE grp = 1;
+SELECT group_influence('[1,2,3]', member) FROM members WHERE grp = 1;
 DROP TABLE members;
