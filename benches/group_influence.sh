@@ -16,7 +16,7 @@ run_psql -q <<SQL
 CREATE EXTENSION airrep;
 SELECT setseed(0.1);
 CREATE TABLE base AS
-SELECT b AS id, (SELECT array_agg(random() * 2 - 1 + b * 0) FROM generate_series(1, 384))::airrep_vector AS v
+SELECT b AS id, (SELECT array_agg(random() * 2 - 1 + d * 0 + b * 0) FROM generate_series(1, 384) AS d)::airrep_vector AS v
 FROM generate_series(0, 999) b;
 CREATE TABLE pool AS SELECT i AS id, base.v FROM generate_series(1, $ROWS) i JOIN base ON base.id = i % 1000;
 CREATE TABLE target AS SELECT v FROM base WHERE id = 7;

@@ -14,7 +14,6 @@ pub struct LabelSet {
     pub example_texts: Vec<String>,
     pub target_ids: Vec<i64>,
     pub target_texts: Vec<String>,
-    pub subset_ids: Vec<i64>,
     /// members of each subset, as indices into `example_texts`
     pub subsets: Vec<Vec<usize>>,
     /// measured losses `[subset][target]`
@@ -187,7 +186,6 @@ impl LabelSet {
             example_texts: examples.into_iter().map(|(_, text)| text).collect(),
             target_ids: targets.iter().map(|(id, _)| *id).collect(),
             target_texts: targets.into_iter().map(|(_, text)| text).collect(),
-            subset_ids,
             subsets: members,
             losses: matrix,
         }

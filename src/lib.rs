@@ -14,6 +14,7 @@ mod group_influence;
 mod gucs;
 mod labels;
 mod registry;
+mod train;
 mod vector_agg;
 mod vector_ops;
 mod vector_type;
@@ -45,6 +46,8 @@ pub extern "C-unwind" fn _PG_init() {
 mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests_encode;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests_train;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

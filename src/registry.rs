@@ -213,6 +213,9 @@ extension_sql!(
     r#"
 REVOKE ALL ON FUNCTION airrep.load_model(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION airrep.load_model(text, text) TO pg_read_server_files;
+-- Everyone may encode with registered models; changing the registry takes explicit grants.
+GRANT USAGE ON SCHEMA airrep TO PUBLIC;
+GRANT SELECT ON airrep.models, airrep.model_files, airrep.model_list TO PUBLIC;
 "#,
     name = "load_model_privileges",
     requires = [load_model]

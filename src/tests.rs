@@ -70,7 +70,7 @@ mod tests {
             "SELECT setseed(0.42);
              CREATE TABLE pool (id int, grp int, v airrep_vector(384));
              INSERT INTO pool
-             SELECT i, i % 4, (SELECT array_agg(random() * 2 - 1 + i * 0) FROM generate_series(1, 384))
+             SELECT i, i % 4, (SELECT array_agg(random() * 2 - 1 + d * 0 + i * 0) FROM generate_series(1, 384) AS d)
              FROM generate_series(1, 200000) AS i;
              CREATE TABLE target AS SELECT v FROM pool WHERE id = 1;
              ANALYZE pool;",

@@ -188,8 +188,20 @@ mod tests {
         Spi::run("CREATE ROLE airrep_tester; SET ROLE airrep_tester").unwrap();
         let message = sql_error(&format!("SELECT airrep.load_model('x', '{FIXTURES}/tiny-airrep')"));
         assert_eq!(message, "permission denied for function load_model");
+        // the file privilege alone is not enough to write the registry
         Spi::run("RESET ROLE; GRANT pg_read_server_files TO airrep_tester; SET ROLE airrep_tester").unwrap();
+        let message = sql_error(&format!("SELECT airrep.load_model('x', '{FIXTURES}/tiny-airrep')"));
+        assert_eq!(message, "permission denied for table models");
+        Spi::run(
+            "RESET ROLE; GRANT INSERT ON airrep.models, airrep.model_files TO airrep_tester;
+             GRANT UPDATE ON airrep.models TO airrep_tester; SET ROLE airrep_tester",
+        )
+        .unwrap();
         load("granted", "tiny-airrep");
+        // and encoding needs no grant at all
+        Spi::run("RESET ROLE; CREATE ROLE airrep_reader; SET ROLE airrep_reader").unwrap();
+        let dims = Spi::get_one::<i32>("SELECT airrep_dims(airrep.encode('granted', 'x'))").unwrap();
+        assert_eq!(dims, Some(32));
         Spi::run("RESET ROLE").unwrap();
     }
 

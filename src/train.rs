@@ -9,6 +9,7 @@ use airrep_core::lds::lds;
 use airrep_model::train::{TrainData, TrainOptions, Trainer};
 use airrep_model::Checkpoint;
 use pgrx::prelude::*;
+use pgrx::PgRelation;
 use serde_json::{json, Value};
 
 use crate::encode::{device, thread_pool};
