@@ -65,3 +65,48 @@ SELECT t.id AS target, s.subset_id,
        round(group_influence(t.embedding, e.embedding, 'sum')::numeric, 3) AS sum
 FROM targets t CROSS JOIN subsets s JOIN examples e ON e.id = s.example_id
 GROUP BY t.id, s.subset_id ORDER BY t.id, attention DESC;
+
+\echo '-- training: label tables from retraining runs. This demo has no GPU budget for real'
+\echo '-- retraining, so it SIMULATES the measured losses: a subset lowers a target''s loss by'
+\echo '-- 0.3 per member on the same topic (plus noise). Real use loads measured losses here.'
+ALTER TABLE examples ADD COLUMN topic int;
+UPDATE examples SET topic = (id - 1) / 4;
+CREATE TABLE train_targets (id bigint, topic int, text text);
+INSERT INTO train_targets VALUES
+ (1, 0, airrep.format('What is the capital of Germany?', 'Berlin is the capital of Germany.')),
+ (2, 0, airrep.format('Which river flows through Paris?', 'The Seine flows through Paris.')),
+ (3, 1, airrep.format('What is 12 plus 30?', '12 plus 30 is 42.')),
+ (4, 1, airrep.format('What is 9 squared?', '9 squared is 81.')),
+ (5, 2, airrep.format('How do I poach an egg?', 'Slide the egg into simmering water for three minutes.')),
+ (6, 2, airrep.format('How long does rice cook?', 'White rice simmers for about 18 minutes.')),
+ (7, 3, airrep.format('How do I sort a list in Python?', 'Call sorted(my_list) or my_list.sort().')),
+ (8, 3, airrep.format('What does SQL JOIN do?', 'JOIN combines rows of two tables on a condition.')),
+ (9, 4, airrep.format('Who wrote Othello?', 'William Shakespeare wrote Othello.')),
+ (10, 4, airrep.format('Who painted The Starry Night?', 'Vincent van Gogh painted The Starry Night.'));
+CREATE VIEW train_examples AS SELECT id, body AS text FROM examples;
+CREATE TABLE train_subsets AS SELECT * FROM airrep.sample_subsets('examples', 40, 5, 7);
+SELECT setseed(0.5);
+CREATE TABLE train_losses AS
+SELECT s.subset_id, t.id AS target_id,
+       2.0 - 0.3 * count(*) FILTER (WHERE e.topic = t.topic) + 0.05 * random() AS loss
+FROM train_subsets s JOIN examples e ON e.id = s.example_id CROSS JOIN train_targets t
+GROUP BY s.subset_id, t.id;
+
+\echo '-- LDS of the base encoder (x100), attention and sum pooling'
+SELECT round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses')::numeric, 2) AS lds_attention,
+       round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses', 'sum')::numeric, 2) AS lds_sum;
+
+\echo '-- a brief ranking-loss training run (NOTICEs show progress), 25% of subsets held out'
+SET client_min_messages = notice;
+SELECT airrep.train('minilm-airrep', 'minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses',
+    '{"steps": 12, "lr": 5e-5, "warmup_steps": 3, "targets_per_step": 10, "subsets_per_step": 8,
+      "holdout_fraction": 0.25, "seed": 1}') AS trained_model_id;
+SET client_min_messages = warning;
+SELECT step, round(loss::numeric, 4) AS loss, round(grad_norm::numeric, 3) AS grad_norm, lr
+FROM airrep.training_log ORDER BY step;
+SELECT name, parent, description FROM airrep.model_list ORDER BY id;
+
+\echo '-- held-out LDS before and after training (x100)'
+SELECT round(100 * (config -> 'airrep_training' ->> 'validation_lds_before')::numeric, 2) AS held_out_lds_before,
+       round(100 * (config -> 'airrep_training' ->> 'validation_lds_after')::numeric, 2) AS held_out_lds_after
+FROM airrep.models WHERE name = 'minilm-airrep';

@@ -9,6 +9,8 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::aggstate::{self, PartialState};
+use airrep_model::Encoder;
+
 use crate::encode::{encode_texts, encoder};
 use crate::error::raise;
 use crate::labels::LabelSet;
@@ -72,23 +74,32 @@ COMMENT ON AGGREGATE airrep.spearman(double precision, double precision) IS
     requires = [spearman_step, spearman_final, spearman_serialize, spearman_deserialize, spearman_combine]
 );
 
-/// Group scores `[target][subset]` of every subset for every target under `model`.
-pub fn group_scores(model: &str, labels: &LabelSet, pooling: Pooling) -> Vec<Vec<f64>> {
-    let encoder = encoder(model);
-    let example_texts: Vec<&str> = labels.example_texts.iter().map(String::as_str).collect();
+/// Group scores `[target][subset]` of the chosen subsets for every target, encoding each
+/// example once.
+pub fn group_scores(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> Vec<Vec<f64>> {
+    let mut used: Vec<usize> = subsets.iter().flat_map(|&s| labels.subsets[s].iter().copied()).collect();
+    used.sort_unstable();
+    used.dedup();
+    let texts: Vec<&str> = used.iter().map(|&e| labels.example_texts[e].as_str()).collect();
+    let embedded = encode_texts(encoder, &texts);
+    let example = |e: usize| &embedded[used.binary_search(&e).expect("encoded above")];
     let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
-    let examples = encode_texts(&encoder, &example_texts);
-    let targets = encode_texts(&encoder, &target_texts);
-    targets
+    encode_texts(encoder, &target_texts)
         .iter()
         .map(|t| {
-            labels
-                .subsets
+            subsets
                 .iter()
-                .map(|members| pool(members.iter().map(|&m| dot(t, &examples[m])), pooling).expect("subsets are non-empty"))
+                .map(|&s| pool(labels.subsets[s].iter().map(|&m| dot(t, example(m))), pooling).expect("subsets are non-empty"))
                 .collect()
         })
         .collect()
+}
+
+/// LDS over the chosen subsets: (mean, per target).
+pub fn subset_lds(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> (f64, Vec<f64>) {
+    let scores = group_scores(encoder, labels, subsets, pooling);
+    let losses: Vec<Vec<f64>> = subsets.iter().map(|&s| labels.losses[s].clone()).collect();
+    lds(&scores, &losses)
 }
 
 fn parse_pooling(pooling: &str) -> Pooling {
@@ -98,8 +109,8 @@ fn parse_pooling(pooling: &str) -> Pooling {
 fn per_target(model: &str, examples: PgRelation, targets: PgRelation, subsets: PgRelation, losses: PgRelation, pooling: &str) -> (LabelSet, f64, Vec<f64>) {
     let pooling = parse_pooling(pooling);
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
-    let scores = group_scores(model, &labels, pooling);
-    let (mean, per_target) = lds(&scores, &labels.losses);
+    let all: Vec<usize> = (0..labels.subsets.len()).collect();
+    let (mean, per_target) = subset_lds(&encoder(model), &labels, &all, pooling);
     (labels, mean, per_target)
 }
 

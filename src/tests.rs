@@ -81,7 +81,7 @@ mod tests {
             "SELECT group_influence(t.v, p.v, 'sum') FROM pool p, target t",
             "SELECT airrep_norm(avg(v)) FROM pool",
             "SELECT airrep_norm(sum(v)) FROM pool",
-            "SELECT (avg(v)::real[])[17] FROM pool",
+            "SELECT (avg(v)::real[])[17]::float8 FROM pool",
         ];
         Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
         let serial: Vec<f64> = queries.iter().map(|q| one_f64(q)).collect();

@@ -5,14 +5,14 @@
 use std::time::Instant;
 
 use airrep_core::group::Pooling;
-use airrep_core::lds::lds;
 use airrep_model::train::{TrainData, TrainOptions, Trainer};
-use airrep_model::Checkpoint;
+use airrep_model::{Checkpoint, Encoder, EncoderOptions};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
 
-use crate::encode::{device, thread_pool};
+use crate::encode::{device, encoder, thread_pool};
+use crate::evaluate::subset_lds;
 use crate::error::raise;
 use crate::labels::{qualified, LabelSet};
 use crate::registry;
@@ -114,16 +114,6 @@ fn interrupted() -> bool {
     unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 }
 }
 
-/// LDS on held-out subsets with the trainer's current weights.
-fn validation_lds(trainer: &Trainer, labels: &LabelSet, held_out: &[usize]) -> f64 {
-    let targets: Vec<usize> = (0..labels.target_texts.len()).collect();
-    let scores = thread_pool()
-        .install(|| trainer.group_scores(&targets, held_out))
-        .unwrap_or_else(|e| raise("XX000", &format!("validation failed: {e}")));
-    let losses: Vec<Vec<f64>> = held_out.iter().map(|&s| labels.losses[s].clone()).collect();
-    lds(&scores, &losses).0
-}
-
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn train(
@@ -160,7 +150,9 @@ fn train(
     let mut trainer = pool
         .install(|| Trainer::new(&checkpoint, &tokenizer, data, opts.clone()))
         .unwrap_or_else(|e| raise("22023", &format!("cannot train: {e}")));
-    let lds_before = (!held_out.is_empty()).then(|| validation_lds(&trainer, &labels, &held_out));
+    // Held-out LDS of the base model as stored, and later of the trained one.
+    let validate = |encoder: &Encoder| subset_lds(encoder, &labels, &held_out, opts.pooling).0;
+    let lds_before = (!held_out.is_empty()).then(|| validate(&encoder(base_model)));
 
     let started = Instant::now();
     let mut log = Vec::with_capacity(opts.steps);
@@ -185,8 +177,14 @@ fn train(
         );
         log.push((step, seconds));
     }
-    let lds_after = (!held_out.is_empty()).then(|| validation_lds(&trainer, &labels, &held_out));
     let trained = pool.install(|| trainer.into_checkpoint()).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let lds_after = (!held_out.is_empty()).then(|| {
+        let options = EncoderOptions { max_length: opts.max_length, ..EncoderOptions::default() };
+        let encoder = pool
+            .install(|| Encoder::new(&trained, &tokenizer, options))
+            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        validate(&encoder)
+    });
     let weights = trained.to_safetensors().unwrap_or_else(|e| raise("XX000", &e.to_string()));
 
     let mut config: Value = serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
