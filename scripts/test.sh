@@ -29,6 +29,5 @@ rm -rf "$PGDATA_DIR"
 cargo pgrx test pg15 --runas postgres --pgdata "$PGDATA_DIR"
 
 echo "==> SQL regression tests"
-rm -rf "$PGDATA_DIR"
-cargo pgrx regress pg15 --runas postgres --pgdata "$PGDATA_DIR" --resetdb
+scripts/regress.sh
 echo "==> all tests passed"

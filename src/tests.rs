@@ -72,16 +72,18 @@ mod tests {
              INSERT INTO pool
              SELECT i, i % 4, (SELECT array_agg(random() * 2 - 1 + d * 0 + i * 0) FROM generate_series(1, 384) AS d)
              FROM generate_series(1, 200000) AS i;
-             CREATE TABLE target AS SELECT v FROM pool WHERE id = 1;
              ANALYZE pool;",
         )
         .unwrap();
+        // The target is a constant, as when a client passes a target embedding as a parameter.
+        let target = Spi::get_one::<String>("SELECT v::text FROM pool WHERE id = 1").unwrap().unwrap();
+        let target = format!("'{target}'::airrep_vector");
         let queries = [
-            "SELECT group_influence(t.v, p.v) FROM pool p, target t",
-            "SELECT group_influence(t.v, p.v, 'sum') FROM pool p, target t",
-            "SELECT airrep_norm(avg(v)) FROM pool",
-            "SELECT airrep_norm(sum(v)) FROM pool",
-            "SELECT (avg(v)::real[])[17]::float8 FROM pool",
+            format!("SELECT group_influence({target}, v) FROM pool"),
+            format!("SELECT group_influence({target}, v, 'sum') FROM pool"),
+            "SELECT airrep_norm(avg(v)) FROM pool".into(),
+            "SELECT airrep_norm(sum(v)) FROM pool".into(),
+            "SELECT (avg(v)::real[])[17]::float8 FROM pool".into(),
         ];
         Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
         let serial: Vec<f64> = queries.iter().map(|q| one_f64(q)).collect();
@@ -95,12 +97,13 @@ mod tests {
                 "{query}: parallel {parallel} vs serial {serial}"
             );
         }
-        // The grouped form splits too, and each group keeps its own target.
-        let grouped = "SELECT sum(g) FROM (SELECT grp, group_influence(t.v, p.v) AS g \
-                       FROM pool p, target t GROUP BY grp) s";
-        let parallel = one_f64(grouped);
+        // The grouped form splits too.
+        let grouped = format!("SELECT sum(g) FROM (SELECT grp, group_influence({target}, v) AS g FROM pool GROUP BY grp) s");
+        let plan = explain(&grouped);
+        assert!(plan.contains("Partial"), "no parallel plan for the grouped query:\n{plan}");
+        let parallel = one_f64(&grouped);
         Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
-        let serial = one_f64(grouped);
+        let serial = one_f64(&grouped);
         assert!(relative_error(parallel, serial) <= 1e-9, "grouped: {parallel} vs {serial}");
     }
 

@@ -1,6 +1,7 @@
 -- airrep.embed fills a table in committed batches; a failure half-way keeps the finished
 -- batches, and a second call resumes where it stopped. scripts/test.sh stages the model
 -- where the server's OS user can read it.
+\set VERBOSITY terse
 SELECT airrep.load_model('tiny', '/tmp/airrep-fixtures/tiny-airrep') > 0 AS loaded;
 SELECT name, layers, hidden_size, weights_bytes, tokenizer_bytes FROM airrep.model_list;
 CREATE TABLE docs (id int PRIMARY KEY, body text, embedding airrep_vector(32));
