@@ -17,7 +17,7 @@
 use airrep_core::group::{pool, Pooling};
 use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::checkpoint::Checkpoint;
@@ -407,7 +407,7 @@ impl Trainer {
                         .map(move |slope| (upstream * slope) as f32)
                 })
                 .collect();
-            let g = Tensor::from_vec(g, (s_k.len(), m_k.dim(0)?), &Device::Cpu)?;
+            let g = Tensor::from_vec(g, (s_k.len(), m_k.dim(0)?), t.device())?;
             d_t = (d_t + g.matmul(m_k)?)?;
             d_m.push(g.t()?.matmul(&t)?);
         }
@@ -810,7 +810,7 @@ mod tests {
         }
         let n = weights.len();
         let pick = |idx: Vec<u32>| {
-            let idx = Tensor::from_vec(idx, n, &Device::Cpu).unwrap();
+            let idx = Tensor::from_vec(idx, n, scores.device()).unwrap();
             scores.flatten_all().unwrap().index_select(&idx, 0).unwrap()
         };
         let margin = (pick(winners) - pick(losers)).unwrap();
@@ -819,7 +819,7 @@ mod tests {
             .unwrap()
             .log()
             .unwrap();
-        let weights = Tensor::from_vec(weights, n, &Device::Cpu).unwrap();
+        let weights = Tensor::from_vec(weights, n, scores.device()).unwrap();
         let loss = ((softplus * weights).unwrap().sum_all().unwrap() / n as f64).unwrap();
         let grads = loss.backward().unwrap();
         let per_var = trainer
