@@ -8,19 +8,15 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
+    use crate::test_support::{one_f64, relative_error, sql_error};
+
     /// `[a,b,...]` with enough digits that the value reaches Postgres unchanged.
     fn vector_literal(values: &[Value]) -> String {
         let items: Vec<String> = values.iter().map(|v| format!("{:?}", v.as_f64().unwrap() as f32)).collect();
         format!("'[{}]'::airrep_vector", items.join(","))
     }
 
-    fn relative_error(actual: f64, expected: f64) -> f64 {
-        (actual - expected).abs() / expected.abs().max(f64::MIN_POSITIVE)
-    }
 
-    fn one_f64(query: &str) -> f64 {
-        Spi::get_one::<f64>(query).expect(query).expect("non-null result")
-    }
 
     #[pg_test]
     fn golden_group_influence_through_sql() {
@@ -150,15 +146,8 @@ mod tests {
              CREATE TABLE narrow (v airrep_vector(2));"
         ))
         .unwrap();
-        let result = PgTryBuilder::new(|| {
-            Spi::run(&format!("COPY narrow FROM '{path}' (FORMAT binary)")).map(|_| String::new()).unwrap()
-        })
-        .catch_others(|e| match e {
-            pg_sys::panic::CaughtError::PostgresError(report) => report.message().to_string(),
-            other => panic!("unexpected error {other:?}"),
-        })
-        .execute();
-        assert_eq!(result, "expected 2 dimensions, not 3");
+        let message = sql_error(&format!("COPY narrow FROM '{path}' (FORMAT binary)"));
+        assert_eq!(message, "expected 2 dimensions, not 3");
     }
 
     #[pg_test]

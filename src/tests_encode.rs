@@ -7,11 +7,9 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
+    use crate::test_support::{error_message, sql_error, FIXTURES};
+
     /// Where scripts/test.sh stages model directories the server can read.
-    const FIXTURES: &str = match option_env!("AIRREP_FIXTURES") {
-        Some(dir) => dir,
-        None => "/tmp/airrep-fixtures",
-    };
 
     fn golden_embeddings() -> Value {
         serde_json::from_str(include_str!("../tests/golden/embeddings.json")).unwrap()
@@ -23,19 +21,6 @@ mod tests {
             .unwrap()
     }
 
-    fn sql_error(query: &str) -> String {
-        let query = query.to_string();
-        PgTryBuilder::new(move || {
-            Spi::run(&query).unwrap();
-            String::from("no error")
-        })
-        .catch_others(|e| match e {
-            pg_sys::panic::CaughtError::PostgresError(report)
-            | pg_sys::panic::CaughtError::ErrorReport(report) => report.message().to_string(),
-            other => format!("{other:?}"),
-        })
-        .execute()
-    }
 
     fn relative_l2_error(got: &[f32], want: &[f64]) -> f64 {
         assert_eq!(got.len(), want.len());
@@ -148,19 +133,13 @@ mod tests {
         let tokenizer = std::fs::read(format!("{dir}/tokenizer.json")).unwrap();
         let import = |config: &str| {
             let (config, weights, tokenizer) = (config.to_string(), weights.clone(), tokenizer.clone());
-            PgTryBuilder::new(move || {
+            error_message(move || {
                 Spi::run_with_args(
                     "SELECT airrep.import_model('broken', $1::jsonb, $2, $3)",
-                    &[config.as_str().into(), weights.clone().into(), tokenizer.clone().into()],
+                    &[config.as_str().into(), weights.into(), tokenizer.into()],
                 )
-                .unwrap();
-                String::from("no error")
+                .unwrap()
             })
-            .catch_others(|e| match e {
-                pg_sys::panic::CaughtError::PostgresError(report) => report.message().to_string(),
-                other => format!("{other:?}"),
-            })
-            .execute()
         };
         let config: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/config.json")).unwrap()).unwrap();
         let mut gpt = config.clone();

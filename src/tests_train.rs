@@ -8,31 +8,11 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
-    const FIXTURES: &str = match option_env!("AIRREP_FIXTURES") {
-        Some(dir) => dir,
-        None => "/tmp/airrep-fixtures",
-    };
+    use crate::test_support::{count, relative_error, sql_error, FIXTURES};
 
-    fn sql_error(query: &str) -> String {
-        let query = query.to_string();
-        PgTryBuilder::new(move || {
-            Spi::run(&query).unwrap();
-            String::from("no error")
-        })
-        .catch_others(|e| match e {
-            pg_sys::panic::CaughtError::PostgresError(report) => report.message().to_string(),
-            other => format!("{other:?}"),
-        })
-        .execute()
-    }
 
-    fn count(query: &str) -> i64 {
-        Spi::get_one::<i64>(query).unwrap().unwrap()
-    }
 
-    fn relative_error(actual: f64, expected: f64) -> f64 {
-        (actual - expected).abs() / expected.abs()
-    }
+
 
     fn literal(text: &str) -> String {
         format!("'{}'", text.replace('\'', "''"))
