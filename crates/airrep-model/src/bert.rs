@@ -5,7 +5,7 @@
 //! softmax and GELU kernels: the fused ones are fast but have no backward pass (a model
 //! built on them silently trains nothing), so training uses [`Kernels::Differentiable`].
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
@@ -19,9 +19,22 @@ pub enum Kernels {
     Fused,
     /// Composed from primitive ops, every one with a backward pass.
     Differentiable,
+    /// Forward-only candle ops that every backend implements (fused layer norm and
+    /// softmax on CUDA), in any float dtype: inference off the CPU or in bf16.
+    Portable,
 }
 
 impl Kernels {
+    /// The inference kernels for a model on `device` computing in `dtype`: our fused CPU
+    /// kernels where they apply (CPU, f32), candle's portable ones elsewhere.
+    pub fn inference(device: &Device, dtype: DType) -> Self {
+        if device.is_cpu() && dtype == DType::F32 {
+            Kernels::Fused
+        } else {
+            Kernels::Portable
+        }
+    }
+
     fn layer_norm(
         self,
         x: &Tensor,
@@ -32,6 +45,7 @@ impl Kernels {
         match self {
             Kernels::Fused => candle_nn::ops::layer_norm(x, weight, bias, eps),
             Kernels::Differentiable => candle_nn::ops::layer_norm_slow(x, weight, bias, eps),
+            Kernels::Portable => candle_nn::ops::layer_norm(x, weight, bias, eps),
         }
     }
 
@@ -39,7 +53,7 @@ impl Kernels {
     fn gelu(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Kernels::Fused => cpu_kernels::gelu(x),
-            Kernels::Differentiable => x.gelu_erf(),
+            Kernels::Differentiable | Kernels::Portable => x.gelu_erf(),
         }
     }
 
@@ -57,6 +71,23 @@ impl Kernels {
                 let bias =
                     ((1.0 - attention_mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, seq))?;
                 candle_nn::ops::softmax(&scores.broadcast_add(&bias)?, D::Minus1)
+            }
+            Kernels::Portable => {
+                // A large finite bias (not f32::MIN, which is -inf in bf16) in the
+                // scores' dtype; the softmax of a masked key is then exactly 0.
+                let (batch, seq) = attention_mask.dims2()?;
+                let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?
+                    .to_dtype(scores.dtype())?
+                    .reshape((batch, 1, 1, seq))?;
+                let scores = scores.broadcast_add(&bias)?;
+                if scores.device().is_cpu() && scores.dtype() != DType::F32 {
+                    // candle's CPU softmax sums in the input dtype: a bf16 sum over
+                    // hundreds of keys is far off. (Its CUDA kernel accumulates in f32.)
+                    candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+                        .to_dtype(scores.dtype())
+                } else {
+                    candle_nn::ops::softmax_last_dim(&scores)
+                }
             }
         }
     }
@@ -243,8 +274,13 @@ impl AirRepModel {
         let layers = (0..config.num_hidden_layers)
             .map(|i| Layer::load(&bert.pp(format!("encoder.layer.{i}")), config, kernels))
             .collect::<Result<_>>()?;
+        // The projector runs in f32 whatever the encoder's dtype (see `forward`).
         let projector = match projector_dim {
-            Some(out_dim) => Some(linear(&vb.pp("projector"), out_dim, config.hidden_size)?),
+            Some(out_dim) => Some(linear(
+                &vb.pp("projector").set_dtype(DType::F32),
+                out_dim,
+                config.hidden_size,
+            )?),
             None => None,
         };
         Ok(Self {
@@ -267,7 +303,11 @@ impl AirRepModel {
         for layer in &self.layers {
             hidden = layer.forward(&hidden, attention_mask)?;
         }
-        let pooled = mean_pool(&hidden, attention_mask)?;
+        // Pooling and projection accumulate in f32 even when the layers ran in bf16.
+        let pooled = mean_pool(
+            &hidden.to_dtype(DType::F32)?,
+            &attention_mask.to_dtype(DType::F32)?,
+        )?;
         Ok(match &self.projector {
             Some(projector) => projector.forward(&pooled)?,
             None => pooled,

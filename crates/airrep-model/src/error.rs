@@ -15,6 +15,8 @@ pub enum Error {
     Tokenizer(String),
     /// A caller-supplied argument is out of range.
     Input(String),
+    /// The requested device or precision is unknown, not compiled in, or unusable.
+    Device(String),
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -33,6 +35,7 @@ impl fmt::Display for Error {
             Error::Checkpoint(msg) => write!(f, "model weights: {msg}"),
             Error::Tokenizer(msg) => write!(f, "tokenizer: {msg}"),
             Error::Input(msg) => write!(f, "invalid input: {msg}"),
+            Error::Device(msg) => write!(f, "device: {msg}"),
             Error::Io { path, source } => write!(f, "reading {}: {source}", path.display()),
             Error::Candle(err) => write!(f, "tensor computation: {err}"),
             Error::Cancelled => write!(f, "cancelled on request"),

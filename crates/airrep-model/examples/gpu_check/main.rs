@@ -1,0 +1,468 @@
+//! GPU parity and throughput check (docs/gpu.md). Runs on any device; built for the GPU
+//! machine with `scripts/build-cuda.sh build --release --features cuda -p airrep-model
+//! --example gpu_check`.
+//!
+//!     gpu_check parity  DEVICE GOLDEN_DIR [MINILM_DIR]
+//!         Golden embeddings (tests/golden/embeddings.json) under tiny-airrep,
+//!         tiny-airrep-bf16 and MiniLM in f32 (bound 1e-4) and bf16 (bound 1e-2), relative
+//!         L2, worst text. Exit status 1 if a bound is missed.
+//!     gpu_check make-model OUT_DIR TOKENIZER_JSON
+//!         A GTE-small-shaped BERT (12 layers, hidden 384, 12 heads, intermediate 1536)
+//!         with random weights, plain BERT layout (loads in transformers too).
+//!     gpu_check bench DEVICE MODEL_DIR N_TEXTS BATCH OUT_DIR
+//!         texts/s in f32 and bf16: end to end (`Encoder::encode`, tokenisation included)
+//!         and forward only (pre-tokenised, same batches as the encoder forms, host-to-
+//!         device copy and read-back included). Writes OUT_DIR/ids.json (the token ids,
+//!         for the PyTorch side) and OUT_DIR/ours.json (figures, first embeddings).
+//!     gpu_check train-proxy DEVICE MODEL_DIR TARGETS SUBSETS MEMBERS
+//!         NOT `airrep_model::Trainer` (CPU-only so far): the cost of one training step of
+//!         the same shape, f32, differentiable kernels, on DEVICE: encode TARGETS and
+//!         SUBSETS x MEMBERS texts with gradients (batches of 64), attention-pooled group
+//!         scores, a pairwise softplus ranking loss, backward, AdamW. Median of 3 steps.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use airrep_model::{
+    AirRepModel, Checkpoint, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision, TokenBatch,
+};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> Res<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing argument {i}; see the header of gpu_check").into())
+    };
+    match arg(0)? {
+        "parity" => parity(
+            arg(1)?.parse()?,
+            Path::new(arg(2)?),
+            args.get(3).map(PathBuf::from),
+        ),
+        "make-model" => make_model(Path::new(arg(1)?), Path::new(arg(2)?)),
+        "bench" => bench(
+            arg(1)?.parse()?,
+            Path::new(arg(2)?),
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+            Path::new(arg(5)?),
+        ),
+        "train-proxy" => train_proxy(
+            arg(1)?.parse()?,
+            Path::new(arg(2)?),
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+            arg(5)?.parse()?,
+        ),
+        other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (err / norm).sqrt()
+}
+
+fn parity(device: DeviceSpec, golden_dir: &Path, minilm: Option<PathBuf>) -> Res<()> {
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(golden_dir.join("embeddings.json"))?)?;
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone())?;
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut models = vec![
+        ("tiny-airrep", golden_dir.join("tiny-airrep")),
+        ("tiny-airrep-bf16", golden_dir.join("tiny-airrep-bf16")),
+    ];
+    if let Some(dir) = minilm {
+        models.push(("minilm-base", dir));
+    }
+    let mut ok = true;
+    println!(
+        "parity on {device} vs tests/golden/embeddings.json ({} texts)",
+        texts.len()
+    );
+    println!(
+        "{:<18} {:>5} {:>13} {:>13} {:>7} {:>5}",
+        "model", "dtype", "batched(8)", "single", "bound", "ok"
+    );
+    for (name, dir) in models {
+        let want: Vec<Vec<f64>> = serde_json::from_value(golden[name].clone())?;
+        for (precision, bound) in [(Precision::F32, 1e-4), (Precision::Bf16, 1e-2)] {
+            let encoder = Encoder::from_dir(
+                &dir,
+                EncoderOptions {
+                    batch_size: 8,
+                    device,
+                    dtype: Some(precision),
+                    ..Default::default()
+                },
+            )?;
+            let batched = encoder.encode(&texts)?;
+            let worst_batched = batched
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| rel_l2(g, w))
+                .fold(0.0, f64::max);
+            if std::env::var_os("GPU_CHECK_VERBOSE").is_some() {
+                let errs: Vec<String> = batched
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| format!("{:.1e}", rel_l2(g, w)))
+                    .collect();
+                println!("  {name} {precision} per text: {}", errs.join(" "));
+            }
+            let mut worst_single: f64 = 0.0;
+            for (text, w) in texts.iter().zip(&want) {
+                worst_single = worst_single.max(rel_l2(&encoder.encode(&[text])?[0], w));
+            }
+            let pass = worst_batched <= bound && worst_single <= bound;
+            ok &= pass;
+            println!(
+                "{name:<18} {precision:>5} {worst_batched:>13.3e} {worst_single:>13.3e} {bound:>7.0e} {:>5}",
+                if pass { "yes" } else { "NO" }
+            );
+        }
+    }
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Deterministic normal-ish numbers (sum of uniforms), no RNG dependency.
+fn random(n: usize, std: f32, seed: &mut u64) -> Vec<f32> {
+    let mut next = || {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32) / (1u64 << 24) as f32 - 0.5
+    };
+    (0..n)
+        .map(|_| (next() + next() + next() + next()) * std * (3.0f32).sqrt())
+        .collect()
+}
+
+fn make_model(out: &Path, tokenizer_json: &Path) -> Res<()> {
+    let (vocab, hidden, layers, heads, inter, positions) = (30522, 384, 12, 12, 1536, 512);
+    let config = json!({
+        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": vocab,
+        "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "intermediate_size": inter, "hidden_act": "gelu", "max_position_embeddings": positions,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0, "pad_token_id": 0,
+        "position_embedding_type": "absolute"
+    });
+    let mut seed = 42u64;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut add = |name: String, shape: &[usize], std: Option<f32>, seed: &mut u64| -> Res<()> {
+        let n = shape.iter().product();
+        let data = match std {
+            Some(std) => random(n, std, seed),
+            None if name.ends_with("LayerNorm.weight") => vec![1.0; n],
+            None => vec![0.0; n],
+        };
+        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+        Ok(())
+    };
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        &[vocab, hidden],
+        Some(0.02),
+        &mut seed,
+    )?;
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        &[positions, hidden],
+        Some(0.02),
+        &mut seed,
+    )?;
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[2, hidden],
+        Some(0.02),
+        &mut seed,
+    )?;
+    add(
+        "embeddings.LayerNorm.weight".into(),
+        &[hidden],
+        None,
+        &mut seed,
+    )?;
+    add(
+        "embeddings.LayerNorm.bias".into(),
+        &[hidden],
+        None,
+        &mut seed,
+    )?;
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, out_dim, in_dim) in [
+            ("attention.self.query", hidden, hidden),
+            ("attention.self.key", hidden, hidden),
+            ("attention.self.value", hidden, hidden),
+            ("attention.output.dense", hidden, hidden),
+            ("intermediate.dense", inter, hidden),
+            ("output.dense", hidden, inter),
+        ] {
+            add(
+                format!("{p}.{name}.weight"),
+                &[out_dim, in_dim],
+                Some(0.02),
+                &mut seed,
+            )?;
+            add(
+                format!("{p}.{name}.bias"),
+                &[out_dim],
+                Some(0.02),
+                &mut seed,
+            )?;
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            add(format!("{p}.{norm}.weight"), &[hidden], None, &mut seed)?;
+            add(format!("{p}.{norm}.bias"), &[hidden], None, &mut seed)?;
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
+    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::copy(tokenizer_json, out.join("tokenizer.json"))?;
+    println!("wrote a GTE-small-shaped random BERT to {}", out.display());
+    Ok(())
+}
+
+/// Instruction-like English texts of ~100 to ~160 tokens, varied per text.
+fn texts(n: usize) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "the",
+        "model",
+        "learns",
+        "which",
+        "training",
+        "examples",
+        "help",
+        "a",
+        "target",
+        "question",
+        "about",
+        "history",
+        "science",
+        "and",
+        "language",
+        "when",
+        "we",
+        "retrain",
+        "on",
+        "small",
+        "subsets",
+        "of",
+        "data",
+        "then",
+        "measure",
+        "loss",
+        "for",
+        "each",
+        "one",
+        "attribution",
+        "gradient",
+        "influence",
+        "encoder",
+        "ranking",
+        "group",
+        "score",
+    ];
+    (0..n)
+        .map(|i| {
+            let words = 84 + (i * 37) % 40;
+            let word = |j: usize| WORDS[(i * 7 + j * 13 + j * j) % WORDS.len()];
+            let prompt: Vec<&str> = (0..words / 2).map(word).collect();
+            let response: Vec<&str> = (words / 2..words).map(word).collect();
+            airrep_model::format_pair(&prompt.join(" "), &response.join(" "))
+        })
+        .collect()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Path) -> Res<()> {
+    const RUNS: usize = 3;
+    std::fs::create_dir_all(out)?;
+    let texts = texts(n);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut results = serde_json::Map::new();
+    let checkpoint = Checkpoint::from_dir(model_dir)?;
+    for precision in [Precision::Bf16, Precision::F32] {
+        let t0 = Instant::now();
+        let encoder = Encoder::from_dir(
+            model_dir,
+            EncoderOptions {
+                batch_size: batch,
+                device,
+                dtype: Some(precision),
+                ..Default::default()
+            },
+        )?;
+        let load_s = t0.elapsed().as_secs_f64();
+        // Token ids, in the order and batches the encoder forms (longest first).
+        let ids = encoder.tokenizer().encode_all(&texts)?;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        if precision == Precision::F32 {
+            let mean = ids.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+            let (min, max) = (
+                ids.iter().map(Vec::len).min(),
+                ids.iter().map(Vec::len).max(),
+            );
+            println!("{n} texts, tokens mean {mean:.1} min {min:?} max {max:?}, batch {batch}");
+            std::fs::write(out.join("ids.json"), serde_json::to_vec(&ids)?)?;
+            results.insert("mean_tokens".into(), json!(mean));
+        }
+        // End to end.
+        encoder.encode(&texts[..batch.min(n)])?; // warm-up: kernels, cuBLAS handles
+        let mut e2e = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let emb = encoder.encode(&texts)?;
+            e2e.push(n as f64 / t.elapsed().as_secs_f64());
+            first = emb[..16].to_vec();
+        }
+        // Forward only: the same model, pre-tokenised batches.
+        let dev = device.create()?;
+        let dtype = precision.dtype();
+        let vb = VarBuilder::from_tensors(checkpoint.tensors().clone(), dtype, &dev);
+        let model = AirRepModel::load(
+            vb,
+            &checkpoint.config,
+            checkpoint.projector_dim(),
+            Kernels::inference(&dev, dtype),
+        )?;
+        let batches: Vec<TokenBatch> = order
+            .chunks(batch)
+            .map(|c| {
+                let seqs: Vec<&[u32]> = c.iter().map(|&i| ids[i].as_slice()).collect();
+                TokenBatch::new(&seqs, encoder.tokenizer().pad_id())
+            })
+            .collect();
+        let mut fwd = Vec::new();
+        for run in 0..=RUNS {
+            let t = Instant::now();
+            for b in &batches {
+                let (input_ids, mask) = b.to_tensors(&dev)?;
+                model
+                    .forward(&input_ids, &mask)?
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()?;
+            }
+            if run > 0 {
+                fwd.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        let (e2e, fwd) = (median(e2e), median(fwd));
+        println!(
+            "ours {precision:>4} on {device}: end-to-end {e2e:>9.0} texts/s, forward-only {fwd:>9.0} texts/s (load {load_s:.2}s)"
+        );
+        results.insert(
+            precision.to_string(),
+            json!({"end_to_end_texts_per_s": e2e, "forward_texts_per_s": fwd, "load_s": load_s, "first16": first}),
+        );
+    }
+    results.insert("n".into(), json!(n));
+    results.insert("batch".into(), json!(batch));
+    std::fs::write(
+        out.join("ours.json"),
+        serde_json::to_vec_pretty(&Value::Object(results))?,
+    )?;
+    Ok(())
+}
+
+fn train_proxy(
+    device: DeviceSpec,
+    model_dir: &Path,
+    targets: usize,
+    subsets: usize,
+    members: usize,
+) -> Res<()> {
+    use candle_nn::{Optimizer, ParamsAdamW, VarMap};
+    let dev = device.create()?;
+    let checkpoint = Checkpoint::from_dir(model_dir)?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let model = AirRepModel::load(
+        vb,
+        &checkpoint.config,
+        Some(checkpoint.config.hidden_size),
+        Kernels::Differentiable,
+    )?;
+    // Start from the checkpoint's weights (the VarMap created the variables).
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if let Some(t) = checkpoint.tensors().get(name) {
+            var.set(&t.to_device(&dev)?)?;
+        }
+    }
+    let mut opt = candle_nn::AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: 1e-4,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
+    let encoder = Encoder::from_dir(model_dir, EncoderOptions::default())?;
+    let n = targets + subsets * members;
+    let texts = texts(n);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = encoder.tokenizer().encode_all(&texts)?;
+    let pad = encoder.tokenizer().pad_id();
+    let encode = |range: std::ops::Range<usize>| -> Res<Tensor> {
+        let mut parts = Vec::new();
+        let idx: Vec<usize> = range.collect();
+        for chunk in idx.chunks(64) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let (input_ids, mask) = TokenBatch::new(&seqs, pad).to_tensors(&dev)?;
+            parts.push(model.forward(&input_ids, &mask)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    };
+    let mut times = Vec::new();
+    for step in 0..4 {
+        let t = Instant::now();
+        let e_t = encode(0..targets)?;
+        let e_m = encode(targets..n)?;
+        let s = e_t
+            .matmul(&e_m.t()?)?
+            .reshape((targets, subsets, members))?;
+        let a = candle_nn::ops::softmax(&s.abs()?, 2)?;
+        let g = (a * &s)?.sum(2)?; // [targets, subsets]
+        let diff = g.unsqueeze(2)?.broadcast_sub(&g.unsqueeze(1)?)?;
+        let loss = ((diff.neg()?.exp()? + 1.0)?.log()?).mean_all()?;
+        opt.backward_step(&loss)?;
+        let loss = loss.to_scalar::<f32>()?; // waits for the device
+        dev.synchronize()?;
+        let secs = t.elapsed().as_secs_f64();
+        println!("train-proxy step {step}: {secs:.3} s (loss {loss:.4})");
+        if step > 0 {
+            times.push(secs);
+        }
+    }
+    println!(
+        "train-proxy on {device}: {targets} targets x {subsets} subsets x {members} members \
+         ({n} texts, mean {:.0} tokens): {:.3} s/step (median of 3)",
+        ids.iter().map(Vec::len).sum::<usize>() as f64 / n as f64,
+        median(times)
+    );
+    Ok(())
+}
