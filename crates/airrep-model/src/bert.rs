@@ -57,6 +57,37 @@ impl Kernels {
         }
     }
 
+    /// `linear(x)`, then GELU.
+    fn linear_gelu(self, x: &Tensor, linear: &Dense) -> candle_core::Result<Tensor> {
+        match linear {
+            Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::Gelu),
+            Dense::Candle(linear) => self.gelu(&linear.forward(x)?),
+        }
+    }
+
+    /// `norm(linear(x) + residual)`, the post-norm residual block's output.
+    fn linear_add_norm(
+        self,
+        x: &Tensor,
+        linear: &Dense,
+        residual: &Tensor,
+        norm: &LayerNorm,
+    ) -> candle_core::Result<Tensor> {
+        match linear {
+            Dense::Packed(w) => cpu_kernels::linear(
+                x,
+                w,
+                cpu_kernels::Epilogue::AddLayerNorm {
+                    residual,
+                    weight: &norm.weight,
+                    bias: &norm.bias,
+                    eps: norm.eps,
+                },
+            ),
+            Dense::Candle(linear) => norm.forward(&(linear.forward(x)? + residual)?),
+        }
+    }
+
     /// Softmax of `scores` `[batch, heads, seq, seq]` over the keys that
     /// `attention_mask` `[batch, seq]` marks as real tokens.
     fn attention_probs(
@@ -90,6 +121,28 @@ impl Kernels {
                 }
             }
         }
+    }
+}
+
+/// A linear layer: candle's, or with [`Kernels::Fused`] its weight packed once for
+/// `cpu_kernels::linear` (the candle tensors are not kept: no second copy).
+enum Dense {
+    Candle(Linear),
+    Packed(cpu_kernels::PackedLinear),
+}
+
+impl Dense {
+    fn new(linear: Linear, kernels: Kernels) -> Result<Self> {
+        Ok(match (kernels, linear.bias()) {
+            (Kernels::Fused, Some(bias)) => {
+                Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias)?)
+            }
+            _ => Dense::Candle(linear),
+        })
+    }
+
+    fn load(vb: &VarBuilder, out_dim: usize, in_dim: usize, kernels: Kernels) -> Result<Self> {
+        Self::new(linear(vb, out_dim, in_dim)?, kernels)
     }
 }
 
@@ -157,11 +210,21 @@ impl Embeddings {
     }
 }
 
+/// The q, k and v projections: three candle layers, or with [`Kernels::Fused`] one
+/// packed `[3·hidden, hidden]` product that `cpu_kernels::attention` reads heads from
+/// in place.
+enum Projections {
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    Packed(cpu_kernels::PackedLinear),
+}
+
 struct SelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
+    projections: Projections,
+    output: Dense,
     norm: LayerNorm,
     num_heads: usize,
     kernels: Kernels,
@@ -170,11 +233,33 @@ struct SelfAttention {
 impl SelfAttention {
     fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
         let h = c.hidden_size;
+        let (query, key, value) = (
+            linear(&vb.pp("self.query"), h, h)?,
+            linear(&vb.pp("self.key"), h, h)?,
+            linear(&vb.pp("self.value"), h, h)?,
+        );
+        let projections = match kernels {
+            Kernels::Fused => {
+                let parts = [&query, &key, &value];
+                let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
+                let biases = parts
+                    .iter()
+                    .map(|l| {
+                        l.bias().ok_or_else(|| {
+                            candle_core::Error::Msg("attention projection without a bias".into())
+                        })
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Projections::Packed(cpu_kernels::PackedLinear::new(
+                    &Tensor::cat(&weights, 0)?,
+                    &Tensor::cat(&biases, 0)?,
+                )?)
+            }
+            _ => Projections::Separate { query, key, value },
+        };
         Ok(Self {
-            query: linear(&vb.pp("self.query"), h, h)?,
-            key: linear(&vb.pp("self.key"), h, h)?,
-            value: linear(&vb.pp("self.value"), h, h)?,
-            output: linear(&vb.pp("output.dense"), h, h)?,
+            projections,
+            output: Dense::load(&vb.pp("output.dense"), h, h, kernels)?,
             norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
             num_heads: c.num_attention_heads,
             kernels,
@@ -184,6 +269,29 @@ impl SelfAttention {
     /// Post-norm multi-head self-attention; `attention_mask` is `[batch, seq]`, 1 on real
     /// tokens and 0 on padding.
     fn forward(&self, x: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
+        let context = match &self.projections {
+            Projections::Packed(qkv) => cpu_kernels::attention(
+                &cpu_kernels::linear(x, qkv, cpu_kernels::Epilogue::None)?,
+                attention_mask,
+                self.num_heads,
+            )?,
+            Projections::Separate { query, key, value } => {
+                self.context(x, attention_mask, query, key, value)?
+            }
+        };
+        self.kernels
+            .linear_add_norm(&context, &self.output, x, &self.norm)
+    }
+
+    /// The attention context `[batch, seq, hidden]` from candle ops.
+    fn context(
+        &self,
+        x: &Tensor,
+        attention_mask: &Tensor,
+        query: &Linear,
+        key: &Linear,
+        value: &Linear,
+    ) -> candle_core::Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
         let head_dim = hidden / self.num_heads;
         let split_heads = |t: Tensor| {
@@ -192,23 +300,22 @@ impl SelfAttention {
                 .contiguous()
         };
         // Scaling q before the product is cheaper than scaling the seq x seq scores.
-        let q = split_heads((self.query.forward(x)? / (head_dim as f64).sqrt())?)?;
-        let k = split_heads(self.key.forward(x)?)?;
-        let v = split_heads(self.value.forward(x)?)?;
+        let q = split_heads((query.forward(x)? / (head_dim as f64).sqrt())?)?;
+        let k = split_heads(key.forward(x)?)?;
+        let v = split_heads(value.forward(x)?)?;
         let probs = self
             .kernels
             .attention_probs(&q.matmul(&k.t()?)?, attention_mask)?;
-        let context = probs
+        probs
             .matmul(&v)?
             .transpose(1, 2)?
-            .reshape((batch, seq, hidden))?;
-        self.norm.forward(&(self.output.forward(&context)? + x)?)
+            .reshape((batch, seq, hidden))
     }
 }
 
 struct FeedForward {
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     norm: LayerNorm,
     kernels: Kernels,
 }
@@ -216,20 +323,22 @@ struct FeedForward {
 impl FeedForward {
     fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
         Ok(Self {
-            intermediate: linear(
+            intermediate: Dense::load(
                 &vb.pp("intermediate.dense"),
                 c.intermediate_size,
                 c.hidden_size,
+                kernels,
             )?,
-            output: linear(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size)?,
+            output: Dense::load(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size, kernels)?,
             norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
             kernels,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let inner = self.kernels.gelu(&self.intermediate.forward(x)?)?;
-        self.norm.forward(&(self.output.forward(&inner)? + x)?)
+        let inner = self.kernels.linear_gelu(x, &self.intermediate)?;
+        self.kernels
+            .linear_add_norm(&inner, &self.output, x, &self.norm)
     }
 }
 

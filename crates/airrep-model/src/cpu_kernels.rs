@@ -10,6 +10,11 @@ use rayon::prelude::*;
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 16 * 1024;
 
+/// Rows per block of [`linear`]: its output block (`ROW_BLOCK × out` floats, 768 KB
+/// for MiniLM's intermediate layer) stays in a core's L2 between fill, product and
+/// epilogue.
+const ROW_BLOCK: usize = 128;
+
 /// `e^x` for `x` in [-87, 88]: Cody-Waite range reduction to `2^n · e^r`, |r| <= ln2/2,
 /// and a degree-6 Taylor polynomial for `e^r`. Integer work stays in float registers
 /// (no saturating casts) so that loops over it vectorise.
@@ -177,6 +182,561 @@ impl CustomOp2 for MaskedSoftmax {
 
 pub fn masked_softmax(scores: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
     scores.apply_op2_no_bwd(attention_mask, &MaskedSoftmax)
+}
+
+
+/// Runs a function through a copy compiled for AVX-512 when the CPU has it. Defines
+/// `$vis fn $name(args)` with the body `$body`.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+simd_fn! {
+    /// GELU of every element, in place.
+    fn gelu_in_place(x: &mut [f32]) {
+        for x in x.iter_mut() {
+            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+simd_fn! {
+    /// Softmax of each `len`-long row of `rows`, in place.
+    fn softmax_rows_in_place(rows: &mut [f32], len: usize) {
+        for row in rows.chunks_exact_mut(len) {
+            // Lane-wise max and sum (16 partials) vectorise; one accumulator would be
+            // a serial chain that keeps the exp loop scalar.
+            let mut lanes = [f32::NEG_INFINITY; 16];
+            for chunk in row.chunks(16) {
+                for (m, &s) in lanes.iter_mut().zip(chunk) {
+                    *m = if s > *m { s } else { *m };
+                }
+            }
+            let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            row.iter_mut().for_each(|p| *p = exp(*p - max));
+            let mut lanes = [0f32; 16];
+            for chunk in row.chunks(16) {
+                for (a, &p) in lanes.iter_mut().zip(chunk) {
+                    *a += p;
+                }
+            }
+            let inv = 1.0 / lanes.iter().sum::<f32>();
+            row.iter_mut().for_each(|p| *p *= inv);
+        }
+    }
+}
+
+simd_fn! {
+    /// Layer norm of each `weight.len()`-long row of `rows`, in place (two-pass
+    /// mean and variance, as accurate as candle-nn's).
+    fn layer_norm_rows_in_place(rows: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let n = weight.len();
+        for row in rows.chunks_exact_mut(n) {
+            // Eight partial sums vectorise; a single accumulator would be a serial chain.
+            let mut acc = [0f32; 16];
+            for chunk in row.chunks(16) {
+                for (a, &x) in acc.iter_mut().zip(chunk) {
+                    *a += x;
+                }
+            }
+            let mean = acc.iter().sum::<f32>() / n as f32;
+            let mut acc = [0f32; 16];
+            for chunk in row.chunks(16) {
+                for (a, &x) in acc.iter_mut().zip(chunk) {
+                    *a += (x - mean) * (x - mean);
+                }
+            }
+            let rstd = 1.0 / (acc.iter().sum::<f32>() / n as f32 + eps).sqrt();
+            for ((x, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+                *x = (*x - mean) * rstd * w + b;
+            }
+        }
+    }
+}
+
+/// The contiguous f32 data of a CPU tensor, borrowed for as long as the guard lives.
+struct F32View<G> {
+    storage: G,
+    start: usize,
+    end: usize,
+}
+
+impl<G: std::ops::Deref<Target = candle_core::Storage>> std::ops::Deref for F32View<G> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &*self.storage {
+            candle_core::Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
+            _ => unreachable!("checked in view()"),
+        }
+    }
+}
+
+fn view<'a>(
+    op: &str,
+    t: &'a Tensor,
+) -> candle_core::Result<F32View<impl std::ops::Deref<Target = candle_core::Storage> + Sync + 'a>> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(CpuStorage::F32(_)) = &*storage else {
+        candle_core::bail!("{op}: expects an f32 CPU tensor")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: expects a contiguous tensor")
+    };
+    Ok(F32View {
+        storage,
+        start,
+        end,
+    })
+}
+
+/// A vector of `len` floats whose every element `init` writes, in parallel chunks of
+/// `chunk`; no zeroing pass first.
+fn filled(
+    len: usize,
+    chunk: usize,
+    init: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| init(i, c));
+    // SAFETY: `init` wrote every element (each caller writes whole chunks).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Output features per packed weight panel: two AVX-512 registers.
+const NR: usize = 32;
+/// Rows per register tile: 12 × 2 accumulators of the 32 registers.
+const MR: usize = 12;
+/// Depth per pass over a panel: a `KC × NR` panel slice (32 KB) stays in L1.
+const KC: usize = 256;
+
+/// A linear layer's weight `[out, in]`, packed once for [`linear`]'s product: panels of
+/// [`NR`] output features, each `in` rows of NR floats (zero past `out`), so the
+/// product streams it contiguously and never repacks it per call.
+pub struct PackedLinear {
+    packed: Vec<f32>,
+    bias: Vec<f32>,
+    out_dim: usize,
+    in_dim: usize,
+}
+
+impl PackedLinear {
+    pub fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let w = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        if bias.len() != n {
+            candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
+        }
+        let panels = n.div_ceil(NR);
+        let mut packed = vec![0f32; panels * k * NR];
+        for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+            for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, lane) in lanes.iter_mut().enumerate() {
+                    if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
+                        *lane = row[kk];
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            packed,
+            bias,
+            out_dim: n,
+            in_dim: k,
+        })
+    }
+}
+
+/// `c[r, j] += Σ_kk a[r, kk] · b[kk, j]` for `R` rows and the first `cols` (<= NR)
+/// columns; `a` row stride `lda`, `b` a packed panel slice (`kc × NR`), `c` stride `ldc`.
+/// Portable fallback of [`tile_avx512`].
+///
+/// # Safety
+/// The pointers must cover the ranges described.
+#[inline(always)]
+unsafe fn tile_portable<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let mut acc = [[0f32; NR]; R];
+    for kk in 0..kc {
+        let bk = std::slice::from_raw_parts(b.add(kk * NR), NR);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = *a.add(r * lda + kk);
+            for (x, &bv) in acc.iter_mut().zip(bk) {
+                *x += av * bv;
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let c = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+        for (c, &x) in c.iter_mut().zip(acc) {
+            *c += x;
+        }
+    }
+}
+
+/// [`tile_portable`] in AVX-512 registers: 2·R accumulators, one broadcast FMA pair
+/// per row and depth step.
+///
+/// # Safety
+/// As [`tile_portable`], and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut lo = [_mm512_setzero_ps(); R];
+    let mut hi = [_mm512_setzero_ps(); R];
+    for kk in 0..kc {
+        let b0 = _mm512_loadu_ps(b.add(kk * NR));
+        let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+        for r in 0..R {
+            let av = _mm512_set1_ps(*a.add(r * lda + kk));
+            lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
+            hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+        }
+    }
+    let mask = |from: usize| -> __mmask16 {
+        let n = cols.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (mask(0), mask(16));
+    for r in 0..R {
+        let cp = c.add(r * ldc);
+        let c0 = _mm512_maskz_loadu_ps(m0, cp);
+        _mm512_mask_storeu_ps(cp, m0, _mm512_add_ps(c0, lo[r]));
+        let c1 = _mm512_maskz_loadu_ps(m1, cp.add(16));
+        _mm512_mask_storeu_ps(cp.add(16), m1, _mm512_add_ps(c1, hi[r]));
+    }
+}
+
+/// `c[rows, panels] += a[rows, :] · Wᵀ` for one task's block: `rows` rows of `a`
+/// (stride `k`) and `c` (stride `n`), the packed panels `panels`.
+///
+/// # Safety
+/// `a` and `c` cover those rows; no other thread touches this block of `c`.
+unsafe fn product_block(
+    w: &PackedLinear,
+    a: *const f32,
+    c: *mut f32,
+    rows: usize,
+    panels: std::ops::Range<usize>,
+    avx512: bool,
+) {
+    let (n, k) = (w.out_dim, w.in_dim);
+    macro_rules! tile {
+        ($r:literal, $($args:expr),*) => {{
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                tile_avx512::<$r>($($args),*)
+            } else {
+                tile_portable::<$r>($($args),*)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            tile_portable::<$r>($($args),*)
+        }};
+    }
+    for kc0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - kc0);
+        for p in panels.clone() {
+            let b = w.packed.as_ptr().add((p * k + kc0) * NR);
+            let cols = NR.min(n - p * NR);
+            let mut r = 0;
+            while r < rows {
+                let t = MR.min(rows - r);
+                let (ap, cp) = (a.add(r * k + kc0), c.add(r * n + p * NR));
+                match t {
+                    12 => tile!(12, ap, k, b, kc, cp, n, cols),
+                    11 => tile!(11, ap, k, b, kc, cp, n, cols),
+                    10 => tile!(10, ap, k, b, kc, cp, n, cols),
+                    9 => tile!(9, ap, k, b, kc, cp, n, cols),
+                    8 => tile!(8, ap, k, b, kc, cp, n, cols),
+                    7 => tile!(7, ap, k, b, kc, cp, n, cols),
+                    6 => tile!(6, ap, k, b, kc, cp, n, cols),
+                    5 => tile!(5, ap, k, b, kc, cp, n, cols),
+                    4 => tile!(4, ap, k, b, kc, cp, n, cols),
+                    3 => tile!(3, ap, k, b, kc, cp, n, cols),
+                    2 => tile!(2, ap, k, b, kc, cp, n, cols),
+                    _ => tile!(1, ap, k, b, kc, cp, n, cols),
+                }
+                r += t;
+            }
+        }
+    }
+}
+
+/// What [`linear`] applies to `x·Wᵀ + b`.
+pub enum Epilogue<'a> {
+    None,
+    Gelu,
+    /// `layer_norm(x·Wᵀ + b + residual)`.
+    AddLayerNorm {
+        residual: &'a Tensor,
+        weight: &'a Tensor,
+        bias: &'a Tensor,
+        eps: f32,
+    },
+}
+
+/// `x·Wᵀ + b` over the last dim of `x`, then `epilogue`. The output is made in blocks
+/// of rows (and, when there are too few rows to keep the threads busy, of output
+/// panels): each block is filled with the bias (plus residual), the product
+/// accumulates onto it and the epilogue finishes it while it is still in cache. No
+/// zeroing pass, no separate add, no repacking of the weight.
+pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::Result<Tensor> {
+    const OP: &str = "airrep-linear";
+    let x = x.contiguous()?;
+    let (n, k) = (w.out_dim, w.in_dim);
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("{OP}: input {:?} does not match weight {:?}", x.dims(), (n, k))
+    }
+    *dims.last_mut().unwrap() = n;
+    let m = x.elem_count() / k;
+    let xs = view(OP, &x)?;
+    let residual = match &epilogue {
+        Epilogue::AddLayerNorm { residual, .. } => {
+            if residual.dims() != dims.as_slice() {
+                candle_core::bail!("{OP}: residual {:?} is not {dims:?}", residual.dims())
+            }
+            Some(residual.contiguous()?)
+        }
+        _ => None,
+    };
+    let rs = residual.as_ref().map(|r| view(OP, r)).transpose()?;
+    let norm = match epilogue {
+        Epilogue::AddLayerNorm {
+            weight, bias, eps, ..
+        } => {
+            let (lw, lb) = (view(OP, weight)?, view(OP, bias)?);
+            if lw.len() != n || lb.len() != n {
+                candle_core::bail!("{OP}: layer norm weight is not [{n}]")
+            }
+            Some((lw, lb, eps))
+        }
+        _ => None,
+    };
+    let gelu = matches!(epilogue, Epilogue::Gelu);
+    let finish = |rows: &mut [f32]| {
+        if gelu {
+            gelu_in_place(rows);
+        }
+        if let Some((lw, lb, eps)) = &norm {
+            layer_norm_rows_in_place(rows, lw, lb, *eps);
+        }
+    };
+
+    // Task grid: row blocks of about ROW_BLOCK rows (a multiple of MR), and column
+    // groups of panels only when the row blocks alone cannot occupy the threads.
+    let threads = rayon::current_num_threads().max(1);
+    let panels = n.div_ceil(NR);
+    let row_blocks = m.div_ceil(ROW_BLOCK).max(1);
+    let block = m.div_ceil(row_blocks).div_ceil(MR) * MR;
+    let row_blocks = m.div_ceil(block.max(1)).max(1);
+    let col_groups = if threads > 1 && row_blocks < 2 * threads {
+        (2 * threads).div_ceil(row_blocks).min(panels).max(1)
+    } else {
+        1
+    };
+    let group = panels.div_ceil(col_groups);
+    let col_groups = panels.div_ceil(group.max(1)).max(1);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..row_blocks * col_groups).into_par_iter().for_each(|task| {
+        let (rb, cg) = (task / col_groups, task % col_groups);
+        let row0 = rb * block;
+        let rows = block.min(m - row0);
+        let panels = cg * group..((cg + 1) * group).min(panels);
+        let (col0, col1) = (panels.start * NR, (panels.end * NR).min(n));
+        let dst = dst;
+        for r in row0..row0 + rows {
+            // SAFETY: this task alone writes columns col0..col1 of rows row0..row0+rows.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    dst.0.add(r * n + col0) as *mut std::mem::MaybeUninit<f32>,
+                    col1 - col0,
+                )
+            };
+            fill_row(row, &w.bias[col0..col1], rs.as_ref().map(|rs| &rs[r * n + col0..r * n + col1]));
+        }
+        // SAFETY: as above; the block is initialised now.
+        unsafe {
+            product_block(w, xs.as_ptr().add(row0 * k), dst.0.add(row0 * n), rows, panels, avx512);
+        }
+        if col_groups == 1 {
+            // SAFETY: the task owns these whole rows.
+            finish(unsafe { std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n) });
+        }
+    });
+    // SAFETY: the tasks wrote every element.
+    unsafe { out.set_len(m * n) };
+    if col_groups > 1 && (gelu || norm.is_some()) {
+        out.par_chunks_mut((CHUNK / n).max(1) * n).for_each(finish);
+    }
+    drop((xs, rs, norm));
+    Tensor::from_vec(out, dims, &candle_core::Device::Cpu)
+}
+
+simd_fn! {
+    /// `dst` := bias (+ residual), element-wise.
+    fn fill_row(dst: &mut [std::mem::MaybeUninit<f32>], bias: &[f32], residual: Option<&[f32]>) {
+        match residual {
+            Some(res) => {
+                for ((d, &r), &b) in dst.iter_mut().zip(res).zip(bias) {
+                    d.write(r + b);
+                }
+            }
+            None => {
+                for (d, &b) in dst.iter_mut().zip(bias) {
+                    d.write(b);
+                }
+            }
+        }
+    }
+}
+
+/// A pointer shared by tasks that write disjoint parts of its buffer.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: each task writes elements no other task touches (see `attention`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// Multi-head self-attention from the packed projections `qkv` `[batch, seq, 3·hidden]`
+/// (q, then k, then v, each `heads` heads wide) to the context `[batch, seq, hidden]`.
+/// One task per sequence and head: `q·kᵀ/√d` over that sequence's real tokens only
+/// (`attention_mask` `[batch, seq]`, right-padded), softmax and `·v` stay in a
+/// `len × len` scratch in cache, reading heads in place (no transposes). Padding rows
+/// of the context are 0 (they never reach a real token's output).
+pub fn attention(
+    qkv: &Tensor,
+    attention_mask: &Tensor,
+    heads: usize,
+) -> candle_core::Result<Tensor> {
+    const OP: &str = "airrep-attention";
+    let (batch, seq, width) = qkv.dims3()?;
+    let hidden = width / 3;
+    let d = hidden / heads;
+    if hidden * 3 != width || d * heads != hidden || attention_mask.dims2()? != (batch, seq) {
+        candle_core::bail!("{OP}: bad shapes {:?} {:?}", qkv.dims(), attention_mask.dims())
+    }
+    let qkv = qkv.contiguous()?;
+    let mask = attention_mask.contiguous()?;
+    let (qs, ms) = (view(OP, &qkv)?, view(OP, &mask)?);
+    let lengths: Vec<usize> = ms
+        .chunks(seq.max(1))
+        .map(|m| m.iter().filter(|&&k| k > 0.0).count())
+        .collect();
+    // Padding rows are zeroed here; the tasks below write every real row.
+    let mut ctx = filled(batch * seq * hidden, seq * hidden, |b, dst| {
+        let real = lengths[b] * hidden;
+        dst[real..].iter_mut().for_each(|x| {
+            x.write(0.0);
+        });
+    });
+    let out = SharedMut(ctx.as_mut_ptr());
+    let scale = 1.0 / (d as f32).sqrt();
+    (0..batch * heads).into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+        let (b, h) = (task / heads, task % heads);
+        let len = lengths[b];
+        if len == 0 {
+            return;
+        }
+        scores.resize(len * len, 0.0);
+        let base = &qs[b * seq * width..];
+        let (q, k, v) = (&base[h * d..], &base[hidden + h * d..], &base[2 * hidden + h * d..]);
+        let out = out;
+        // SAFETY: q, k and v are `len` rows of `d` floats at stride `width` inside `qs`;
+        // the scores are len × len; this task alone writes rows b·seq.. of the context
+        // in columns h·d..(h+1)·d.
+        unsafe {
+            gemm::gemm(
+                len,
+                len,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr(),
+                1,
+                width as isize,
+                k.as_ptr(),
+                width as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            softmax_rows_in_place(scores, len);
+            gemm::gemm(
+                len,
+                d,
+                len,
+                out.0.add(b * seq * hidden + h * d),
+                1,
+                hidden as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                v.as_ptr(),
+                1,
+                width as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    drop((qs, ms));
+    Tensor::from_vec(ctx, (batch, seq, hidden), &candle_core::Device::Cpu)
 }
 
 #[cfg(test)]
