@@ -25,14 +25,19 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
 }
 
 /// The state behind `internal`, created by `init` in the aggregate's context on first use.
+/// Later rows go straight to the state: this runs once per input row.
 pub fn state_mut<T>(
     fcinfo: pg_sys::FunctionCallInfo,
     internal: &mut Internal,
     init: impl FnOnce() -> T,
 ) -> &mut T {
-    let context = aggregate_context(fcinfo);
+    if !internal.initialized() {
+        let context = aggregate_context(fcinfo);
+        // SAFETY: switching to a live context and back; the value is dropped with it.
+        unsafe { PgMemoryContexts::For(context).switch_to(|_| internal.insert(init())) };
+    }
     // SAFETY: every Internal handed to our aggregate functions holds a `T` made here.
-    unsafe { PgMemoryContexts::For(context).switch_to(|_| internal.get_or_insert_with(init)) }
+    unsafe { internal.get_mut::<T>() }.expect("initialised above")
 }
 
 /// The state behind `internal`, if any row reached the aggregate.

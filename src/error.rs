@@ -6,23 +6,16 @@ use pgrx::prelude::*;
 
 /// Raise `message` as an ERROR with the given five-character SQLSTATE.
 pub fn raise(sqlstate: &str, message: &str) -> ! {
-    let code = match sqlstate {
-        "22P02" => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-        "22003" => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-        "22004" => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        "2202E" => PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
-        "22023" => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        "22000" => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-        "08P01" => PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION,
-        "42501" => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        "42704" => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-        "42710" => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-        "58P01" => PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
-        "0A000" => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-    };
-    pgrx::pg_sys::panic::ErrorReport::new(code, message.to_string(), "airrep").report(PgLogLevel::ERROR);
+    pgrx::pg_sys::panic::ErrorReport::new(error_code(sqlstate), message.to_string(), "airrep")
+        .report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
+}
+
+/// Postgres' MAKE_SQLSTATE: six bits per character.
+fn error_code(sqlstate: &str) -> PgSqlErrorCode {
+    debug_assert_eq!(sqlstate.len(), 5, "SQLSTATEs have five characters");
+    let packed = sqlstate.bytes().enumerate().fold(0i32, |code, (i, c)| code | ((((c - b'0') & 0x3F) as i32) << (6 * i)));
+    PgSqlErrorCode::from(packed)
 }
 
 /// Unwrap a core result, raising its error with the error's own SQLSTATE.

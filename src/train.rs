@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use airrep_core::group::Pooling;
-use airrep_model::train::{TrainData, TrainOptions, Trainer};
+use airrep_model::train::{StepLog, TrainData, TrainOptions, Trainer};
 use airrep_model::{Checkpoint, Encoder, EncoderOptions};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -109,9 +109,27 @@ fn split_subsets(count: usize, holdout: f64, seed: u64) -> (Vec<usize>, Vec<usiz
     (training, held_out)
 }
 
-fn interrupted() -> bool {
-    // Reading the flag is safe from any thread; acting on it happens on the backend's thread.
-    unsafe { std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 }
+/// Whether a cancel (pg_cancel_backend, statement_timeout) or terminate is pending. Only these
+/// flags: InterruptPending is also set by requests that do not end the query. Reading them is
+/// safe from any thread; acting on them happens on the backend's own thread.
+fn cancel_requested() -> bool {
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+    }
+}
+
+/// One optimiser step, stopping within a subset when the query is cancelled: the trainer
+/// leaves its state unchanged on a cancelled step, and Postgres raises the cancel here.
+fn step(pool: &rayon::ThreadPool, trainer: &mut Trainer) -> StepLog {
+    match pool.install(|| trainer.step(&cancel_requested)) {
+        Ok(step) => step,
+        Err(airrep_model::Error::Cancelled) => {
+            pgrx::check_for_interrupts!();
+            raise("57014", "airrep.train was cancelled")
+        }
+        Err(e) => raise("XX000", &format!("training step failed: {e}")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,10 +177,7 @@ fn train(
     for _ in 0..opts.steps {
         pgrx::check_for_interrupts!();
         let step_started = Instant::now();
-        let step = pool.install(|| trainer.step(&interrupted)).unwrap_or_else(|e| {
-            pgrx::check_for_interrupts!();
-            raise("XX000", &format!("training step failed: {e}"))
-        });
+        let step = step(&pool, &mut trainer);
         let seconds = step_started.elapsed().as_secs_f64();
         let rate = (step.step + 1) as f64 / started.elapsed().as_secs_f64();
         notice!(

@@ -74,3 +74,13 @@ SELECT '[1,2,3]'::airrep_vector + '[1,2,3,4]';
 SELECT sum(v), avg(v) FROM (VALUES ('[1,2]'::airrep_vector), ('[3,4]'), (NULL), ('[5,9]')) t(v);
 SELECT sum(v), avg(v) FROM (VALUES (NULL::airrep_vector)) t(v);
 SELECT sum(v) FROM (VALUES ('[1,2]'::airrep_vector), ('[3,4,5]')) t(v);
+
+-- SQLSTATEs, for clients that branch on them
+\set VERBOSITY sqlstate
+SELECT '[1,2'::airrep_vector;
+SELECT '[1e39]'::airrep_vector;
+SELECT '[NaN]'::airrep_vector;
+SELECT '[1]'::airrep_vector(2);
+SELECT influence('[1]', '[1,2]');
+SELECT ARRAY[1,NULL]::airrep_vector;
+\set VERBOSITY default

@@ -1,0 +1,43 @@
+-- airrep.train from SQL: a cancelled run leaves nothing behind, a short run is logged, and
+-- airrep.sample_subsets plans deterministic retraining subsets.
+\set VERBOSITY terse
+SET client_min_messages = warning;  -- per-step NOTICEs carry timings
+SELECT airrep.load_model('tiny', '/tmp/airrep-fixtures/tiny-airrep') > 0 AS loaded;
+CREATE TABLE examples (id bigint, text text);
+INSERT INTO examples
+SELECT i, format('note %s on %s', i, (ARRAY['cats', 'rivers', 'violins', 'bread'])[1 + i % 4])
+FROM generate_series(1, 24) i;
+CREATE TABLE targets (id bigint, text text);
+INSERT INTO targets VALUES (0, 'tell me about cats'), (1, 'tell me about rivers'),
+                           (2, 'tell me about violins'), (3, 'tell me about bread');
+CREATE TABLE subsets AS SELECT * FROM airrep.sample_subsets('examples', 12, 6, 7);
+CREATE TABLE losses AS
+SELECT s.subset_id, t.id AS target_id, 2.0 - 0.3 * count(*) FILTER (WHERE e.id % 4 = t.id) + 0.01 * s.subset_id AS loss
+FROM subsets s JOIN examples e ON e.id = s.example_id CROSS JOIN targets t
+GROUP BY s.subset_id, t.id;
+
+-- the plan: 12 subsets of 6 distinct examples, the same for the same seed
+SELECT count(*) AS rows, count(DISTINCT subset_id) AS subsets,
+       bool_and(n = 6) AS all_of_size_6
+FROM (SELECT subset_id, count(DISTINCT example_id) AS n FROM subsets GROUP BY subset_id) s, LATERAL (SELECT 1) x;
+SELECT (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM airrep.sample_subsets('examples', 12, 6, 7))
+     = (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM subsets) AS same_plan_for_same_seed;
+SELECT airrep.sample_subsets('examples', 2, 25);
+
+-- a run cancelled by statement_timeout leaves the registry and the log as they were
+SET statement_timeout = '1500ms';
+SELECT airrep.train('cancelled', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"steps": 1000000}');
+RESET statement_timeout;
+SELECT count(*) AS models FROM airrep.models;
+SELECT count(*) AS log_rows FROM airrep.training_log;
+
+-- a short run: a new model whose parent is the base, one log row per step
+SELECT airrep.train('short', 'tiny', 'examples', 'targets', 'subsets', 'losses',
+                    '{"steps": 3, "warmup_steps": 2, "lr": 0.001, "holdout_fraction": 0.25, "subsets_per_step": 6}') > 0 AS trained;
+SELECT step, loss > 0 AS positive_loss, grad_norm > 0 AS has_gradient, lr FROM airrep.training_log ORDER BY step;
+SELECT name, parent, layers, hidden_size FROM airrep.model_list ORDER BY id;
+SELECT config -> 'airrep_training' -> 'subsets_held_out' AS held_out,
+       (config -> 'airrep_training' ->> 'validation_lds_after') IS NOT NULL AS has_validation_lds
+FROM airrep.models WHERE name = 'short';
+-- the trained model encodes like any other
+SELECT airrep_dims(airrep.encode('short', 'tell me about cats'));
