@@ -88,6 +88,20 @@ impl Kernels {
         }
     }
 
+    /// Attention probabilities `[batch, heads, seq, seq]` from `q` (already scaled) and
+    /// `k`, both `[batch, heads, seq, head_dim]`, over the keys `attention_mask` keeps.
+    fn attention(
+        self,
+        q: &Tensor,
+        k: &Tensor,
+        attention_mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Kernels::Portable => portable_attention(q, k, attention_mask),
+            _ => self.attention_probs(&q.matmul(&k.t()?)?, attention_mask),
+        }
+    }
+
     /// Softmax of `scores` `[batch, heads, seq, seq]` over the keys that
     /// `attention_mask` `[batch, seq]` marks as real tokens.
     fn attention_probs(
@@ -143,6 +157,42 @@ impl Dense {
 
     fn load(vb: &VarBuilder, out_dim: usize, in_dim: usize, kernels: Kernels) -> Result<Self> {
         Self::new(linear(vb, out_dim, in_dim)?, kernels)
+    }
+}
+
+/// [`Kernels::attention`] for [`Kernels::Portable`]. The key mask enters the product
+/// itself: q gains a column of ones and k a column holding each key's bias (0, or -1e30
+/// on padding; -1e30 stays finite in bf16), zero-padded to a multiple of 8 columns for
+/// tensor cores. On CUDA this replaces a broadcast add of a `[b, 1, 1, s]` bias to the
+/// `[b, h, s, s]` scores, the largest single cost of a layer (docs/gpu.md).
+fn portable_attention(
+    q: &Tensor,
+    k: &Tensor,
+    attention_mask: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (batch, heads, seq, head_dim) = q.dims4()?;
+    let (dtype, device) = (q.dtype(), q.device());
+    let extra = 8 - head_dim % 8;
+    let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?
+        .to_dtype(dtype)?
+        .reshape((batch, 1, seq, 1))?
+        .broadcast_as((batch, heads, seq, 1))?
+        .contiguous()?;
+    let ones = Tensor::ones((batch, heads, seq, 1), dtype, device)?;
+    let mut q_parts = vec![q.clone(), ones];
+    let mut k_parts = vec![k.clone(), bias];
+    if extra > 1 {
+        let zeros = Tensor::zeros((batch, heads, seq, extra - 1), dtype, device)?;
+        q_parts.push(zeros.clone());
+        k_parts.push(zeros);
+    }
+    let scores = Tensor::cat(&q_parts, 3)?.matmul(&Tensor::cat(&k_parts, 3)?.t()?)?;
+    if device.is_cpu() && dtype != DType::F32 {
+        // candle's CPU softmax sums in the input dtype: a bf16 sum over hundreds of keys
+        // is far off. (Its CUDA kernel accumulates in f32.)
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)
     }
 }
 
@@ -303,9 +353,7 @@ impl SelfAttention {
         let q = split_heads((query.forward(x)? / (head_dim as f64).sqrt())?)?;
         let k = split_heads(key.forward(x)?)?;
         let v = split_heads(value.forward(x)?)?;
-        let probs = self
-            .kernels
-            .attention_probs(&q.matmul(&k.t()?)?, attention_mask)?;
+        let probs = self.kernels.attention(&q, &k, attention_mask)?;
         probs
             .matmul(&v)?
             .transpose(1, 2)?
