@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Attribution quality: LDS on held-out subsets and targets of real retraining labels (a tiny
+# GPT fine-tuned on each random subset of WordNet/fortunes instruction pairs), for AirRep's
+# encoders through the extension's SQL and for TF-IDF and gradient baselines.
+# Writes docs/quality.md and docs/quality.png (--quick: a few minutes, tiny sizes, writes to
+# $AIRREP_QUALITY_DIR only; fails if any method's LDS is missing or not finite).
+# Usage: benches/quality.sh [--quick]   (release build, throwaway cluster on port 28818)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=""; [ "${1:-}" = "--quick" ] && QUICK=--quick
+source scripts/setup.sh
+WORK=${AIRREP_QUALITY_DIR:-/tmp/airrep-quality}
+PORT=${AIRREP_QUALITY_PORT:-28818}
+
+# The text comes from Debian packages; the report's chart from matplotlib.
+for package in wordnet-base fortunes-min; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+    fi
+done
+python3 -c 'import matplotlib' 2>/dev/null || pip install --quiet matplotlib
+
+echo "==> labels (tiny GPT retrained per subset; cached) and baselines"
+cargo build --release -p airrep-bench
+rm -rf "$WORK/data" && mkdir -p "$WORK/data" "$WORK/models"
+./target/release/airrep-quality $QUICK --out "$WORK/data"
+
+minilm=$(scripts/fetch-minilm.sh)
+rm -rf "$WORK/models/minilm" && cp -r "$minilm" "$WORK/models/minilm"
+chmod -R a+rX "$WORK"
+
+if [ -n "$QUICK" ]; then
+    options='{"steps": 2, "targets_per_step": 8, "subsets_per_step": 4, "max_members_per_subset": 8, "warmup_steps": 1, "seed": 1}'
+else
+    options='{"steps": 60, "targets_per_step": 32, "subsets_per_step": 8, "max_members_per_subset": 24, "warmup_steps": 5, "seed": 1}'
+fi
+# Others install their own builds into the same Postgres: install ours right before use,
+# and once more if theirs replaced it before our backend loaded it.
+echo "==> install the extension (release) and score AirRep's encoders in a throwaway cluster"
+source scripts/cluster.sh
+for attempt in 1 2; do
+    cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null 2>&1
+    start_cluster "$WORK" "$PORT"
+    if run_psql -v data="$WORK/data" -v minilm="$WORK/models/minilm" -v train_options="$options" \
+        -f benches/quality.sql > "$WORK/data/airrep.tsv"; then
+        break
+    fi
+    stop_cluster
+    [ "$attempt" = 2 ] && exit 1
+    echo "==> retrying with a fresh install"
+done
+
+echo "==> report"
+out=docs; [ -n "$QUICK" ] && out="$WORK/report"
+mkdir -p "$out"
+python3 benches/quality_report.py "$WORK/data" "$options" "$out/quality.md" "$out/quality.png"
+cat "$out/quality.md"

@@ -1,0 +1,72 @@
+-- The airrep side of benches/quality.sh: load the label tables, time encoding, train the
+-- AirRep encoders on the training subsets/targets and score every encoder on the held-out
+-- ones. Variables: data (CSV dir), minilm (model dir), train_options (jsonb, no pooling).
+-- Ends by printing one row per method: method, lds, encode_ms, bytes, train_s.
+\set QUIET on
+CREATE EXTENSION airrep;
+-- Load the library into this backend at once: others reinstall airrep.so in the same
+-- Postgres, and a backend keeps the build it loaded first.
+SELECT '[1]'::airrep_vector(1) \gset
+CREATE TABLE all_examples (id int PRIMARY KEY, task text, text text);
+CREATE TABLE all_targets (id int PRIMARY KEY, split text, task text, text text);
+CREATE TABLE all_subsets (subset_id int, example_id int);
+CREATE TABLE subset_split (subset_id int PRIMARY KEY, split text);
+CREATE TABLE all_losses (subset_id int, target_id int, loss float8);
+\set f :data '/examples.csv'
+COPY all_examples FROM :'f' (FORMAT csv, HEADER);
+\set f :data '/targets.csv'
+COPY all_targets FROM :'f' (FORMAT csv, HEADER);
+\set f :data '/subsets.csv'
+COPY all_subsets FROM :'f' (FORMAT csv, HEADER);
+\set f :data '/subset_split.csv'
+COPY subset_split FROM :'f' (FORMAT csv, HEADER);
+\set f :data '/losses.csv'
+COPY all_losses FROM :'f' (FORMAT csv, HEADER);
+
+-- Training and evaluation never share a subset or a target.
+CREATE TABLE examples AS SELECT id, text FROM all_examples;
+CREATE TABLE train_targets AS SELECT id, text FROM all_targets WHERE split = 'train';
+CREATE TABLE eval_targets AS SELECT id, text FROM all_targets WHERE split = 'eval';
+CREATE TABLE train_subsets AS SELECT s.* FROM all_subsets s JOIN subset_split USING (subset_id) WHERE split = 'train';
+CREATE TABLE eval_subsets AS SELECT s.* FROM all_subsets s JOIN subset_split USING (subset_id) WHERE split = 'eval';
+CREATE TABLE train_losses AS SELECT l.* FROM all_losses l
+    WHERE subset_id IN (SELECT subset_id FROM train_subsets) AND target_id IN (SELECT id FROM train_targets);
+CREATE TABLE eval_losses AS SELECT l.* FROM all_losses l
+    WHERE subset_id IN (SELECT subset_id FROM eval_subsets) AND target_id IN (SELECT id FROM eval_targets);
+
+SELECT airrep.load_model('minilm', :'minilm') \gset
+
+-- Encode time and storage per example: every encoder here is MiniLM-shaped, so one
+-- measurement (the base model's) stands for all four.
+ALTER TABLE examples ADD COLUMN embedding airrep_vector(384);
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SET client_min_messages = warning;
+CALL airrep.embed('examples', 'text', 'embedding', 'minilm', 32);
+RESET client_min_messages;
+SELECT (extract(epoch FROM clock_timestamp()) - :t0) * 1000 / count(*) AS encode_ms,
+       avg(pg_column_size(embedding)) AS bytes FROM examples \gset
+
+CREATE TABLE results (method text, lds float8, encode_ms float8, bytes float8, train_s float8);
+INSERT INTO results
+SELECT 'MiniLM-L6 base (' || p || ')', airrep.lds('minilm', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', p),
+       :encode_ms, :bytes, 0
+FROM unnest(ARRAY['sum', 'attention']) p;
+
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT airrep.train('airrep-sum', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
+                    :'train_options'::jsonb || '{"pooling": "sum"}') \gset
+SELECT extract(epoch FROM clock_timestamp()) - :t0 AS train_sum_s \gset
+SELECT airrep.train('airrep-attention', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
+                    :'train_options'::jsonb || '{"pooling": "attention"}') \gset
+SELECT extract(epoch FROM clock_timestamp()) - :t0 - :train_sum_s AS train_attention_s \gset
+
+INSERT INTO results VALUES
+  ('AirRep trained (sum)', airrep.lds('airrep-sum', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', 'sum'),
+   :encode_ms, :bytes, :train_sum_s),
+  ('AirRep trained (attention)', airrep.lds('airrep-attention', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', 'attention'),
+   :encode_ms, :bytes, :train_attention_s);
+
+\pset format unaligned
+\pset fieldsep '\t'
+\pset tuples_only on
+SELECT * FROM results;
