@@ -131,3 +131,28 @@ pub fn load(wanted: usize, max_len: usize, rng: &mut Rng) -> std::io::Result<Cor
     rng.shuffle(&mut pairs);
     Ok(Corpus { pairs, general })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_synset_line_gives_define_synonym_and_use_pairs() {
+        let line = "00217593 04 n 02 kill 1 putting_to_death 0 002 @ 00217014 n 0000 | the destruction of an enemy plane; \"the pilot reported two kills during the mission\"  ";
+        let pairs = synset_pairs(&parse_synset(line).unwrap());
+        let got: Vec<_> = pairs.iter().map(|p| (p.task, p.prompt.as_str(), p.response.as_str())).collect();
+        assert_eq!(got, [
+            ("define", "define: kill", "the destruction of an enemy plane"),
+            ("synonym", "synonym: kill", "putting to death"),
+            ("use", "use in a sentence: kill", "the pilot reported two kills during the mission"),
+        ]);
+        assert_eq!(&pairs[0].text()[pairs[0].response_start()..], "the destruction of an enemy plane");
+    }
+
+    #[test]
+    fn a_fortune_splits_into_halves() {
+        let pairs = quote_pairs("one two three\nfour five six\n%\ntoo short\n%\n");
+        assert_eq!(pairs.len(), 1);
+        assert_eq!((pairs[0].prompt.as_str(), pairs[0].response.as_str()), ("complete: one two three", "four five six"));
+    }
+}

@@ -173,3 +173,40 @@ fn token_nll(model: &Gpt, batch: &Batch) -> Result<Tensor> {
     let logp = log_softmax(&model.forward(&batch.inputs)?, D::Minus1)?;
     logp.gather(&batch.targets.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?.to_dtype(DType::F32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Gpt {
+        Gpt::new(Config { hidden: 8, layers: 2, heads: 2, max_len: 32 }, &mut Rng::new(1)).unwrap()
+    }
+
+    #[test]
+    fn every_weight_gets_a_gradient() {
+        let model = tiny();
+        let batch = Batch::new(&[(tokenize("Question: a\nAnswer: b"), 3), (tokenize("hi"), 1)]).unwrap();
+        let grads = batch_loss(&model, &batch).unwrap().backward().unwrap();
+        for (name, var) in &model.weights {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+            assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{name}: zero gradient");
+        }
+    }
+
+    #[test]
+    fn right_padding_does_not_change_a_sequence_loss() {
+        let model = tiny();
+        let short = (tokenize("abc"), 1);
+        let alone = sequence_losses(&model, &Batch::new(&[short.clone()]).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+        let padded = sequence_losses(&model, &Batch::new(&[short, (tokenize("abcdefgh"), 1)]).unwrap()).unwrap();
+        assert!((alone[0] - padded.to_vec1::<f32>().unwrap()[0]).abs() < 1e-5);
+    }
+
+    #[test]
+    fn fork_is_independent() {
+        let model = tiny();
+        let copy = model.fork().unwrap();
+        copy.weights["tok"].set(&copy.weights["tok"].zeros_like().unwrap()).unwrap();
+        assert!(model.weights["tok"].sum_all().unwrap().to_scalar::<f32>().unwrap() != 0.0);
+    }
+}
