@@ -46,3 +46,9 @@ SET statement_timeout = '200ms';
 SELECT count(*) FROM unnest(airrep.encode('tiny', array(SELECT 'text number ' || i FROM generate_series(1, 200000) AS i)));
 RESET statement_timeout;
 SELECT airrep_dims(airrep.encode('tiny', 'still usable after a cancel'));
+
+-- leave the database as we found it
+DROP TABLE docs;
+DROP FUNCTION fail_at_500();
+SELECT airrep.drop_model('tiny');
+SELECT count(*) AS models_left FROM airrep.models;

@@ -17,9 +17,9 @@ FROM subsets s JOIN examples e ON e.id = s.example_id CROSS JOIN targets t
 GROUP BY s.subset_id, t.id;
 
 -- the plan: 12 subsets of 6 distinct examples, the same for the same seed
-SELECT count(*) AS rows, count(DISTINCT subset_id) AS subsets,
-       bool_and(n = 6) AS all_of_size_6
-FROM (SELECT subset_id, count(DISTINCT example_id) AS n FROM subsets GROUP BY subset_id) s, LATERAL (SELECT 1) x;
+SELECT count(*) AS members, count(DISTINCT subset_id) AS subsets,
+       count(DISTINCT (subset_id, example_id)) = count(*) AS no_repeats
+FROM subsets;
 SELECT (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM airrep.sample_subsets('examples', 12, 6, 7))
      = (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM subsets) AS same_plan_for_same_seed;
 SELECT airrep.sample_subsets('examples', 2, 25);
