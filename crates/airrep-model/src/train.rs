@@ -8,11 +8,14 @@
 //!    d loss / d score (airrep-core);
 //! 3. the chain rule by hand: G_S = d loss / d s through the pooling, then
 //!    d loss / d T = Σ_S G_S·M_S and d loss / d M_S = G_Sᵀ·T;
-//! 4. re-encode T, then one subset at a time (at most [`CHUNK_ROWS`] texts per pass), with
+//! 4. re-encode T, then one subset at a time (at most `chunk_rows` texts per pass), with
 //!    gradients, and back-propagate `sum(E ⊙ d loss / d E)`: its weight gradient is exactly
 //!    the share of d loss / d θ that flows through E, so the shares add up to the full
 //!    gradient;
 //! 5. clip to global norm 1 and take an AdamW step with warm-up.
+//!
+//! The encoder, its gradients and the optimiser state live on [`TrainOptions::device`],
+//! all f32; the scores, pooling and ranking loss of steps 2 and 3 run on the host.
 
 use airrep_core::group::{pool, Pooling};
 use airrep_core::ranking::{labels, RankingLoss};
@@ -21,6 +24,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::checkpoint::Checkpoint;
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 use crate::trainable::TrainableModel;
@@ -69,6 +73,11 @@ pub struct TrainOptions {
     /// Drives batch sampling and a base model's fresh projector.
     pub seed: u64,
     pub max_length: usize,
+    /// Where the encoder trains (f32 weights, gradients and optimiser state on any device).
+    pub device: DeviceSpec,
+    /// Texts per forward pass (default 32): bounds a step's autograd memory.
+    /// Larger chunks keep a GPU busier; the gradient is the same for any value.
+    pub chunk_rows: usize,
 }
 
 impl Default for TrainOptions {
@@ -88,6 +97,8 @@ impl Default for TrainOptions {
             pooling: Pooling::Attention,
             seed: 0,
             max_length: DEFAULT_MAX_LENGTH,
+            device: DeviceSpec::Cpu,
+            chunk_rows: CHUNK_ROWS,
         }
     }
 }
@@ -122,6 +133,9 @@ impl TrainOptions {
         })?;
         ensure(self.max_members_per_subset > 0, || {
             "max_members_per_subset must be at least 1".into()
+        })?;
+        ensure(self.chunk_rows > 0, || {
+            "chunk_rows must be at least 1".into()
         })?;
         ensure(self.t_min.is_finite() && self.t_min >= 0.0, || {
             format!("t_min must be 0 or more, got {}", self.t_min)
@@ -216,7 +230,7 @@ pub struct Trainer {
     optimizer: AdamW,
     rng: SplitMix64,
     step: usize,
-    /// [`CHUNK_ROWS`]; a field so tests can force several chunks on tiny data.
+    /// [`TrainOptions::chunk_rows`]; a field so tests can force several chunks on tiny data.
     chunk_rows: usize,
 }
 
@@ -259,7 +273,7 @@ impl Trainer {
                 config.vocab_size
             )));
         }
-        let model = TrainableModel::new(checkpoint, options.seed)?;
+        let model = TrainableModel::new(checkpoint, options.seed, &options.device.create()?)?;
         let optimizer = AdamW::new(
             model.vars(),
             ParamsAdamW {
@@ -273,13 +287,13 @@ impl Trainer {
         Ok(Self {
             labels: labels(&data.losses),
             rng: SplitMix64(options.seed),
+            chunk_rows: options.chunk_rows,
             model,
             tokenizer,
             data,
             options,
             optimizer,
             step: 0,
-            chunk_rows: CHUNK_ROWS,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The encoder with every weight a `Var`, for gradient training.
+//! The encoder with every weight a `Var`, for gradient training, on the CPU or a GPU.
+//! Weights (and so the optimiser's state) are f32 on every device.
 
 use std::collections::HashMap;
 
@@ -14,13 +15,15 @@ pub struct TrainableModel {
     varmap: VarMap,
     model: AirRepModel,
     checkpoint: Checkpoint,
+    device: Device,
 }
 
 impl TrainableModel {
     /// Every tensor of `checkpoint` (embeddings, all layers, projector) becomes a
     /// trainable variable. A base model without a projector gets a fresh one drawn
-    /// from `projector_seed`.
-    pub fn new(checkpoint: &Checkpoint, projector_seed: u64) -> Result<Self> {
+    /// from `projector_seed` (on the CPU, so the draw is the same on every device). The
+    /// variables live on `device`.
+    pub fn new(checkpoint: &Checkpoint, projector_seed: u64, device: &Device) -> Result<Self> {
         let mut checkpoint = checkpoint.clone();
         checkpoint.init_projector_if_missing(projector_seed)?;
         let varmap = VarMap::new();
@@ -30,10 +33,10 @@ impl TrainableModel {
                 .lock()
                 .expect("a fresh VarMap is not poisoned");
             for (name, tensor) in checkpoint.tensors() {
-                vars.insert(name.clone(), Var::from_tensor(tensor)?);
+                vars.insert(name.clone(), Var::from_tensor(&tensor.to_device(device)?)?);
             }
         }
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = AirRepModel::load(
             vb,
             &checkpoint.config,
@@ -44,6 +47,7 @@ impl TrainableModel {
             varmap,
             model,
             checkpoint,
+            device: device.clone(),
         })
     }
 
@@ -67,13 +71,17 @@ impl TrainableModel {
         self.model.output_dim()
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Embeddings `[batch, output_dim]` with the autograd graph attached.
     pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
-        let (input_ids, mask) = batch.to_tensors(&Device::Cpu)?;
+        let (input_ids, mask) = batch.to_tensors(&self.device)?;
         self.model.forward(&input_ids, &mask)
     }
 
-    /// The current weights as a checkpoint (AirRep layout, detached copies).
+    /// The current weights as a checkpoint (AirRep layout, detached copies on the CPU).
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let tensors: HashMap<String, Tensor> = self
             .named_vars()
@@ -93,7 +101,8 @@ mod tests {
 
     fn setup() -> (TrainableModel, TextTokenizer, Golden) {
         let dir = golden_dir("tiny-airrep");
-        let model = TrainableModel::new(&Checkpoint::from_dir(&dir).unwrap(), 0).unwrap();
+        let model =
+            TrainableModel::new(&Checkpoint::from_dir(&dir).unwrap(), 0, &Device::Cpu).unwrap();
         let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
         let tokenizer = TextTokenizer::from_bytes(&tokenizer_json, DEFAULT_MAX_LENGTH).unwrap();
         (model, tokenizer, Golden::load())
@@ -157,7 +166,7 @@ mod tests {
         tensors.retain(|name, _| !name.starts_with("projector."));
         let config = Checkpoint::from_dir(&dir).unwrap().config;
         let base = Checkpoint::new(config, tensors).unwrap();
-        let model = TrainableModel::new(&base, 1).unwrap();
+        let model = TrainableModel::new(&base, 1, &Device::Cpu).unwrap();
         assert_eq!(model.vars().len(), 5 + 16 * 2 + 2);
         let saved = model.to_checkpoint().unwrap();
         assert!(saved.has_projector());

@@ -17,8 +17,16 @@
 //!     gpu_check op-profile DEVICE
 //!         Milliseconds per candle op of one GTE-small layer at batch 256 x 128 tokens,
 //!         bf16 and f32: where the time of the portable forward goes.
+//!     gpu_check train-golden DEVICE GOLDEN_DIR
+//!         `airrep_model::Trainer` on DEVICE replays tests/golden/train_steps.json
+//!         (tiny-airrep): loss and pre-clip gradient norm per step against the golden values,
+//!         worst relative error of the group scores; exit status 1 above 1e-4 relative.
+//!     gpu_check train-bench DEVICE MODEL_DIR TARGETS SUBSETS MEMBERS CHUNK_ROWS STEPS
+//!         `airrep_model::Trainer` on DEVICE (the memory trick, f32): seconds per step of
+//!         TARGETS x SUBSETS subsets of MEMBERS texts (~127 tokens), forward passes of
+//!         CHUNK_ROWS texts; the first step is a warm-up, then the median of STEPS - 1.
 //!     gpu_check train-proxy DEVICE MODEL_DIR TARGETS SUBSETS MEMBERS
-//!         NOT `airrep_model::Trainer` (CPU-only so far): the cost of one training step of
+//!         NOT `airrep_model::Trainer` (no memory trick): the cost of one training step of
 //!         the same shape, f32, differentiable kernels, on DEVICE: encode TARGETS and
 //!         SUBSETS x MEMBERS texts with gradients (batches of 64), attention-pooled group
 //!         scores, a pairwise softplus ranking loss, backward, AdamW. Median of 3 steps.
@@ -29,6 +37,7 @@ use std::time::Instant;
 
 use airrep_model::{
     AirRepModel, Checkpoint, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision, TokenBatch,
+    TrainData, TrainOptions, Trainer,
 };
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -65,6 +74,16 @@ fn main() -> Res<()> {
             arg(5)?.parse()?,
         ),
         "op-profile" => op_profile(arg(1)?.parse()?),
+        "train-golden" => train_golden(arg(1)?.parse()?, Path::new(arg(2)?)),
+        "train-bench" => train_bench(
+            arg(1)?.parse()?,
+            Path::new(arg(2)?),
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+            arg(5)?.parse()?,
+            arg(6)?.parse()?,
+            arg(7)?.parse()?,
+        ),
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -537,5 +556,195 @@ fn op_profile(device: DeviceSpec) -> Res<()> {
             q.transpose(1, 2)?.reshape((b, s, h))
         })?;
     }
+    Ok(())
+}
+
+fn rel(got: f64, want: f64) -> f64 {
+    (got - want).abs() / want.abs().max(1e-12)
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+fn f64_rows(v: &Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .map(|a| a.iter().map(f64s).collect())
+        .unwrap_or_default()
+}
+
+fn worst_rel(got: &[Vec<f64>], want: &[Vec<f64>]) -> f64 {
+    got.iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(g, w)| rel(*g, *w))
+        .fold(0.0, f64::max)
+}
+
+/// tests/golden/train_steps.json through `Trainer` on `device`, as the CPU unit test
+/// `train_reproduces_golden_steps` does.
+fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(golden_dir.join("train_steps.json"))?)?;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let targets = strings(&golden["targets"]);
+    let mut examples = Vec::new();
+    let mut subsets = Vec::new();
+    for members in golden["subsets"].as_array().ok_or("no subsets")? {
+        let members = strings(members);
+        subsets.push((examples.len()..examples.len() + members.len()).collect::<Vec<_>>());
+        examples.extend(members);
+    }
+    let trace = golden["trace"].as_array().ok_or("no trace")?;
+    let o = &golden["optimizer"];
+    let options = TrainOptions {
+        steps: trace.len(),
+        lr: o["lr"].as_f64().ok_or("lr")?,
+        weight_decay: o["weight_decay"].as_f64().ok_or("weight_decay")?,
+        warmup_steps: o["warmup_steps"].as_u64().ok_or("warmup_steps")? as usize,
+        targets_per_step: targets.len(),
+        subsets_per_step: subsets.len(),
+        max_members_per_subset: subsets.iter().map(Vec::len).max().unwrap_or(1),
+        t_min: o["t_min"].as_f64().ok_or("t_min")?,
+        t_max: o["t_max"].as_f64().ok_or("t_max")?,
+        device,
+        ..TrainOptions::default()
+    };
+    let n_subsets = subsets.len();
+    let data = TrainData {
+        examples,
+        targets,
+        subsets,
+        losses: f64_rows(&golden["subset_losses"]),
+    };
+    let dir = golden_dir.join("tiny-airrep");
+    let mut trainer = Trainer::new(
+        &Checkpoint::from_dir(&dir)?,
+        &std::fs::read(dir.join("tokenizer.json"))?,
+        data,
+        options,
+    )?;
+    let mut worst: f64 = 0.0;
+    for (t, want) in trace.iter().enumerate() {
+        let log = trainer.step(&|| false)?;
+        let (wl, wg) = (
+            want["loss"].as_f64().ok_or("loss")?,
+            want["grad_norm_before_clip"].as_f64().ok_or("grad norm")?,
+        );
+        let scores = worst_rel(&log.group_scores, &f64_rows(&want["group_scores"]));
+        println!(
+            "train-golden {device} step {t}: loss {:.9} (golden {wl:.9}, rel {:.2e}), \
+             grad norm {:.9} (golden {wg:.9}, rel {:.2e}), group scores worst rel {scores:.2e}",
+            log.loss,
+            rel(log.loss, wl),
+            log.grad_norm,
+            rel(log.grad_norm, wg),
+        );
+        worst = worst
+            .max(rel(log.loss, wl))
+            .max(rel(log.grad_norm, wg))
+            .max(scores);
+    }
+    let n_targets = golden["targets"].as_array().map_or(0, Vec::len);
+    let after = trainer.group_scores(
+        &(0..n_targets).collect::<Vec<_>>(),
+        &(0..n_subsets).collect::<Vec<_>>(),
+    )?;
+    let after_err = worst_rel(&after, &f64_rows(&golden["group_scores_after"]));
+    let row = trainer.into_checkpoint()?.tensors()["projector.weight"]
+        .get(0)?
+        .to_vec1::<f32>()?;
+    let want_row = f64s(&golden["projector_weight_after_first_row"]);
+    let row_err = row
+        .iter()
+        .zip(&want_row)
+        .map(|(g, w)| (*g as f64 - w).abs() / want_row.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+        .fold(0.0, f64::max);
+    println!(
+        "train-golden {device}: group scores after training worst rel {after_err:.2e}, \
+         projector row 0 worst abs err / max {row_err:.2e}; worst per-step rel {worst:.2e}"
+    );
+    if worst > 1e-4 || after_err > 1e-3 || row_err > 1e-4 {
+        return Err(format!("train-golden on {device}: outside the golden tolerances").into());
+    }
+    Ok(())
+}
+
+/// Seconds per `Trainer` step at a paper-like shape on random-weight `model_dir`.
+fn train_bench(
+    device: DeviceSpec,
+    model_dir: &Path,
+    targets: usize,
+    subsets: usize,
+    members: usize,
+    chunk_rows: usize,
+    steps: usize,
+) -> Res<()> {
+    let checkpoint = Checkpoint::from_dir(model_dir)?;
+    let tokenizer = std::fs::read(model_dir.join("tokenizer.json"))?;
+    let mut all = texts(targets + subsets * members);
+    let examples = all.split_off(targets);
+    let mut seed = 7u64;
+    let losses = (0..subsets)
+        .map(|_| {
+            random(targets, 1.0, &mut seed)
+                .into_iter()
+                .map(|x| 2.0 + x as f64)
+                .collect()
+        })
+        .collect();
+    let data = TrainData {
+        examples,
+        targets: all,
+        subsets: (0..subsets)
+            .map(|k| (k * members..(k + 1) * members).collect())
+            .collect(),
+        losses,
+    };
+    let options = TrainOptions {
+        steps,
+        targets_per_step: targets,
+        subsets_per_step: subsets,
+        max_members_per_subset: members,
+        device,
+        chunk_rows,
+        ..TrainOptions::default()
+    };
+    let t = Instant::now();
+    let mut trainer = Trainer::new(&checkpoint, &tokenizer, data, options)?;
+    println!(
+        "train-bench: trainer built in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    for step in 0..steps.max(2) {
+        let t = Instant::now();
+        let log = trainer.step(&|| false)?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "train-bench step {step}: {secs:.3} s (loss {:.4}, grad norm {:.4}, {} pairs)",
+            log.loss, log.grad_norm, log.kept_pairs
+        );
+        if step > 0 {
+            times.push(secs);
+        }
+    }
+    println!(
+        "train-bench on {device}: {targets} targets x {subsets} subsets x {members} members \
+         ({} texts per pass), chunk {chunk_rows}: {:.3} s/step (median of {})",
+        targets + subsets * members,
+        median(times.clone()),
+        times.len()
+    );
     Ok(())
 }
