@@ -377,7 +377,12 @@ impl FeedForward {
                 c.hidden_size,
                 kernels,
             )?,
-            output: Dense::load(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size, kernels)?,
+            output: Dense::load(
+                &vb.pp("output.dense"),
+                c.hidden_size,
+                c.intermediate_size,
+                kernels,
+            )?,
             norm: LayerNorm::load(&vb.pp("output.LayerNorm"), c, kernels)?,
             kernels,
         })

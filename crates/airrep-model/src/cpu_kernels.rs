@@ -184,7 +184,6 @@ pub fn masked_softmax(scores: &Tensor, attention_mask: &Tensor) -> candle_core::
     scores.apply_op2_no_bwd(attention_mask, &MaskedSoftmax)
 }
 
-
 /// Runs a function through a copy compiled for AVX-512 when the CPU has it. Defines
 /// `$vis fn $name(args)` with the body `$body`.
 macro_rules! simd_fn {
@@ -344,7 +343,10 @@ pub struct PackedLinear {
 impl PackedLinear {
     pub fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Self> {
         let (n, k) = weight.dims2()?;
-        let w = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = weight
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
         if bias.len() != n {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
@@ -524,7 +526,11 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
     let (n, k) = (w.out_dim, w.in_dim);
     let mut dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
-        candle_core::bail!("{OP}: input {:?} does not match weight {:?}", x.dims(), (n, k))
+        candle_core::bail!(
+            "{OP}: input {:?} does not match weight {:?}",
+            x.dims(),
+            (n, k)
+        )
     }
     *dims.last_mut().unwrap() = n;
     let m = x.elem_count() / k;
@@ -582,32 +588,45 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
 
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let dst = SharedMut(out.as_mut_ptr());
-    (0..row_blocks * col_groups).into_par_iter().for_each(|task| {
-        let (rb, cg) = (task / col_groups, task % col_groups);
-        let row0 = rb * block;
-        let rows = block.min(m - row0);
-        let panels = cg * group..((cg + 1) * group).min(panels);
-        let (col0, col1) = (panels.start * NR, (panels.end * NR).min(n));
-        let dst = dst;
-        for r in row0..row0 + rows {
-            // SAFETY: this task alone writes columns col0..col1 of rows row0..row0+rows.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(
-                    dst.0.add(r * n + col0) as *mut std::mem::MaybeUninit<f32>,
-                    col1 - col0,
-                )
-            };
-            fill_row(row, &w.bias[col0..col1], rs.as_ref().map(|rs| &rs[r * n + col0..r * n + col1]));
-        }
-        // SAFETY: as above; the block is initialised now.
-        unsafe {
-            product_block(w, xs.as_ptr().add(row0 * k), dst.0.add(row0 * n), rows, panels, avx512);
-        }
-        if col_groups == 1 {
-            // SAFETY: the task owns these whole rows.
-            finish(unsafe { std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n) });
-        }
-    });
+    (0..row_blocks * col_groups)
+        .into_par_iter()
+        .for_each(|task| {
+            let (rb, cg) = (task / col_groups, task % col_groups);
+            let row0 = rb * block;
+            let rows = block.min(m - row0);
+            let panels = cg * group..((cg + 1) * group).min(panels);
+            let (col0, col1) = (panels.start * NR, (panels.end * NR).min(n));
+            let dst = dst;
+            for r in row0..row0 + rows {
+                // SAFETY: this task alone writes columns col0..col1 of rows row0..row0+rows.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.0.add(r * n + col0) as *mut std::mem::MaybeUninit<f32>,
+                        col1 - col0,
+                    )
+                };
+                fill_row(
+                    row,
+                    &w.bias[col0..col1],
+                    rs.as_ref().map(|rs| &rs[r * n + col0..r * n + col1]),
+                );
+            }
+            // SAFETY: as above; the block is initialised now.
+            unsafe {
+                product_block(
+                    w,
+                    xs.as_ptr().add(row0 * k),
+                    dst.0.add(row0 * n),
+                    rows,
+                    panels,
+                    avx512,
+                );
+            }
+            if col_groups == 1 {
+                // SAFETY: the task owns these whole rows.
+                finish(unsafe { std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n) });
+            }
+        });
     // SAFETY: the tasks wrote every element.
     unsafe { out.set_len(m * n) };
     if col_groups > 1 && (gelu || norm.is_some()) {
@@ -658,7 +677,11 @@ pub fn attention(
     let hidden = width / 3;
     let d = hidden / heads;
     if hidden * 3 != width || d * heads != hidden || attention_mask.dims2()? != (batch, seq) {
-        candle_core::bail!("{OP}: bad shapes {:?} {:?}", qkv.dims(), attention_mask.dims())
+        candle_core::bail!(
+            "{OP}: bad shapes {:?} {:?}",
+            qkv.dims(),
+            attention_mask.dims()
+        )
     }
     let qkv = qkv.contiguous()?;
     let mask = attention_mask.contiguous()?;
@@ -676,65 +699,71 @@ pub fn attention(
     });
     let out = SharedMut(ctx.as_mut_ptr());
     let scale = 1.0 / (d as f32).sqrt();
-    (0..batch * heads).into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
-        let (b, h) = (task / heads, task % heads);
-        let len = lengths[b];
-        if len == 0 {
-            return;
-        }
-        scores.resize(len * len, 0.0);
-        let base = &qs[b * seq * width..];
-        let (q, k, v) = (&base[h * d..], &base[hidden + h * d..], &base[2 * hidden + h * d..]);
-        let out = out;
-        // SAFETY: q, k and v are `len` rows of `d` floats at stride `width` inside `qs`;
-        // the scores are len × len; this task alone writes rows b·seq.. of the context
-        // in columns h·d..(h+1)·d.
-        unsafe {
-            gemm::gemm(
-                len,
-                len,
-                d,
-                scores.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                q.as_ptr(),
-                1,
-                width as isize,
-                k.as_ptr(),
-                width as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+    (0..batch * heads)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+            let (b, h) = (task / heads, task % heads);
+            let len = lengths[b];
+            if len == 0 {
+                return;
+            }
+            scores.resize(len * len, 0.0);
+            let base = &qs[b * seq * width..];
+            let (q, k, v) = (
+                &base[h * d..],
+                &base[hidden + h * d..],
+                &base[2 * hidden + h * d..],
             );
-            softmax_rows_in_place(scores, len);
-            gemm::gemm(
-                len,
-                d,
-                len,
-                out.0.add(b * seq * hidden + h * d),
-                1,
-                hidden as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                len as isize,
-                v.as_ptr(),
-                1,
-                width as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    });
+            let out = out;
+            // SAFETY: q, k and v are `len` rows of `d` floats at stride `width` inside `qs`;
+            // the scores are len × len; this task alone writes rows b·seq.. of the context
+            // in columns h·d..(h+1)·d.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    width as isize,
+                    k.as_ptr(),
+                    width as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                softmax_rows_in_place(scores, len);
+                gemm::gemm(
+                    len,
+                    d,
+                    len,
+                    out.0.add(b * seq * hidden + h * d),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v.as_ptr(),
+                    1,
+                    width as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
     drop((qs, ms));
     Tensor::from_vec(ctx, (batch, seq, hidden), &candle_core::Device::Cpu)
 }
