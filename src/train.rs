@@ -143,7 +143,6 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
-    let _device = device();
     let base_id = registry::model_id(base_model);
     if Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)", &[name.into()])
         .ok()
@@ -152,7 +151,9 @@ fn train(
     {
         raise("42710", &format!("model \"{name}\" already exists"));
     }
-    let (opts, holdout) = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
+    let (mut opts, holdout) = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
+    // Train where airrep.device says (cpu, or a GPU in a cuda build).
+    opts.device = device();
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
     let (training, held_out) = split_subsets(labels.subsets.len(), holdout, opts.seed);
 
@@ -194,7 +195,7 @@ fn train(
     }
     let trained = pool.install(|| trainer.into_checkpoint()).unwrap_or_else(|e| raise("XX000", &e.to_string()));
     let lds_after = (!held_out.is_empty()).then(|| {
-        let options = EncoderOptions { max_length: opts.max_length, ..EncoderOptions::default() };
+        let options = EncoderOptions { max_length: opts.max_length, device: opts.device, ..EncoderOptions::default() };
         let encoder = pool
             .install(|| Encoder::new(&trained, &tokenizer, options))
             .unwrap_or_else(|e| raise("XX000", &e.to_string()));
