@@ -4,6 +4,13 @@
 //! One forward serves inference and training. They differ only in the layer norm,
 //! softmax and GELU kernels: the fused ones are fast but have no backward pass (a model
 //! built on them silently trains nothing), so training uses [`Kernels::Differentiable`].
+//!
+//! Mixed precision ([`Kernels::Portable`] with a bf16 `VarBuilder`, i.e.
+//! `Precision::Bf16`): as PyTorch's autocast, only the matrix products run in bf16 — the
+//! linear layers' weights are bf16 and their inputs are cast to bf16, q·kᵀ and p·v take
+//! bf16 operands — while the embeddings, the residual stream, the linear biases, the layer
+//! norms, GELU and the softmax's accumulation stay f32. A product's bf16 output is widened
+//! to f32 before its bias is added.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -61,7 +68,7 @@ impl Kernels {
     fn linear_gelu(self, x: &Tensor, linear: &Dense) -> candle_core::Result<Tensor> {
         match linear {
             Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::Gelu),
-            Dense::Candle(linear) => self.gelu(&linear.forward(x)?),
+            _ => self.gelu(&linear.forward(x)?),
         }
     }
 
@@ -84,7 +91,7 @@ impl Kernels {
                     eps: norm.eps,
                 },
             ),
-            Dense::Candle(linear) => norm.forward(&(linear.forward(x)? + residual)?),
+            _ => norm.forward(&(linear.forward(x)? + residual)?),
         }
     }
 
@@ -139,10 +146,17 @@ impl Kernels {
 }
 
 /// A linear layer: candle's, or with [`Kernels::Fused`] its weight packed once for
-/// `cpu_kernels::linear` (the candle tensors are not kept: no second copy).
+/// `cpu_kernels::linear` (the candle tensors are not kept: no second copy), or in mixed
+/// precision a bf16 product and an f32 bias.
 enum Dense {
     Candle(Linear),
     Packed(cpu_kernels::PackedLinear),
+    /// `linear` holds the low-precision weight and no bias; `bias` is f32. The input is
+    /// cast to the weight's dtype, the product widened to f32, then the bias added.
+    Mixed {
+        linear: Linear,
+        bias: Tensor,
+    },
 }
 
 impl Dense {
@@ -151,12 +165,38 @@ impl Dense {
             (Kernels::Fused, Some(bias)) => {
                 Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias)?)
             }
+            (Kernels::Portable, Some(bias)) if linear.weight().dtype() != bias.dtype() => {
+                Dense::Mixed {
+                    linear: Linear::new(linear.weight().clone(), None),
+                    bias: bias.clone(),
+                }
+            }
             _ => Dense::Candle(linear),
         })
     }
 
     fn load(vb: &VarBuilder, out_dim: usize, in_dim: usize, kernels: Kernels) -> Result<Self> {
         Self::new(linear(vb, out_dim, in_dim)?, kernels)
+    }
+
+    /// `x·Wᵀ + b`, in f32 for [`Dense::Mixed`] (whatever `x`'s dtype).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Dense::Candle(linear) => linear.forward(x),
+            Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::None),
+            Dense::Mixed { linear, bias } => linear
+                .forward(&x.to_dtype(linear.weight().dtype())?)?
+                .to_dtype(bias.dtype())?
+                .broadcast_add(bias),
+        }
+    }
+
+    /// The dtype the products run in.
+    fn matmul_dtype(&self) -> DType {
+        match self {
+            Dense::Candle(linear) | Dense::Mixed { linear, .. } => linear.weight().dtype(),
+            Dense::Packed(_) => DType::F32,
+        }
     }
 }
 
@@ -196,10 +236,17 @@ fn portable_attention(
     }
 }
 
+/// A linear layer: the weight in `vb`'s dtype (the dtype the products run in), the bias in
+/// f32 when `vb` is bf16 (mixed precision, see [`Dense::Mixed`]).
 fn linear(vb: &VarBuilder, out_dim: usize, in_dim: usize) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
+    let bias = f32_vb(vb).get(out_dim, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
+}
+
+/// `vb` reading f32: everything but the linear weights is f32 in every precision.
+fn f32_vb<'a>(vb: &VarBuilder<'a>) -> VarBuilder<'a> {
+    vb.clone().set_dtype(DType::F32)
 }
 
 struct LayerNorm {
@@ -211,6 +258,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn load(vb: &VarBuilder, config: &BertConfig, kernels: Kernels) -> Result<Self> {
+        let vb = f32_vb(vb);
         Ok(Self {
             weight: vb.get(config.hidden_size, "weight")?,
             bias: vb.get(config.hidden_size, "bias")?,
@@ -235,6 +283,7 @@ struct Embeddings {
 impl Embeddings {
     fn load(vb: &VarBuilder, c: &BertConfig, kernels: Kernels) -> Result<Self> {
         let h = c.hidden_size;
+        let vb = f32_vb(vb);
         Ok(Self {
             word: vb.get((c.vocab_size, h), "word_embeddings.weight")?,
             position: vb.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
@@ -265,9 +314,9 @@ impl Embeddings {
 /// in place.
 enum Projections {
     Separate {
-        query: Linear,
-        key: Linear,
-        value: Linear,
+        query: Dense,
+        key: Dense,
+        value: Dense,
     },
     Packed(cpu_kernels::PackedLinear),
 }
@@ -305,7 +354,11 @@ impl SelfAttention {
                     &Tensor::cat(&biases, 0)?,
                 )?)
             }
-            _ => Projections::Separate { query, key, value },
+            _ => Projections::Separate {
+                query: Dense::new(query, kernels)?,
+                key: Dense::new(key, kernels)?,
+                value: Dense::new(value, kernels)?,
+            },
         };
         Ok(Self {
             projections,
@@ -338,21 +391,28 @@ impl SelfAttention {
         &self,
         x: &Tensor,
         attention_mask: &Tensor,
-        query: &Linear,
-        key: &Linear,
-        value: &Linear,
+        query: &Dense,
+        key: &Dense,
+        value: &Dense,
     ) -> candle_core::Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
         let head_dim = hidden / self.num_heads;
+        // In mixed precision the heads are split by the cast to bf16 (one copy), the
+        // products take bf16 operands, and the context stays bf16: the output projection
+        // would cast it to bf16 anyway. Otherwise `to_dtype` is a no-op.
+        let dtype = query.matmul_dtype();
         let split_heads = |t: Tensor| {
             t.reshape((batch, seq, self.num_heads, head_dim))?
                 .transpose(1, 2)?
+                .to_dtype(dtype)?
                 .contiguous()
         };
+        // The input is cast once for the three projections.
+        let x = x.to_dtype(dtype)?;
         // Scaling q before the product is cheaper than scaling the seq x seq scores.
-        let q = split_heads((query.forward(x)? / (head_dim as f64).sqrt())?)?;
-        let k = split_heads(key.forward(x)?)?;
-        let v = split_heads(value.forward(x)?)?;
+        let q = split_heads((query.forward(&x)? / (head_dim as f64).sqrt())?)?;
+        let k = split_heads(key.forward(&x)?)?;
+        let v = split_heads(value.forward(&x)?)?;
         let probs = self.kernels.attention(&q, &k, attention_mask)?;
         probs
             .matmul(&v)?
