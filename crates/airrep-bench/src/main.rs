@@ -173,15 +173,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut setup = Setup::new(Params::new(quick, seed))?;
     let model = labels(&mut setup, &cache)?;
+    // "pretrain_s X" and "retrain_s Y", measured when the labels were made (maybe cached)
+    let made = std::fs::read_to_string(cache.join(setup.params.hash()).join("params.txt"))?;
+    let secs = |key: &str| made.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_string();
     write_tables(&setup, &out)?;
     let measured = [baselines::tfidf(&setup), baselines::gradient(&setup, &model)?];
     write_file(&out.join("baselines.tsv"), "method\tlds\tencode_ms\tbytes\ttrain_s", measured.iter()
         .map(|m| format!("{}\t{}\t{:.4}\t{:.0}\t{:.1}", m.method, m.lds, m.encode_ms, m.bytes, m.train_s)))?;
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     std::fs::write(out.join("setup.txt"), format!(
-        "pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset; gradient projection dimension {}\n",
+        "pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset; gradient projection dimension {}; labels took {} s of pretraining and {} s of retraining\n",
         setup.pool.len(), setup.params.train_targets, setup.params.eval_targets, setup.params.train_subsets, setup.params.eval_subsets,
         setup.params.subset_size, setup.params.gpt.layers, setup.params.gpt.hidden, setup.params.gpt.heads, setup.params.gpt.max_len,
-        setup.params.pretrain_steps, setup.params.pretrain_window, setup.params.finetune_steps, setup.params.batch, setup.params.projection_dim))?;
+        setup.params.pretrain_steps, setup.params.pretrain_window, setup.params.finetune_steps, setup.params.batch, setup.params.projection_dim,
+        secs("pretrain_s"), secs("retrain_s")))?;
     Ok(())
 }
