@@ -32,7 +32,7 @@ chmod -R a+rX "$WORK"
 if [ -n "$QUICK" ]; then
     options='{"steps": 2, "targets_per_step": 8, "subsets_per_step": 4, "max_members_per_subset": 8, "warmup_steps": 1, "seed": 1}'
 else
-    options='{"steps": 40, "targets_per_step": 16, "subsets_per_step": 8, "max_members_per_subset": 8, "warmup_steps": 5, "seed": 1}'
+    options='{"steps": 80, "targets_per_step": 16, "subsets_per_step": 8, "max_members_per_subset": 16, "warmup_steps": 5, "seed": 1}'
 fi
 # Others install their own builds into the same Postgres: install ours right before use,
 # and once more if theirs replaced it before our backend loaded it.
