@@ -30,4 +30,9 @@ cargo pgrx test pg15 --runas postgres --pgdata "$PGDATA_DIR"
 
 echo "==> SQL regression tests"
 scripts/regress.sh
+
+# The attribution quality pipeline end to end on tiny sizes: every method must produce a
+# finite LDS (which one wins is not asserted). Its own cluster dir and port.
+echo "==> quality benchmark, quick mode"
+AIRREP_QUALITY_DIR=/tmp/airrep-quality-ci AIRREP_QUALITY_PORT=28820 benches/quality.sh --quick
 echo "==> all tests passed"
