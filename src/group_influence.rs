@@ -20,13 +20,17 @@ struct GroupAgg {
     scores: GroupState,
 }
 
+fn target_changed() -> ! {
+    raise(
+        "22023",
+        "group_influence target changed within a group: use one target per group (GROUP BY the target)",
+    )
+}
+
 impl GroupAgg {
     fn add(&mut self, target: &[f32], member: &[f32]) {
         if target != self.target.as_slice() {
-            raise(
-                "22023",
-                "group_influence target changed within a group: use one target per group (GROUP BY the target)",
-            );
+            target_changed();
         }
         vector::check_same_dims(target.len(), member.len()).or_raise();
         self.scores.push(vector::dot(target, member));
@@ -58,7 +62,7 @@ impl PartialState for GroupAgg {
 
     fn merge(&mut self, other: &Self) {
         if self.target != other.target || self.pooling != other.pooling {
-            raise("22023", "group_influence target changed within a group: use one target per group (GROUP BY the target)");
+            target_changed();
         }
         self.scores.merge(&other.scores);
     }
