@@ -33,7 +33,7 @@ pub fn pretrain(setup: &Setup) -> Result<Gpt> {
             .collect();
         let loss = batch_loss(&model, &Batch::new(&seqs)?)?;
         opt.backward_step(&loss)?;
-        if step % 200 == 0 || step + 1 == p.pretrain_steps {
+        if step.is_multiple_of(200) || step + 1 == p.pretrain_steps {
             eprintln!("pretrain step {step}: loss {:.3} ({:.0} s)", loss.to_scalar::<f32>()?, start.elapsed().as_secs_f64());
         }
     }
@@ -70,7 +70,7 @@ pub fn retrain_all(setup: &Setup, base: &Gpt) -> Result<Vec<Vec<f64>>> {
         }
         let losses = evaluate(&model, &targets)?;
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 10 == 0 || n == setup.subsets.len() {
+        if n.is_multiple_of(10) || n == setup.subsets.len() {
             let secs = start.elapsed().as_secs_f64();
             let eta = secs / n as f64 * (setup.subsets.len() - n) as f64;
             eprintln!("fine-tuned {n}/{} subsets ({secs:.0} s, ~{eta:.0} s left)", setup.subsets.len());
