@@ -23,7 +23,7 @@ python3 -c 'import matplotlib' 2>/dev/null || pip install --quiet matplotlib
 echo "==> labels (tiny GPT retrained per subset; cached) and baselines"
 cargo build --release -p airrep-bench
 rm -rf "$WORK/data" && mkdir -p "$WORK/data" "$WORK/models"
-./target/release/airrep-quality $QUICK --out "$WORK/data"
+"${CARGO_TARGET_DIR:-target}/release/airrep-quality" $QUICK --out "$WORK/data"
 
 minilm=$(scripts/fetch-minilm.sh)
 rm -rf "$WORK/models/minilm" && cp -r "$minilm" "$WORK/models/minilm"
