@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 
 pub const ENCODER_PREFIX: &str = "bert.";
 pub const PROJECTOR_WEIGHT: &str = "projector.weight";
@@ -231,21 +232,6 @@ fn check_projector(tensors: &HashMap<String, Tensor>, hidden: usize) -> Result<(
         (None, Some(_)) => Err(Error::Checkpoint(format!(
             "missing tensor {PROJECTOR_WEIGHT}"
         ))),
-    }
-}
-
-/// Small seeded generator, so a fresh projector is reproducible without a `rand` dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Uniform in [0, 1) with 24 bits, the precision of an f32 mantissa.
-    fn next_unit(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 

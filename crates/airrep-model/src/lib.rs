@@ -8,6 +8,7 @@ mod cpu_kernels;
 pub mod device;
 pub mod encoder;
 pub mod error;
+mod rng;
 pub mod tokenize;
 pub mod train;
 pub mod trainable;
