@@ -62,13 +62,6 @@ GROUP BY m.id, p.name;
     name = "registry_tables"
 );
 
-/// The registry id of `name`, or a clear error.
-pub fn model_id(name: &str) -> i64 {
-    Spi::get_one_with_args::<i64>("SELECT id FROM airrep.models WHERE name = $1", &[name.into()])
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
-        .unwrap_or_else(|| raise("42704", &format!("model \"{name}\" does not exist")))
-}
-
 /// `(id, version)` of `name`: the key under which backends cache the loaded model.
 pub fn model_key(name: &str) -> (i64, i64) {
     Spi::connect(|client| {
@@ -103,6 +96,20 @@ pub fn model_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (serde_json::to_vec(&config.0).expect("jsonb serialises"), file(WEIGHTS_FILE), file(TOKENIZER_FILE))
 }
 
+/// Fail unless `name` is free; callers check before any expensive work (the UNIQUE
+/// constraint stays the backstop).
+pub fn require_unused_name(name: &str) {
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)",
+        &[name.into()],
+    )
+    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or(false);
+    if exists {
+        raise("42710", &format!("model \"{name}\" already exists"));
+    }
+}
+
 /// A new registry row and its files, inside the caller's transaction: an error anywhere
 /// later rolls all of it back, so the registry never holds half a model.
 pub fn insert_model(
@@ -113,15 +120,6 @@ pub fn insert_model(
     parent: Option<i64>,
     description: Option<&str>,
 ) -> i64 {
-    let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)",
-        &[name.into()],
-    )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
-    .unwrap_or(false);
-    if exists {
-        raise("42710", &format!("model \"{name}\" already exists"));
-    }
     let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO airrep.models (name, config, parent_id, description) VALUES ($1, $2, $3, $4) RETURNING id",
         &[
@@ -187,6 +185,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
     if !dir.is_absolute() {
         raise("22023", &format!("model directory must be an absolute path, not \"{}\"", dir.display()));
     }
+    require_unused_name(name);
     let config = read_server_file(dir, "config.json");
     let weights = read_server_file(dir, WEIGHTS_FILE);
     let tokenizer = read_server_file(dir, TOKENIZER_FILE);
@@ -197,6 +196,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
 /// Import a model from bytes sent by the client (no server file access needed).
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8]) -> i64 {
+    require_unused_name(name);
     let config_bytes = serde_json::to_vec(&config.0).expect("jsonb serialises");
     let config_json = validate(name, &config_bytes, weights, tokenizer);
     insert_model(name, &config_json, weights, tokenizer, None, Some("imported"))
@@ -204,7 +204,7 @@ fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8
 
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn drop_model(name: &str) {
-    let id = model_id(name);
+    let (id, _) = model_key(name);
     Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
         .unwrap_or_else(|e| raise("XX000", &e.to_string()));
 }

@@ -143,14 +143,8 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
-    let base_id = registry::model_id(base_model);
-    if Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)", &[name.into()])
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-    {
-        raise("42710", &format!("model \"{name}\" already exists"));
-    }
+    let (base_id, _) = registry::model_key(base_model);
+    registry::require_unused_name(name);
     let (mut opts, holdout) = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
     // Train where airrep.device says (cpu, or a GPU in a cuda build).
     opts.device = device();
