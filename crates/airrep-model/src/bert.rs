@@ -9,8 +9,8 @@
 //! `Precision::Bf16`): as PyTorch's autocast, only the matrix products run in bf16 — the
 //! linear layers' weights are bf16 and their inputs are cast to bf16, q·kᵀ and p·v take
 //! bf16 operands — while the embeddings, the residual stream, the linear biases, the layer
-//! norms, GELU and the softmax's accumulation stay f32. A product's bf16 output is widened
-//! to f32 before its bias is added.
+//! norms, GELU and the softmax's accumulation stay f32. The linear layers' products have
+//! f32 outputs with the bias folded in ([`mixed::linear`]); q·kᵀ and p·v return bf16.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -18,6 +18,8 @@ use candle_nn::{Linear, VarBuilder};
 use crate::config::BertConfig;
 use crate::cpu_kernels;
 use crate::error::Result;
+
+mod mixed;
 
 /// Which implementation of the non-matmul kernels the forward uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +153,8 @@ impl Kernels {
 enum Dense {
     Candle(Linear),
     Packed(cpu_kernels::PackedLinear),
-    /// `linear` holds the low-precision weight and no bias; `bias` is f32. The input is
-    /// cast to the weight's dtype, the product widened to f32, then the bias added.
+    /// `linear` holds the bf16 weight and no bias; `bias` is f32. The input is cast to
+    /// bf16; the product (f32 accumulation) and its bias are f32: [`mixed::linear`].
     Mixed {
         linear: Linear,
         bias: Tensor,
@@ -184,10 +186,7 @@ impl Dense {
         match self {
             Dense::Candle(linear) => linear.forward(x),
             Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::None),
-            Dense::Mixed { linear, bias } => linear
-                .forward(&x.to_dtype(linear.weight().dtype())?)?
-                .to_dtype(bias.dtype())?
-                .broadcast_add(bias),
+            Dense::Mixed { linear, bias } => mixed::linear(x, linear.weight(), bias),
         }
     }
 

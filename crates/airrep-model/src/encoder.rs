@@ -224,21 +224,29 @@ mod tests {
         check_parity("tiny-airrep-bf16", &Golden::load().tiny_airrep_bf16);
     }
 
-    /// Mixed precision (candle's portable kernels on the CPU): bf16 matrix products, f32
-    /// embeddings, residual stream, layer norms, softmax, pooling and projector. Measured
-    /// worst relative L2 here: 9.9e-3 (tiny-airrep), 6.0e-3 (tiny-airrep-bf16), 8.5e-3
-    /// (MiniLM): mostly the rounding of the weights to bf16. (All-bf16 layers gave 1.0e-2
-    /// to 1.7e-2; a bf16 softmax sum gave 1e-1.)
+    /// Mixed precision (candle's portable kernels on the CPU, the numbers CUDA computes):
+    /// bf16 operands for every matrix product, f32 accumulation, f32 outputs of the linear
+    /// layers (`bert::mixed`), f32 embeddings, residual stream, layer norms, softmax,
+    /// pooling and projector. Measured worst relative L2 here: 7.96e-3 (tiny-airrep),
+    /// 4.20e-3 (tiny-airrep-bf16), 8.36e-3 (MiniLM). Rounding the linear weights to bf16
+    /// alone costs 7.84e-3 (tiny-airrep) and 7.03e-3 (MiniLM) in an f64 emulation, so
+    /// what is left is the weights. The bounds are those figures plus about 10%; the
+    /// paper-level requirement is 1e-2. (bf16 product outputs gave 9.9e-3 / 6.0e-3 /
+    /// 1.0e-2; all-bf16 layers 1.0e-2 to 1.7e-2; a bf16 softmax sum 1e-1.)
     #[test]
     fn bf16_layers_stay_close_to_golden() {
         let golden = Golden::load();
         let texts = golden.texts();
-        for (model, expected) in [
-            ("tiny-airrep", &golden.tiny_airrep),
-            ("tiny-airrep-bf16", &golden.tiny_airrep_bf16),
-        ] {
+        let mut cases = vec![
+            (golden_dir("tiny-airrep"), &golden.tiny_airrep, 8.8e-3),
+            (golden_dir("tiny-airrep-bf16"), &golden.tiny_airrep_bf16, 4.6e-3),
+        ];
+        if let Some(dir) = crate::testing::minilm_dir() {
+            cases.push((dir, &golden.minilm_base, 9.2e-3));
+        }
+        for (dir, expected, bound) in cases {
             let encoder = Encoder::from_dir(
-                golden_dir(model),
+                &dir,
                 EncoderOptions {
                     batch_size: 8,
                     dtype: Some(Precision::Bf16),
@@ -247,14 +255,23 @@ mod tests {
             )
             .unwrap();
             assert_eq!(encoder.precision(), Precision::Bf16);
-            for (i, (got, want)) in encoder
-                .encode(&texts)
-                .unwrap()
+            let got = encoder.encode(&texts).unwrap();
+            let relative_error = |got: &[f32], want: &[f64]| {
+                let (mut err, mut norm) = (0.0f64, 0.0f64);
+                for (g, w) in got.iter().zip(want) {
+                    err += (*g as f64 - w).powi(2);
+                    norm += w * w;
+                }
+                (err / norm).sqrt()
+            };
+            let worst = got
                 .iter()
                 .zip(expected)
-                .enumerate()
-            {
-                assert_close(got, want, 1e-2, &format!("{model} bf16 text {i}"));
+                .map(|(got, want)| relative_error(got, want))
+                .fold(0.0, f64::max);
+            eprintln!("{}: bf16 worst relative L2 {worst:.3e}", dir.display());
+            for (i, (got, want)) in got.iter().zip(expected).enumerate() {
+                assert_close(got, want, bound, &format!("{} bf16 text {i}", dir.display()));
             }
         }
     }

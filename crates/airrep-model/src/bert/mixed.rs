@@ -1,0 +1,170 @@
+//! The mixed-precision linear layer: `x·Wᵀ + b` with bf16 operands, f32 accumulation and
+//! an **f32 output** (cuBLAS `GemmEx` with a bf16 A/B and an f32 C), the bias (f32) folded
+//! into the product.
+//!
+//! Why an f32 output: rounding each product to bf16 before it is widened (what candle's
+//! bf16 matmul returns) was the largest activation rounding of the mixed-precision forward.
+//! On `tests/golden` (CPU, `bf16_layers_stay_close_to_golden`) it took tiny-airrep from
+//! 7.96e-3 to 9.9e-3 relative error, while rounding the linear weights alone costs 7.84e-3
+//! (an f64 emulation of every rounding, see docs/gpu.md).
+//!
+//! * CUDA: one `cublasGemmEx` (`CUDA_R_16BF` x `CUDA_R_16BF` -> `CUDA_R_32F`,
+//!   `CUBLAS_COMPUTE_32F`, tensor cores) with `beta = 1` over an output that a k = 1 f32
+//!   GEMM (`ones[m] ⊗ bias[n]`) first filled with the bias rows. No cast kernel, no
+//!   broadcast add.
+//! * CPU: the same numbers from candle ops: the operands are rounded to bf16 and widened
+//!   again, then multiplied in f32. A product of two bf16 values is exact in f32, so this
+//!   is a bf16 x bf16 -> f32 product with f32 accumulation, as on the GPU (up to the order
+//!   of the sums).
+
+use candle_core::{DType, Tensor};
+
+/// `x [.., k]` (any float dtype; rounded to bf16) times `weightᵀ` (`weight [n, k]`, bf16)
+/// plus `bias [n]` (f32): `[.., n]` in f32.
+pub(super) fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, k) = weight.dims2()?;
+    let mut out_dims = x.dims().to_vec();
+    let rows = x.elem_count() / k;
+    let x = x.to_dtype(DType::BF16)?.reshape((rows, k))?;
+    let out = if x.device().is_cuda() {
+        x.contiguous()?.apply_op3_no_bwd(
+            &weight.to_dtype(DType::BF16)?.contiguous()?,
+            &bias.to_dtype(DType::F32)?.contiguous()?,
+            &Bf16LinearF32,
+        )?
+    } else {
+        x.to_dtype(DType::F32)?
+            .matmul(&weight.to_dtype(DType::BF16)?.to_dtype(DType::F32)?.t()?)?
+            .broadcast_add(&bias.to_dtype(DType::F32)?)?
+    };
+    *out_dims.last_mut().expect("x has a last dimension") = n;
+    out.reshape(out_dims)
+}
+
+/// The CUDA kernel of [`linear`] on 2-d contiguous operands `x [m, k]`, `weight [n, k]`
+/// (both bf16) and `bias [n]` (f32).
+struct Bf16LinearF32;
+
+impl candle_core::CustomOp3 for Bf16LinearF32 {
+    fn name(&self) -> &'static str {
+        "bf16-linear-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        candle_core::bail!("bf16-linear-f32: the CPU path is composed from candle ops")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &candle_core::Layout,
+        weight: &candle_core::CudaStorage,
+        weight_layout: &candle_core::Layout,
+        bias: &candle_core::CudaStorage,
+        bias_layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::cuda_backend::cudarc::cublas::{result::gemm_ex, sys as blas};
+        use candle_core::cuda_backend::cudarc::driver::{sys as driver, DevicePtr, DevicePtrMut};
+        use candle_core::cuda_backend::WrapErr;
+        use half::bf16;
+
+        let (m, k) = x_layout.shape().dims2()?;
+        let (n, k_weight) = weight_layout.shape().dims2()?;
+        let bias_len = bias_layout.shape().dims1()?;
+        if k != k_weight || bias_len != n {
+            candle_core::bail!("bf16-linear-f32: x [{m}, {k}], weight [{n}, {k_weight}], bias [{bias_len}]");
+        }
+        if !(x_layout.is_contiguous() && weight_layout.is_contiguous() && bias_layout.is_contiguous())
+        {
+            candle_core::bail!("bf16-linear-f32: operands must be contiguous");
+        }
+        let dev = x.device.clone();
+        let x = x.as_cuda_slice::<bf16>()?.slice(x_layout.start_offset()..);
+        let weight = weight.as_cuda_slice::<bf16>()?.slice(weight_layout.start_offset()..);
+        let bias = bias.as_cuda_slice::<f32>()?.slice(bias_layout.start_offset()..);
+        // SAFETY: both are written in full below before anything reads them.
+        let mut ones = unsafe { dev.alloc::<f32>(m)? };
+        let mut out = unsafe { dev.alloc::<f32>(m * n)? };
+        let stream = dev.cuda_stream();
+        let cublas = dev.cublas_handle();
+        let (one, zero) = (1f32, 0f32);
+        {
+            let (ones_ptr, _ones_guard) = ones.device_ptr_mut(&stream);
+            let (x_ptr, _x_guard) = x.device_ptr(&stream);
+            let (weight_ptr, _weight_guard) = weight.device_ptr(&stream);
+            let (bias_ptr, _bias_guard) = bias.device_ptr(&stream);
+            let (out_ptr, _out_guard) = out.device_ptr_mut(&stream);
+            // cuBLAS is column-major: the row-major out [m, n] is the column-major
+            // outᵀ [n, m] = W·xᵀ, where the row-major weight [n, k] is read as the
+            // column-major [k, n] and transposed, and the row-major x [m, k] is the
+            // column-major xᵀ [k, m].
+            // SAFETY: the pointers are live device allocations of the sizes the GEMMs
+            // read and write (m, m·n, k·m, n·k, n), on the stream cuBLAS is bound to.
+            unsafe {
+                driver::cuMemsetD32Async(ones_ptr, one.to_bits(), m, stream.cu_stream())
+                    .result()
+                    .w()?;
+                // outᵀ [n, m] = bias [n, 1] · ones [1, m]
+                gemm_ex(
+                    *cublas.handle(),
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    1,
+                    (&one) as *const f32 as *const _,
+                    bias_ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_32F,
+                    n as i32,
+                    ones_ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_32F,
+                    1,
+                    (&zero) as *const f32 as *const _,
+                    out_ptr as *mut _,
+                    blas::cudaDataType_t::CUDA_R_32F,
+                    n as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .w()?;
+                // outᵀ += W · xᵀ, bf16 operands, f32 accumulation and output.
+                gemm_ex(
+                    *cublas.handle(),
+                    blas::cublasOperation_t::CUBLAS_OP_T,
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    (&one) as *const f32 as *const _,
+                    weight_ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_16BF,
+                    k as i32,
+                    x_ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_16BF,
+                    k as i32,
+                    (&one) as *const f32 as *const _,
+                    out_ptr as *mut _,
+                    blas::cudaDataType_t::CUDA_R_32F,
+                    n as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+                )
+                .w()?;
+            }
+        }
+        drop(ones);
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            candle_core::Shape::from((m, n)),
+        ))
+    }
+}
