@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use airrep_model::{DeviceSpec, Encoder, EncoderOptions};
+use airrep_model::{DeviceSpec, Encoder, EncoderOptions, Precision};
 use pgrx::prelude::*;
 
 use crate::error::raise;
@@ -20,6 +20,8 @@ struct CacheKey {
     version: i64,
     max_length: usize,
     device: DeviceSpec,
+    /// None: the device's default (`airrep.precision = auto`).
+    precision: Option<Precision>,
 }
 
 thread_local! {
@@ -51,11 +53,27 @@ pub fn device() -> DeviceSpec {
     gucs::device().parse().unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
 }
 
+/// The precision named by `airrep.precision`; None for `auto`.
+pub fn precision() -> Option<Precision> {
+    match gucs::precision().trim() {
+        p if p.eq_ignore_ascii_case("auto") => None,
+        p => Some(p.parse().unwrap_or_else(|e: airrep_model::Error| {
+            raise("22023", &format!("airrep.precision: {e} (or auto)"))
+        })),
+    }
+}
+
 /// The loaded encoder for model `name`, from the backend cache or the registry.
 pub fn encoder(name: &str) -> Rc<Encoder> {
     let device = device();
     let (model_id, version) = registry::model_key(name);
-    let key = CacheKey { model_id, version, max_length: gucs::MAX_LENGTH.get() as usize, device };
+    let key = CacheKey {
+        model_id,
+        version,
+        max_length: gucs::MAX_LENGTH.get() as usize,
+        device,
+        precision: precision(),
+    };
     if let Some(hit) = MODELS.with_borrow_mut(|models| {
         let index = models.iter().position(|(k, _)| *k == key)?;
         let entry = models.remove(index);
@@ -69,7 +87,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         max_length: key.max_length,
         batch_size: gucs::BATCH_SIZE.get() as usize,
         device,
-        dtype: None,
+        dtype: key.precision,
     };
     let loaded = thread_pool()
         .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))

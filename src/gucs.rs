@@ -14,6 +14,9 @@ pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
+/// `auto` (bf16 mixed precision on a GPU, f32 on the CPU), `f32` or `bf16`, for encoding.
+pub static PRECISION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"auto"));
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -64,8 +67,20 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"airrep.precision",
+        c"Precision for encoding: auto, f32 or bf16.",
+        c"auto is bf16 mixed precision (bf16 matrix products, f32 accumulation) on a GPU and f32 on the CPU. Training is always f32.",
+        &PRECISION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 pub fn device() -> String {
     DEVICE.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "cpu".into())
+}
+
+pub fn precision() -> String {
+    PRECISION.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "auto".into())
 }

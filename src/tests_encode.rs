@@ -199,6 +199,30 @@ mod tests {
     }
 
     #[pg_test]
+    fn precision_setting_selects_bf16_and_rejects_unknown_values() {
+        load("tiny", "tiny-airrep");
+        let golden = golden_embeddings();
+        let text = golden["texts"][8].as_str().unwrap().replace('\'', "''");
+        let want: Vec<f64> =
+            golden["tiny-airrep"][8].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let encode = || {
+            Spi::get_one::<Vec<f32>>(&format!("SELECT airrep.encode('tiny', '{text}')::real[]"))
+                .unwrap()
+                .unwrap()
+        };
+        let f32_error = relative_l2_error(&encode(), &want);
+        Spi::run("SET airrep.precision = 'bf16'").unwrap();
+        let bf16_error = relative_l2_error(&encode(), &want);
+        // mixed precision: close to the golden values, but not the f32 result
+        assert!(f32_error < 1e-4 && bf16_error > 1e-4 && bf16_error < 1e-2, "{f32_error} {bf16_error}");
+        Spi::run("SET airrep.precision = 'f16'").unwrap();
+        let message = sql_error("SELECT airrep.encode('tiny', 'x')");
+        assert!(message.contains("airrep.precision") && message.contains("f16"), "{message}");
+        Spi::run("RESET airrep.precision").unwrap();
+        assert!(relative_l2_error(&encode(), &want) < 1e-4);
+    }
+
+    #[pg_test]
     fn cache_notices_a_changed_model() {
         load("tiny", "tiny-airrep");
         let before = Spi::get_one::<String>("SELECT airrep.encode('tiny', 'cache check')::text").unwrap().unwrap();
