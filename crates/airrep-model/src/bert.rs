@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
-use crate::cpu_kernels;
+use crate::cpu_kernels::{self, Product};
 use crate::error::Result;
 
 mod mixed;
@@ -24,8 +24,9 @@ mod mixed;
 /// Which implementation of the non-matmul kernels the forward uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
-    /// Fused candle-nn and our own CPU kernels; forward only, CPU only.
-    Fused,
+    /// Fused candle-nn and our own CPU kernels, products as the [`Product`] says;
+    /// forward only, CPU only.
+    Fused(Product),
     /// Composed from primitive ops, every one with a backward pass.
     Differentiable,
     /// Forward-only candle ops that every backend implements (fused layer norm and
@@ -35,10 +36,11 @@ pub enum Kernels {
 
 impl Kernels {
     /// The inference kernels for a model on `device` computing in `dtype`: our fused CPU
-    /// kernels where they apply (CPU, f32), candle's portable ones elsewhere.
-    pub fn inference(device: &Device, dtype: DType) -> Self {
+    /// kernels where they apply (CPU, f32; AMX products if `amx` and the CPU has them),
+    /// candle's portable ones elsewhere.
+    pub fn inference(device: &Device, dtype: DType, amx: bool) -> Self {
         if device.is_cpu() && dtype == DType::F32 {
-            Kernels::Fused
+            Kernels::Fused(Product::for_cpu(amx))
         } else {
             Kernels::Portable
         }
@@ -52,7 +54,7 @@ impl Kernels {
         eps: f32,
     ) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused => candle_nn::ops::layer_norm(x, weight, bias, eps),
+            Kernels::Fused(_) => candle_nn::ops::layer_norm(x, weight, bias, eps),
             Kernels::Differentiable => candle_nn::ops::layer_norm_slow(x, weight, bias, eps),
             Kernels::Portable => candle_nn::ops::layer_norm(x, weight, bias, eps),
         }
@@ -61,7 +63,7 @@ impl Kernels {
     /// Exact (erf) GELU, HF's "gelu".
     fn gelu(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused => cpu_kernels::gelu(x),
+            Kernels::Fused(_) => cpu_kernels::gelu(x),
             Kernels::Differentiable | Kernels::Portable => x.gelu_erf(),
         }
     }
@@ -119,7 +121,7 @@ impl Kernels {
         attention_mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused => cpu_kernels::masked_softmax(scores, attention_mask),
+            Kernels::Fused(_) => cpu_kernels::masked_softmax(scores, attention_mask),
             Kernels::Differentiable => {
                 let (batch, seq) = attention_mask.dims2()?;
                 let bias =
@@ -164,8 +166,8 @@ enum Dense {
 impl Dense {
     fn new(linear: Linear, kernels: Kernels) -> Result<Self> {
         Ok(match (kernels, linear.bias()) {
-            (Kernels::Fused, Some(bias)) => {
-                Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias)?)
+            (Kernels::Fused(product), Some(bias)) => {
+                Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias, product)?)
             }
             (Kernels::Portable, Some(bias)) if linear.weight().dtype() != bias.dtype() => {
                 Dense::Mixed {
@@ -337,7 +339,7 @@ impl SelfAttention {
             linear(&vb.pp("self.value"), h, h)?,
         );
         let projections = match kernels {
-            Kernels::Fused => {
+            Kernels::Fused(product) => {
                 let parts = [&query, &key, &value];
                 let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
                 let biases = parts
@@ -351,6 +353,7 @@ impl SelfAttention {
                 Projections::Packed(cpu_kernels::PackedLinear::new(
                     &Tensor::cat(&weights, 0)?,
                     &Tensor::cat(&biases, 0)?,
+                    product,
                 )?)
             }
             _ => Projections::Separate {

@@ -5,6 +5,8 @@
 //! noise) that the compiler vectorises, and run on the current rayon pool.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+
+use crate::amx;
 use rayon::prelude::*;
 
 /// Elements per parallel task: large enough to amortise scheduling.
@@ -207,6 +209,7 @@ macro_rules! simd_fn {
         }
     };
 }
+pub(crate) use simd_fn;
 
 simd_fn! {
     /// GELU of every element, in place.
@@ -323,25 +326,54 @@ fn filled(
     v
 }
 
-/// Output features per packed weight panel: two AVX-512 registers.
+/// Output features per packed weight panel: two AVX-512 registers (and two AMX tiles:
+/// tasks split the columns by panels of either layout alike).
 const NR: usize = 32;
+const _: () = assert!(NR == amx::PANEL);
 /// Rows per register tile: 12 × 2 accumulators of the 32 registers.
 const MR: usize = 12;
 /// Depth per pass over a panel: a `KC × NR` panel slice (32 KB) stays in L1.
 const KC: usize = 256;
 
-/// A linear layer's weight `[out, in]`, packed once for [`linear`]'s product: panels of
-/// [`NR`] output features, each `in` rows of NR floats (zero past `out`), so the
-/// product streams it contiguously and never repacks it per call.
+/// How the packed CPU products multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// f32 fused multiply-adds (AVX-512 where the CPU has it).
+    F32,
+    /// AMX bf16 tiles over split operands (`amx.rs`): f32 accuracy to ~1e-5, several
+    /// times the f32 rate. Falls back to [`Product::F32`] where AMX is missing.
+    AmxSplit,
+}
+
+impl Product {
+    /// [`Product::AmxSplit`] if `amx` is wanted and this CPU has it, else f32.
+    pub fn for_cpu(amx: bool) -> Self {
+        if amx && amx::available() {
+            Product::AmxSplit
+        } else {
+            Product::F32
+        }
+    }
+}
+
+/// A linear layer's weight `[out, in]`, packed once for [`linear`]'s product so it never
+/// repacks it per call.
 pub struct PackedLinear {
-    packed: Vec<f32>,
+    weight: PackedWeight,
     bias: Vec<f32>,
     out_dim: usize,
     in_dim: usize,
 }
 
+enum PackedWeight {
+    /// Panels of [`NR`] output features, each `in` rows of NR floats (zero past `out`).
+    F32(Vec<f32>),
+    /// Split bf16 tiles (needs `out` a multiple of [`amx::PANEL`]).
+    Amx(amx::Panels),
+}
+
 impl PackedLinear {
-    pub fn new(weight: &Tensor, bias: &Tensor) -> candle_core::Result<Self> {
+    pub fn new(weight: &Tensor, bias: &Tensor, product: Product) -> candle_core::Result<Self> {
         let (n, k) = weight.dims2()?;
         let w = weight
             .to_dtype(candle_core::DType::F32)?
@@ -351,23 +383,45 @@ impl PackedLinear {
         if bias.len() != n {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
         }
-        let panels = n.div_ceil(NR);
-        let mut packed = vec![0f32; panels * k * NR];
-        for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-            for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
-                for (j, lane) in lanes.iter_mut().enumerate() {
-                    if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
-                        *lane = row[kk];
+        // `available` also asks the OS for the tile state, without which AMX traps.
+        let weight = if product == Product::AmxSplit && amx::available() && n.is_multiple_of(amx::PANEL) {
+            PackedWeight::Amx(amx::Panels::pack(&w, n, k))
+        } else {
+            let panels = n.div_ceil(NR);
+            let mut packed = vec![0f32; panels * k * NR];
+            for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+                for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (j, lane) in lanes.iter_mut().enumerate() {
+                        if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
+                            *lane = row[kk];
+                        }
                     }
                 }
             }
-        }
+            PackedWeight::F32(packed)
+        };
         Ok(Self {
-            packed,
+            weight,
             bias,
             out_dim: n,
             in_dim: k,
         })
+    }
+
+    /// Rows per row block are a multiple of this (whole register or tile blocks).
+    fn row_granularity(&self) -> usize {
+        match self.weight {
+            PackedWeight::F32(_) => MR,
+            PackedWeight::Amx(_) => amx::ROWS_PER_BLOCK,
+        }
+    }
+
+    /// Rows the output must have for `m` rows of input: AMX tiles write whole tiles.
+    fn padded_rows(&self, m: usize) -> usize {
+        match self.weight {
+            PackedWeight::F32(_) => m,
+            PackedWeight::Amx(_) => m.next_multiple_of(amx::TILE),
+        }
     }
 }
 
@@ -454,6 +508,7 @@ unsafe fn tile_avx512<const R: usize>(
 /// `a` and `c` cover those rows; no other thread touches this block of `c`.
 unsafe fn product_block(
     w: &PackedLinear,
+    packed: &[f32],
     a: *const f32,
     c: *mut f32,
     rows: usize,
@@ -476,7 +531,7 @@ unsafe fn product_block(
     for kc0 in (0..k).step_by(KC) {
         let kc = KC.min(k - kc0);
         for p in panels.clone() {
-            let b = w.packed.as_ptr().add((p * k + kc0) * NR);
+            let b = packed.as_ptr().add((p * k + kc0) * NR);
             let cols = NR.min(n - p * NR);
             let mut r = 0;
             while r < rows {
@@ -567,12 +622,12 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
         }
     };
 
-    // Task grid: row blocks of about ROW_BLOCK rows (a multiple of MR), and column
-    // groups of panels only when the row blocks alone cannot occupy the threads.
+    // Task grid: row blocks of about ROW_BLOCK rows (whole register or tile blocks), and
+    // column groups of panels only when the row blocks alone cannot occupy the threads.
     let threads = rayon::current_num_threads().max(1);
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(ROW_BLOCK).max(1);
-    let block = m.div_ceil(row_blocks).div_ceil(MR) * MR;
+    let block = m.div_ceil(row_blocks).next_multiple_of(w.row_granularity());
     let row_blocks = m.div_ceil(block.max(1)).max(1);
     let col_groups = if threads > 1 && row_blocks < 2 * threads {
         (2 * threads).div_ceil(row_blocks).min(panels).max(1)
@@ -586,7 +641,8 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
     #[cfg(not(target_arch = "x86_64"))]
     let avx512 = false;
 
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let padded_rows = w.padded_rows(m);
+    let mut out: Vec<f32> = Vec::with_capacity(padded_rows * n);
     let dst = SharedMut(out.as_mut_ptr());
     (0..row_blocks * col_groups)
         .into_par_iter()
@@ -597,8 +653,10 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
             let panels = cg * group..((cg + 1) * group).min(panels);
             let (col0, col1) = (panels.start * NR, (panels.end * NR).min(n));
             let dst = dst;
-            for r in row0..row0 + rows {
-                // SAFETY: this task alone writes columns col0..col1 of rows row0..row0+rows.
+            // The last block also owns the padding rows (zero: products of zero rows).
+            let end = if row0 + rows == m { padded_rows } else { row0 + rows };
+            for r in row0..end {
+                // SAFETY: this task alone writes columns col0..col1 of rows row0..end.
                 let row = unsafe {
                     std::slice::from_raw_parts_mut(
                         dst.0.add(r * n + col0) as *mut std::mem::MaybeUninit<f32>,
@@ -607,27 +665,28 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
                 };
                 fill_row(
                     row,
-                    &w.bias[col0..col1],
-                    rs.as_ref().map(|rs| &rs[r * n + col0..r * n + col1]),
+                    if r < m { &w.bias[col0..col1] } else { &[] },
+                    rs.as_ref().filter(|_| r < m).map(|rs| &rs[r * n + col0..r * n + col1]),
                 );
             }
             // SAFETY: as above; the block is initialised now.
             unsafe {
-                product_block(
-                    w,
-                    xs.as_ptr().add(row0 * k),
-                    dst.0.add(row0 * n),
-                    rows,
-                    panels,
-                    avx512,
-                );
+                let c = dst.0.add(row0 * n);
+                match &w.weight {
+                    PackedWeight::F32(packed) => {
+                        product_block(w, packed, xs.as_ptr().add(row0 * k), c, rows, panels, avx512)
+                    }
+                    PackedWeight::Amx(tiles) => {
+                        amx::product(tiles, &xs[row0 * k..], k, rows, panels, c, n)
+                    }
+                }
             }
             if col_groups == 1 {
                 // SAFETY: the task owns these whole rows.
                 finish(unsafe { std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n) });
             }
         });
-    // SAFETY: the tasks wrote every element.
+    // SAFETY: the tasks wrote every element of the first m rows.
     unsafe { out.set_len(m * n) };
     if col_groups > 1 && (gelu || norm.is_some()) {
         out.par_chunks_mut((CHUNK / n).max(1) * n).for_each(finish);
@@ -637,12 +696,17 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
 }
 
 simd_fn! {
-    /// `dst` := bias (+ residual), element-wise.
+    /// `dst` := bias (+ residual), element-wise; zero without a bias (`bias` empty).
     fn fill_row(dst: &mut [std::mem::MaybeUninit<f32>], bias: &[f32], residual: Option<&[f32]>) {
         match residual {
             Some(res) => {
                 for ((d, &r), &b) in dst.iter_mut().zip(res).zip(bias) {
                     d.write(r + b);
+                }
+            }
+            None if bias.is_empty() => {
+                for d in dst.iter_mut() {
+                    d.write(0.0);
                 }
             }
             None => {

@@ -1,6 +1,7 @@
 //! The AirRep encoder (Sun et al., NeurIPS 2025) on candle: a BERT encoder with mean
 //! pooling and a learned projector, loaded from bytes so models can live in tables.
 
+mod amx;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
@@ -19,6 +20,7 @@ mod testing;
 pub use bert::{AirRepModel, Kernels};
 pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
+pub use cpu_kernels::Product;
 pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};

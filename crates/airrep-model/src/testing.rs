@@ -37,18 +37,23 @@ impl Golden {
 /// Asserts `|got - want| / |want| <= tol` in the L2 norm.
 pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (*g as f64 - w).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
-    assert!(
-        err <= tol * norm,
-        "{what}: relative L2 error {:e}",
-        err / norm
-    );
+    let err = relative_error(got, want);
+    assert!(err <= tol, "{what}: relative L2 error {err:e}");
+}
+
+/// `‖got − want‖ / ‖want‖`.
+pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for (g, w) in got.iter().zip(want) {
+        err += (*g as f64 - w).powi(2);
+        norm += w * w;
+    }
+    (err / norm).sqrt()
+}
+
+/// The largest [`relative_error`] over pairs of embeddings.
+pub fn worst_relative_error(got: &[Vec<f32>], want: &[Vec<f64>]) -> f64 {
+    got.iter().zip(want).map(|(g, w)| relative_error(g, w)).fold(0.0, f64::max)
 }
 
 /// The MiniLM-L6 model directory of `scripts/fetch-minilm.sh`, or None when the

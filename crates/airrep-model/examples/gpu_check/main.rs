@@ -371,7 +371,7 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
             vb,
             &checkpoint.config,
             checkpoint.projector_dim(),
-            Kernels::inference(&dev, dtype),
+            Kernels::inference(&dev, dtype, true),
         )?;
         let batches: Vec<TokenBatch> = order
             .chunks(batch)
