@@ -168,3 +168,105 @@ impl candle_core::CustomOp3 for Bf16LinearF32 {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    /// Deterministic values in [-1, 1) (a 64-bit LCG).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// x `[2, 75, 384]` f32, weight `[1536, 384]` bf16, bias `[1536]` f32, on the CPU.
+    fn inputs() -> (Tensor, Tensor, Tensor) {
+        let (k, n) = (384, 1536);
+        let x = Tensor::from_vec(values(2 * 75 * k, 1), (2, 75, k), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(values(n * k, 2), (n, k), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let b = Tensor::from_vec(values(n, 3), n, &Device::Cpu).unwrap();
+        (x, w, b)
+    }
+
+    /// Rows of `x·Wᵀ + b` in f64 from the bf16-rounded operands.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Vec<Vec<f64>> {
+        let k = w.dim(1).unwrap();
+        let rows = x.elem_count() / k;
+        let x = x.to_dtype(DType::BF16).unwrap().to_dtype(DType::F64).unwrap();
+        let x = x.reshape((rows, k)).unwrap().to_vec2::<f64>().unwrap();
+        let w = w.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+        let b = b.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        x.iter()
+            .map(|xr| {
+                w.iter()
+                    .zip(&b)
+                    .map(|(wr, bias)| xr.iter().zip(wr).map(|(a, c)| a * c).sum::<f64>() + bias)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn worst_difference(got: &Tensor, want: &[Vec<f64>]) -> f64 {
+        let n = got.dim(candle_core::D::Minus1).unwrap();
+        let got = got
+            .to_device(&Device::Cpu)
+            .unwrap()
+            .reshape((want.len(), n))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        got.iter()
+            .flatten()
+            .zip(want.iter().flatten())
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// The CPU path is a bf16 x bf16 product with f32 accumulation and output: within f32
+    /// summation error of the exact product of the rounded operands (entries are ~10, so
+    /// 1e-4 is ~1e-5 relative; an unrounded input is off by ~1e-2).
+    #[test]
+    fn cpu_is_the_exact_product_of_bf16_operands() {
+        let (x, w, b) = inputs();
+        let got = super::linear(&x, &w, &b).unwrap();
+        assert_eq!(got.dims(), &[2, 75, 1536]);
+        assert_eq!(got.dtype(), DType::F32);
+        let err = worst_difference(&got, &reference(&x, &w, &b));
+        assert!(err < 1e-4, "{err:e}");
+        // The f32 input is rounded to bf16: an unrounded product differs by far more.
+        let w32 = w.to_dtype(DType::F32).unwrap();
+        let unrounded = x.broadcast_matmul(&w32.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let unrounded_err = worst_difference(&unrounded, &reference(&x, &w, &b));
+        eprintln!("cpu: worst absolute difference {err:e} (unrounded input: {unrounded_err:e})");
+        assert!(unrounded_err > 1e-3, "{unrounded_err:e}");
+    }
+
+    /// The cuBLAS kernel agrees with the reference: contiguous 3-d input, a narrowed
+    /// (offset, non-contiguous) input, and a single row. Skips without a GPU.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_matches_the_bf16_reference() {
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("no CUDA device: skipped");
+            return;
+        };
+        let (x, w, b) = inputs();
+        let (wg, bg) = (w.to_device(&gpu).unwrap(), b.to_device(&gpu).unwrap());
+        for x in [x.clone(), x.narrow(1, 7, 60).unwrap(), x.narrow(1, 0, 1).unwrap().narrow(0, 1, 1).unwrap()] {
+            let got = super::linear(&x.to_device(&gpu).unwrap(), &wg, &bg).unwrap();
+            assert_eq!(got.dims()[..got.rank() - 1], x.dims()[..x.rank() - 1]);
+            assert_eq!(got.dtype(), DType::F32);
+            let err = worst_difference(&got, &reference(&x, &w, &b));
+            eprintln!("cuda bf16-linear-f32 {:?}: worst absolute difference {err:e}", x.dims());
+            assert!(err < 1e-4, "{:?}: {err:e}", x.dims());
+        }
+    }
+}
