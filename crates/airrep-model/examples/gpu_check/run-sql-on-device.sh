@@ -24,9 +24,10 @@ python3 -c "import lzma,tarfile,sys; tarfile.open(fileobj=lzma.open(sys.argv[1])
 PGB="$ROOT/pg"
 # A carried library only where the machine has none of that soname.
 mkdir -p "$ROOT/fallback"
+ldconfig -p > "$ROOT/ldconfig.txt"  # (grep -q on a pipe would SIGPIPE ldconfig under pipefail)
 for lib in "$PGB"/syslibs/*; do
   name=$(basename "$lib")
-  ldconfig -p | grep -q "^[[:space:]]*$name " || ln -s "$lib" "$ROOT/fallback/$name"
+  grep -q "^[[:space:]]*$name " "$ROOT/ldconfig.txt" || ln -s "$lib" "$ROOT/fallback/$name"
 done
 echo "carried libraries used: $(ls "$ROOT/fallback" | tr '\n' ' ')"
 # The extension.
@@ -51,10 +52,25 @@ ldd "$PGB/lib/airrep.so" | grep -E "not found|libcuda|cublas|curand|cudart" || t
 ldd "$PGB/bin/postgres" | grep "not found" && { echo "postgres: missing libraries"; exit 1; }
 "$PGB/bin/postgres" --version
 
+# Rust-level checks first (as root, straight on the crate): the mixed-precision linear
+# kernel against its f64 reference, then golden parity through airrep_model::Encoder.
+for name in airrep_model_tests gpu_check; do
+  [[ -f "$HERE/$name.xz" ]] && python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" \
+    "$HERE/$name.xz" "$ROOT/$name" && chmod +x "$ROOT/$name"
+done
+if [[ -x "$ROOT/airrep_model_tests" ]]; then
+  echo "== airrep-model unit tests on the GPU: bert::mixed"
+  "$ROOT/airrep_model_tests" bert::mixed --nocapture --test-threads 1 2>&1 | grep -vE "^\s*$" || echo "unit tests FAILED"
+fi
+if [[ -x "$ROOT/gpu_check" ]]; then
+  echo "== gpu_check parity ${DEVICE:-cuda} (Rust, no Postgres)"
+  "$ROOT/gpu_check" parity "${DEVICE:-cuda}" "$REPO/tests/golden" ${MINILM_DIR:-} || echo "gpu_check parity: a bound missed (rc $?)"
+fi
+
 # A throwaway cluster as an unprivileged user.
 if [[ $(id -u) -eq 0 ]]; then
-  id "$RUNAS" >/dev/null 2>&1 || useradd -M -d "$ROOT" -s /bin/bash "$RUNAS"
-  AS=(setpriv --reuid="$RUNAS" --regid="$RUNAS" --init-groups)
+  id "$RUNAS" >/dev/null 2>&1 || useradd -M -d "$ROOT" -s /bin/bash "$RUNAS" || RUNAS=nobody
+  AS=(setpriv --reuid="$RUNAS" --regid="$(id -g "$RUNAS")" --init-groups)
   command -v setpriv >/dev/null || AS=(runuser -u "$RUNAS" --)
 else
   AS=()
@@ -63,7 +79,15 @@ chmod 755 "$ROOT" "$PGB"
 mkdir -p "$ROOT/data" "$ROOT/work" "$ROOT/sock" "$ROOT/log"
 [[ $(id -u) -eq 0 ]] && chown -R "$RUNAS" "$ROOT/data" "$ROOT/work" "$ROOT/sock" "$ROOT/log"
 chmod 777 "$ROOT/work"
-# The server user must be able to load the extension's libraries (CUDA's included).
+# The server user must be able to load the extension's libraries (CUDA's included): where
+# it cannot read PyTorch's, copy them somewhere it can.
+if "${AS[@]}" ldd "$PGB/lib/airrep.so" | grep -q "not found" && [[ -n "$CUDALIBS" ]]; then
+  mkdir -p "$ROOT/cudalibs"
+  for d in ${CUDALIBS//:/ }; do cp -L "$d"/lib{cublas,cublasLt,curand,cudart,nvrtc}.so* "$ROOT/cudalibs/" 2>/dev/null || true; done
+  chmod -R a+rX "$ROOT/cudalibs"
+  export LD_LIBRARY_PATH="$ROOT/cudalibs:$LD_LIBRARY_PATH"
+  echo "copied the CUDA libraries to $ROOT/cudalibs for $RUNAS"
+fi
 if "${AS[@]}" ldd "$PGB/lib/airrep.so" | grep "not found"; then
   echo "airrep.so: libraries the server user $RUNAS cannot load (above)"; exit 1
 fi
