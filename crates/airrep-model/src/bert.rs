@@ -68,14 +68,6 @@ impl Kernels {
         }
     }
 
-    /// `linear(x)`, then GELU.
-    fn linear_gelu(self, x: &Tensor, linear: &Dense) -> candle_core::Result<Tensor> {
-        match linear {
-            Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::Gelu),
-            _ => self.gelu(&linear.forward(x)?),
-        }
-    }
-
     /// `norm(linear(x) + residual)`, the post-norm residual block's output.
     fn linear_add_norm(
         self,
@@ -451,7 +443,11 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let inner = self.kernels.linear_gelu(x, &self.intermediate)?;
+        if let (Dense::Packed(up), Dense::Packed(down)) = (&self.intermediate, &self.output) {
+            let norm = &self.norm;
+            return cpu_kernels::feed_forward(x, up, down, &norm.weight, &norm.bias, norm.eps);
+        }
+        let inner = self.kernels.gelu(&self.intermediate.forward(x)?)?;
         self.kernels
             .linear_add_norm(&inner, &self.output, x, &self.norm)
     }

@@ -6,6 +6,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use std::ops::Range;
+
 use crate::amx;
 use rayon::prelude::*;
 
@@ -275,13 +277,13 @@ simd_fn! {
 }
 
 /// The contiguous f32 data of a CPU tensor, borrowed for as long as the guard lives.
-struct F32View<G> {
-    storage: G,
+struct F32View<'a> {
+    storage: candle_core::StorageRef<'a>,
     start: usize,
     end: usize,
 }
 
-impl<G: std::ops::Deref<Target = candle_core::Storage>> std::ops::Deref for F32View<G> {
+impl std::ops::Deref for F32View<'_> {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         match &*self.storage {
@@ -291,10 +293,7 @@ impl<G: std::ops::Deref<Target = candle_core::Storage>> std::ops::Deref for F32V
     }
 }
 
-fn view<'a>(
-    op: &str,
-    t: &'a Tensor,
-) -> candle_core::Result<F32View<impl std::ops::Deref<Target = candle_core::Storage> + Sync + 'a>> {
+fn view<'a>(op: &str, t: &'a Tensor) -> candle_core::Result<F32View<'a>> {
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(CpuStorage::F32(_)) = &*storage else {
         candle_core::bail!("{op}: expects an f32 CPU tensor")
@@ -384,22 +383,23 @@ impl PackedLinear {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
         }
         // `available` also asks the OS for the tile state, without which AMX traps.
-        let weight = if product == Product::AmxSplit && amx::available() && n.is_multiple_of(amx::PANEL) {
-            PackedWeight::Amx(amx::Panels::pack(&w, n, k))
-        } else {
-            let panels = n.div_ceil(NR);
-            let mut packed = vec![0f32; panels * k * NR];
-            for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-                for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
-                    for (j, lane) in lanes.iter_mut().enumerate() {
-                        if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
-                            *lane = row[kk];
+        let weight =
+            if product == Product::AmxSplit && amx::available() && n.is_multiple_of(amx::PANEL) {
+                PackedWeight::Amx(amx::Panels::pack(&w, n, k))
+            } else {
+                let panels = n.div_ceil(NR);
+                let mut packed = vec![0f32; panels * k * NR];
+                for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+                    for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
+                        for (j, lane) in lanes.iter_mut().enumerate() {
+                            if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
+                                *lane = row[kk];
+                            }
                         }
                     }
                 }
-            }
-            PackedWeight::F32(packed)
-        };
+                PackedWeight::F32(packed)
+            };
         Ok(Self {
             weight,
             bias,
@@ -558,6 +558,7 @@ unsafe fn product_block(
 }
 
 /// What [`linear`] applies to `x·Wᵀ + b`.
+#[derive(Clone, Copy)]
 pub enum Epilogue<'a> {
     None,
     Gelu,
@@ -576,59 +577,183 @@ pub enum Epilogue<'a> {
 /// accumulates onto it and the epilogue finishes it while it is still in cache. No
 /// zeroing pass, no separate add, no repacking of the weight.
 pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::Result<Tensor> {
-    const OP: &str = "airrep-linear";
+    chain(x, &[(w, epilogue)])
+}
+
+/// BERT's feed-forward block, `layer_norm(gelu(x·W1ᵀ + b1)·W2ᵀ + b2 + x)`. With rows
+/// enough to occupy the threads, each block of rows goes through both layers at once and
+/// the 4x wider intermediate lives only in a per-thread scratch (at batch 128 it would
+/// be 89 MB of fresh pages per layer, faulted in and zeroed by the kernel).
+pub fn feed_forward(
+    x: &Tensor,
+    up: &PackedLinear,
+    down: &PackedLinear,
+    norm_weight: &Tensor,
+    norm_bias: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    let norm = Epilogue::AddLayerNorm {
+        residual: x,
+        weight: norm_weight,
+        bias: norm_bias,
+        eps,
+    };
+    chain(x, &[(up, Epilogue::Gelu), (down, norm)])
+}
+
+/// One layer of a [`chain`], its epilogue's tensors checked and borrowed as slices.
+struct Step<'a> {
+    w: &'a PackedLinear,
+    gelu: bool,
+    residual: Option<F32View<'a>>,
+    norm: Option<(F32View<'a>, F32View<'a>, f32)>,
+}
+
+impl<'a> Step<'a> {
+    const OP: &'static str = "airrep-linear";
+
+    /// `residual` (if any) must be `[m, out]`.
+    fn new(
+        w: &'a PackedLinear,
+        epilogue: Epilogue<'a>,
+        m: usize,
+        keep: &'a mut Option<Tensor>,
+    ) -> candle_core::Result<Self> {
+        let n = w.out_dim;
+        let (mut residual, mut norm) = (None, None);
+        if let Epilogue::AddLayerNorm {
+            residual: r,
+            weight,
+            bias,
+            eps,
+        } = epilogue
+        {
+            if r.elem_count() != m * n || r.dims().last() != Some(&n) {
+                candle_core::bail!("{}: residual {:?} is not [{m}, {n}]", Self::OP, r.dims())
+            }
+            residual = Some(view(Self::OP, keep.insert(r.contiguous()?))?);
+            let (lw, lb) = (view(Self::OP, weight)?, view(Self::OP, bias)?);
+            if lw.len() != n || lb.len() != n {
+                candle_core::bail!("{}: layer norm weight is not [{n}]", Self::OP)
+            }
+            norm = Some((lw, lb, eps));
+        }
+        Ok(Self {
+            w,
+            gelu: matches!(epilogue, Epilogue::Gelu),
+            residual,
+            norm,
+        })
+    }
+
+    /// Rows `row0..end` of `dst` (stride `out`), columns `cols`: the bias plus the
+    /// residual for rows below `m`, zero for the padding rows at and past `m`.
+    ///
+    /// # Safety
+    /// `dst` covers those rows and columns and no other thread writes them.
+    unsafe fn fill(&self, dst: *mut f32, row0: usize, end: usize, m: usize, cols: Range<usize>) {
+        let n = self.w.out_dim;
+        for r in row0..end {
+            let row = std::slice::from_raw_parts_mut(
+                dst.add((r - row0) * n + cols.start) as *mut std::mem::MaybeUninit<f32>,
+                cols.len(),
+            );
+            let real = r < m;
+            fill_row(
+                row,
+                if real {
+                    &self.w.bias[cols.clone()]
+                } else {
+                    &[]
+                },
+                self.residual
+                    .as_ref()
+                    .filter(|_| real)
+                    .map(|rs| &rs[r * n + cols.start..r * n + cols.end]),
+            );
+        }
+    }
+
+    /// `dst[rows, panels] += x[rows] · Wᵀ` for `rows` rows of `x` (stride `in`).
+    ///
+    /// # Safety
+    /// As [`Step::fill`], and `dst` has [`PackedLinear::padded_rows`] of `rows` rows.
+    unsafe fn multiply(&self, x: &[f32], rows: usize, panels: Range<usize>, dst: *mut f32) {
+        let w = self.w;
+        match &w.weight {
+            PackedWeight::F32(packed) => {
+                product_block(w, packed, x.as_ptr(), dst, rows, panels, avx512())
+            }
+            PackedWeight::Amx(tiles) => {
+                amx::product(tiles, x, w.in_dim, rows, panels, dst, w.out_dim)
+            }
+        }
+    }
+
+    /// The epilogue, on whole rows of the output.
+    fn finish(&self, rows: &mut [f32]) {
+        if self.gelu {
+            gelu_in_place(rows);
+        }
+        if let Some((lw, lb, eps)) = &self.norm {
+            layer_norm_rows_in_place(rows, lw, lb, *eps);
+        }
+    }
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+thread_local! {
+    /// The intermediate rows of a [`chain`] task, one buffer per hidden layer, reused
+    /// across calls.
+    static CHAIN_SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `x` through `layers` in turn, each `x·Wᵀ + b` then its epilogue. Tasks take blocks
+/// of rows through every layer, so only the last layer's output is materialised.
+/// A single layer also splits its output columns between tasks when there are too few
+/// row blocks for the threads; a longer chain then runs its layers one at a time.
+fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Result<Tensor> {
+    const OP: &str = Step::OP;
     let x = x.contiguous()?;
-    let (n, k) = (w.out_dim, w.in_dim);
+    let k = layers[0].0.in_dim;
+    let n = layers[layers.len() - 1].0.out_dim;
     let mut dims = x.dims().to_vec();
-    if dims.last() != Some(&k) {
+    if dims.last() != Some(&k) || layers.windows(2).any(|p| p[0].0.out_dim != p[1].0.in_dim) {
+        let shapes: Vec<_> = layers.iter().map(|(w, _)| (w.out_dim, w.in_dim)).collect();
         candle_core::bail!(
-            "{OP}: input {:?} does not match weight {:?}",
-            x.dims(),
-            (n, k)
+            "{OP}: input {:?} does not match weights {shapes:?}",
+            x.dims()
         )
     }
     *dims.last_mut().unwrap() = n;
     let m = x.elem_count() / k;
-    let xs = view(OP, &x)?;
-    let residual = match &epilogue {
-        Epilogue::AddLayerNorm { residual, .. } => {
-            if residual.dims() != dims.as_slice() {
-                candle_core::bail!("{OP}: residual {:?} is not {dims:?}", residual.dims())
-            }
-            Some(residual.contiguous()?)
-        }
-        _ => None,
-    };
-    let rs = residual.as_ref().map(|r| view(OP, r)).transpose()?;
-    let norm = match epilogue {
-        Epilogue::AddLayerNorm {
-            weight, bias, eps, ..
-        } => {
-            let (lw, lb) = (view(OP, weight)?, view(OP, bias)?);
-            if lw.len() != n || lb.len() != n {
-                candle_core::bail!("{OP}: layer norm weight is not [{n}]")
-            }
-            Some((lw, lb, eps))
-        }
-        _ => None,
-    };
-    let gelu = matches!(epilogue, Epilogue::Gelu);
-    let finish = |rows: &mut [f32]| {
-        if gelu {
-            gelu_in_place(rows);
-        }
-        if let Some((lw, lb, eps)) = &norm {
-            layer_norm_rows_in_place(rows, lw, lb, *eps);
-        }
-    };
 
     // Task grid: row blocks of about ROW_BLOCK rows (whole register or tile blocks), and
     // column groups of panels only when the row blocks alone cannot occupy the threads.
     let threads = rayon::current_num_threads().max(1);
-    let panels = n.div_ceil(NR);
+    let granularity = layers
+        .iter()
+        .map(|(w, _)| w.row_granularity())
+        .max()
+        .unwrap_or(1);
     let row_blocks = m.div_ceil(ROW_BLOCK).max(1);
-    let block = m.div_ceil(row_blocks).next_multiple_of(w.row_granularity());
+    if layers.len() > 1 && threads > 1 && row_blocks < 2 * threads {
+        let mut h = x;
+        for layer in layers {
+            h = chain(&h, std::slice::from_ref(layer))?;
+        }
+        return Ok(h);
+    }
+    let block = m.div_ceil(row_blocks).next_multiple_of(granularity);
     let row_blocks = m.div_ceil(block.max(1)).max(1);
+    let panels = n.div_ceil(NR);
     let col_groups = if threads > 1 && row_blocks < 2 * threads {
         (2 * threads).div_ceil(row_blocks).min(panels).max(1)
     } else {
@@ -636,12 +761,16 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
     };
     let group = panels.div_ceil(col_groups);
     let col_groups = panels.div_ceil(group.max(1)).max(1);
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx512 = false;
 
-    let padded_rows = w.padded_rows(m);
+    let xs = view(OP, &x)?;
+    let mut kept: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
+    let steps = layers
+        .iter()
+        .zip(kept.iter_mut())
+        .map(|(&(w, epilogue), keep)| Step::new(w, epilogue, m, keep))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let (last, hidden) = steps.split_last().expect("at least one layer");
+    let padded_rows = last.w.padded_rows(m);
     let mut out: Vec<f32> = Vec::with_capacity(padded_rows * n);
     let dst = SharedMut(out.as_mut_ptr());
     (0..row_blocks * col_groups)
@@ -651,47 +780,57 @@ pub fn linear(x: &Tensor, w: &PackedLinear, epilogue: Epilogue) -> candle_core::
             let row0 = rb * block;
             let rows = block.min(m - row0);
             let panels = cg * group..((cg + 1) * group).min(panels);
-            let (col0, col1) = (panels.start * NR, (panels.end * NR).min(n));
+            let cols = panels.start * NR..(panels.end * NR).min(n);
             let dst = dst;
-            // The last block also owns the padding rows (zero: products of zero rows).
-            let end = if row0 + rows == m { padded_rows } else { row0 + rows };
-            for r in row0..end {
-                // SAFETY: this task alone writes columns col0..col1 of rows row0..end.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst.0.add(r * n + col0) as *mut std::mem::MaybeUninit<f32>,
-                        col1 - col0,
-                    )
-                };
-                fill_row(
-                    row,
-                    if r < m { &w.bias[col0..col1] } else { &[] },
-                    rs.as_ref().filter(|_| r < m).map(|rs| &rs[r * n + col0..r * n + col1]),
-                );
-            }
-            // SAFETY: as above; the block is initialised now.
-            unsafe {
-                let c = dst.0.add(row0 * n);
-                match &w.weight {
-                    PackedWeight::F32(packed) => {
-                        product_block(w, packed, xs.as_ptr().add(row0 * k), c, rows, panels, avx512)
+            let x_rows = &xs[row0 * k..(row0 + rows) * k];
+            CHAIN_SCRATCH.with_borrow_mut(|scratch| {
+                // Layer i writes whole rows into scratch[i] (padded for tiles) from the
+                // rows of scratch[i - 1], or of x.
+                scratch.resize_with(hidden.len(), Vec::new);
+                for (i, step) in hidden.iter().enumerate() {
+                    let (done, rest) = scratch.split_at_mut(i);
+                    let input = done.last().map_or(x_rows, |h| &h[..rows * step.w.in_dim]);
+                    let width = step.w.out_dim;
+                    let h = &mut rest[0];
+                    h.resize(step.w.padded_rows(rows) * width, 0.0);
+                    // SAFETY: h has the padded rows; this task owns it.
+                    unsafe {
+                        step.fill(h.as_mut_ptr(), row0, row0 + rows, m, 0..width);
+                        step.multiply(input, rows, 0..width.div_ceil(NR), h.as_mut_ptr());
                     }
-                    PackedWeight::Amx(tiles) => {
-                        amx::product(tiles, &xs[row0 * k..], k, rows, panels, c, n)
-                    }
+                    step.finish(&mut h[..rows * width]);
                 }
-            }
+                let input = scratch
+                    .last()
+                    .map_or(x_rows, |h| &h[..rows * last.w.in_dim]);
+                // The last block also owns the padding rows (zero: products of zero rows).
+                let end = if row0 + rows == m {
+                    padded_rows
+                } else {
+                    row0 + rows
+                };
+                // SAFETY: this task alone writes columns `cols` of rows row0..end, which the
+                // output's capacity covers.
+                unsafe {
+                    let c = dst.0.add(row0 * n);
+                    last.fill(c, row0, end, m, cols);
+                    last.multiply(input, rows, panels, c);
+                }
+            });
             if col_groups == 1 {
-                // SAFETY: the task owns these whole rows.
-                finish(unsafe { std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n) });
+                // SAFETY: the task owns these whole rows, initialised now.
+                last.finish(unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n)
+                });
             }
         });
     // SAFETY: the tasks wrote every element of the first m rows.
     unsafe { out.set_len(m * n) };
-    if col_groups > 1 && (gelu || norm.is_some()) {
-        out.par_chunks_mut((CHUNK / n).max(1) * n).for_each(finish);
+    if col_groups > 1 && (last.gelu || last.norm.is_some()) {
+        out.par_chunks_mut((CHUNK / n).max(1) * n)
+            .for_each(|rows| last.finish(rows));
     }
-    drop((xs, rs, norm));
+    drop((xs, steps));
     Tensor::from_vec(out, dims, &candle_core::Device::Cpu)
 }
 
@@ -876,5 +1015,93 @@ mod tests {
             .unwrap();
         let want = candle_nn::ops::softmax_last_dim(&x.broadcast_add(&bias).unwrap()).unwrap();
         assert!(max_diff(&masked_softmax(&x, &mask).unwrap(), &want) < 1e-6);
+    }
+
+    /// The feed-forward block against candle's ops, with f32 and AMX products, for row
+    /// counts that run fused (many row blocks, a ragged last one) and layer by layer
+    /// (too few rows for the threads), on a 2-thread pool.
+    #[test]
+    fn feed_forward_matches_candle() {
+        let dev = Device::Cpu;
+        let (hidden, inner) = (64, 256);
+        let randn =
+            |shape: (usize, usize), std: f64| Tensor::randn(0f32, std as f32, shape, &dev).unwrap();
+        let (w1, b1, w2, b2) = (
+            randn((inner, hidden), 0.1),
+            randn((1, inner), 0.1),
+            randn((hidden, inner), 0.1),
+            randn((1, hidden), 0.1),
+        );
+        let (gamma, beta) = (
+            (randn((1, hidden), 0.1) + 1.0).unwrap(),
+            randn((1, hidden), 0.1),
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for product in [Product::F32, Product::for_cpu(true)] {
+            let up = PackedLinear::new(&w1, &b1.flatten_all().unwrap(), product).unwrap();
+            let down = PackedLinear::new(&w2, &b2.flatten_all().unwrap(), product).unwrap();
+            for rows in [1100, 50] {
+                let x = randn((rows, hidden), 1.0);
+                let inner_want = x
+                    .matmul(&w1.t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&b1)
+                    .unwrap()
+                    .gelu_erf()
+                    .unwrap();
+                let sum = (inner_want
+                    .matmul(&w2.t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&b2)
+                    .unwrap()
+                    + &x)
+                    .unwrap();
+                let want = candle_nn::ops::layer_norm(
+                    &sum,
+                    &gamma.flatten_all().unwrap(),
+                    &beta.flatten_all().unwrap(),
+                    1e-12,
+                )
+                .unwrap();
+                let got = pool
+                    .install(|| {
+                        feed_forward(
+                            &x,
+                            &up,
+                            &down,
+                            &gamma.flatten_all().unwrap(),
+                            &beta.flatten_all().unwrap(),
+                            1e-12,
+                        )
+                    })
+                    .unwrap();
+                let err = (&got - &want)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt()
+                    / want
+                        .sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        .sqrt();
+                // f32 FMA: rounding only; AMX split: ~1e-5 per product.
+                let bound = if product == Product::F32 { 1e-6 } else { 1e-4 };
+                assert!(
+                    err < bound,
+                    "{product:?}, {rows} rows: relative error {err:e}"
+                );
+            }
+        }
     }
 }
