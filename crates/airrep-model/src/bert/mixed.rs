@@ -81,16 +81,24 @@ impl candle_core::CustomOp3 for Bf16LinearF32 {
         let (n, k_weight) = weight_layout.shape().dims2()?;
         let bias_len = bias_layout.shape().dims1()?;
         if k != k_weight || bias_len != n {
-            candle_core::bail!("bf16-linear-f32: x [{m}, {k}], weight [{n}, {k_weight}], bias [{bias_len}]");
+            candle_core::bail!(
+                "bf16-linear-f32: x [{m}, {k}], weight [{n}, {k_weight}], bias [{bias_len}]"
+            );
         }
-        if !(x_layout.is_contiguous() && weight_layout.is_contiguous() && bias_layout.is_contiguous())
+        if !(x_layout.is_contiguous()
+            && weight_layout.is_contiguous()
+            && bias_layout.is_contiguous())
         {
             candle_core::bail!("bf16-linear-f32: operands must be contiguous");
         }
         let dev = x.device.clone();
         let x = x.as_cuda_slice::<bf16>()?.slice(x_layout.start_offset()..);
-        let weight = weight.as_cuda_slice::<bf16>()?.slice(weight_layout.start_offset()..);
-        let bias = bias.as_cuda_slice::<f32>()?.slice(bias_layout.start_offset()..);
+        let weight = weight
+            .as_cuda_slice::<bf16>()?
+            .slice(weight_layout.start_offset()..);
+        let bias = bias
+            .as_cuda_slice::<f32>()?
+            .slice(bias_layout.start_offset()..);
         // SAFETY: both are written in full below before anything reads them.
         let mut ones = unsafe { dev.alloc::<f32>(m)? };
         let mut out = unsafe { dev.alloc::<f32>(m * n)? };
@@ -178,7 +186,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
@@ -200,7 +210,11 @@ mod tests {
     fn reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Vec<Vec<f64>> {
         let k = w.dim(1).unwrap();
         let rows = x.elem_count() / k;
-        let x = x.to_dtype(DType::BF16).unwrap().to_dtype(DType::F64).unwrap();
+        let x = x
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
         let x = x.reshape((rows, k)).unwrap().to_vec2::<f64>().unwrap();
         let w = w.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
         let b = b.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
@@ -243,7 +257,11 @@ mod tests {
         assert!(err < 1e-4, "{err:e}");
         // The f32 input is rounded to bf16: an unrounded product differs by far more.
         let w32 = w.to_dtype(DType::F32).unwrap();
-        let unrounded = x.broadcast_matmul(&w32.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let unrounded = x
+            .broadcast_matmul(&w32.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
         let unrounded_err = worst_difference(&unrounded, &reference(&x, &w, &b));
         eprintln!("cpu: worst absolute difference {err:e} (unrounded input: {unrounded_err:e})");
         assert!(unrounded_err > 1e-3, "{unrounded_err:e}");
@@ -260,12 +278,19 @@ mod tests {
         };
         let (x, w, b) = inputs();
         let (wg, bg) = (w.to_device(&gpu).unwrap(), b.to_device(&gpu).unwrap());
-        for x in [x.clone(), x.narrow(1, 7, 60).unwrap(), x.narrow(1, 0, 1).unwrap().narrow(0, 1, 1).unwrap()] {
+        for x in [
+            x.clone(),
+            x.narrow(1, 7, 60).unwrap(),
+            x.narrow(1, 0, 1).unwrap().narrow(0, 1, 1).unwrap(),
+        ] {
             let got = super::linear(&x.to_device(&gpu).unwrap(), &wg, &bg).unwrap();
             assert_eq!(got.dims()[..got.rank() - 1], x.dims()[..x.rank() - 1]);
             assert_eq!(got.dtype(), DType::F32);
             let err = worst_difference(&got, &reference(&x, &w, &b));
-            eprintln!("cuda bf16-linear-f32 {:?}: worst absolute difference {err:e}", x.dims());
+            eprintln!(
+                "cuda bf16-linear-f32 {:?}: worst absolute difference {err:e}",
+                x.dims()
+            );
             assert!(err < 1e-4, "{:?}: {err:e}", x.dims());
         }
     }
