@@ -22,6 +22,7 @@ struct CacheKey {
     device: DeviceSpec,
     /// None: the device's default (`airrep.precision = auto`).
     precision: Option<Precision>,
+    amx: bool,
 }
 
 thread_local! {
@@ -73,6 +74,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         max_length: gucs::MAX_LENGTH.get() as usize,
         device,
         precision: precision(),
+        amx: gucs::AMX.get(),
     };
     if let Some(hit) = MODELS.with_borrow_mut(|models| {
         let index = models.iter().position(|(k, _)| *k == key)?;
@@ -88,6 +90,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         batch_size: gucs::BATCH_SIZE.get() as usize,
         device,
         dtype: key.precision,
+        amx: key.amx,
     };
     let loaded = thread_pool()
         .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))

@@ -29,8 +29,21 @@ mod tests {
         (diff / norm).sqrt()
     }
 
-    /// Every golden text through `airrep.encode` one at a time and as one array.
+    /// Every golden text through `airrep.encode` one at a time and as one array, with
+    /// `airrep.amx` on (AMX split products where the CPU has them) and off (f32 FMA).
     fn check_parity(model: &str, golden_key: &str) {
+        for amx in ["on", "off"] {
+            Spi::run(&format!("SET airrep.amx = {amx}")).unwrap();
+            check_parity_now(model, golden_key);
+        }
+        Spi::run("RESET airrep.amx").unwrap();
+    }
+
+    fn amx_setting() -> String {
+        Spi::get_one::<String>("SHOW airrep.amx").unwrap().unwrap()
+    }
+
+    fn check_parity_now(model: &str, golden_key: &str) {
         let golden = golden_embeddings();
         let texts: Vec<String> = golden["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
         let expected = golden[golden_key].as_array().unwrap();
@@ -55,9 +68,9 @@ mod tests {
             .unwrap()
             .unwrap();
             let error = relative_l2_error(&single, &want);
-            assert!(error <= 1e-4, "{model} text {i}: relative L2 error {error:e}");
+            assert!(error <= 1e-4, "{model} text {i}: relative L2 error {error:e}, airrep.amx {}", amx_setting());
             let error = relative_l2_error(&batched[i], &want);
-            assert!(error <= 1e-4, "{model} text {i} (batched): relative L2 error {error:e}");
+            assert!(error <= 1e-4, "{model} text {i} (batched): relative L2 error {error:e}, airrep.amx {}", amx_setting());
         }
     }
 

@@ -92,14 +92,8 @@ fn main() {
                 cpu[i] = cpu[i].max(n as f64 * THREADS as f64 / (cpu_seconds() - start_cpu));
             }
         }
-        println!(
-            "{batch_size:>6} {:>6.1} ({:>6.1}) {:>6.1} ({:>6.1}) {:>5.2}x",
-            wall[0],
-            cpu[0],
-            wall[1],
-            cpu[1],
-            cpu[1] / cpu[0]
-        );
+        let cell = |i: usize| format!("{:>6.1} {:>8}", wall[i], format!("({:.1})", cpu[i]));
+        println!("{batch_size:>6} {} {} {:>5.2}x", cell(0), cell(1), cpu[1] / cpu[0]);
     }
 }
 
