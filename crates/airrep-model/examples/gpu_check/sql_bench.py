@@ -21,10 +21,13 @@ side-by-side figures (skipped, and said so, where it is missing).
    airrep.embed(...)` (rows written back) once per precision.
 3. A bad device (cuda:7) is an error, and the backend then encodes on the CPU and on
    cuda:0 again; the CUDA context is not created before the first GPU encode.
+4. Training through SQL on airrep.device: the golden AdamW trace (train_steps.json,
+   bound 1e-4), and seconds per step on the GTE-small-shaped model at TRAIN_SHAPE
+   (default 256x32x64 on a GPU; SKIP_TRAIN=1 skips both).
 
 Environment: DEVICE (default cuda; cpu runs everything on the CPU, for trying the script
 on a machine without a GPU), N_TEXTS, BATCH (256), THREADS (airrep.threads, 16),
-SKIP_TORCH=1, SKIP_BAD_DEVICE=1 (for a cuda build tried against the link-time libcuda stub).
+SKIP_TORCH=1, SKIP_TRAIN=1, TRAIN_SHAPE, SKIP_BAD_DEVICE=1 (for a cuda build tried against the link-time libcuda stub).
 """
 
 import csv
@@ -271,6 +274,72 @@ def throughput(work, tokenizer_json):  # noqa: C901 (one linear recipe)
           f"{RESULTS['sql_vs_torch_f32_first16']:.3e}")
 
 
+def training(golden_dir):
+    """airrep.train on airrep.device: the golden AdamW trace (tiny-airrep, 4 steps), then
+    seconds per step on the GTE-small-shaped model at TRAIN_SHAPE (targets x subsets x
+    members; default 256x32x64 on a GPU, none on the CPU) from random losses."""
+    print("\n== training through SQL (airrep.train follows airrep.device)", flush=True)
+    g = json.load(open(os.path.join(golden_dir, "train_steps.json")))
+    work = os.environ["SQL_BENCH_WORK"]
+    psql("CREATE TABLE examples (id bigint, text text); CREATE TABLE targets (id bigint, text text);"
+         " CREATE TABLE subsets (subset_id bigint, example_id bigint);"
+         " CREATE TABLE losses (subset_id bigint, target_id bigint, loss double precision);")
+    examples, members = [], []
+    for s_, subset in enumerate(g["subsets"]):
+        for text in subset:
+            examples.append((len(examples) + 1, text))
+            members.append((s_ + 1, len(examples)))
+    copy_rows("examples", os.path.join(work, "t_examples.csv"), examples)
+    copy_rows("subsets", os.path.join(work, "t_subsets.csv"), members)
+    copy_rows("targets", os.path.join(work, "t_targets.csv"), [(t + 1, x) for t, x in enumerate(g["targets"])])
+    copy_rows("losses", os.path.join(work, "t_losses.csv"),
+              [(s_ + 1, t + 1, v) for s_, row in enumerate(g["subset_losses"]) for t, v in enumerate(row)])
+    options = ('{"steps": 4, "lr": 0.001, "warmup_steps": 2, "weight_decay": 0.01, "targets_per_step": 4,'
+               ' "subsets_per_step": 3, "max_members_per_subset": 1000, "t_min": 0.1, "t_max": 5.0,'
+               ' "pooling": "attention"}')
+    out = psql(settings("auto", 32) + f"""
+SELECT airrep.train('tiny_trained', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{options}');
+SELECT step, loss, grad_norm FROM airrep.training_log
+  WHERE model_id = (SELECT id FROM airrep.models WHERE name = 'tiny_trained') ORDER BY step;""")
+    rows = [line.split("|") for line in out.splitlines()[1:]]
+    worst = 0.0
+    for (step, loss, grad), want in zip(rows, g["trace"]):
+        worst = max(worst, abs(float(loss) - want["loss"]) / abs(want["loss"]),
+                    abs(float(grad) - want["grad_norm_before_clip"]) / abs(want["grad_norm_before_clip"]))
+    ok = len(rows) == len(g["trace"]) and worst <= 1e-4
+    RESULTS["train_golden_worst_relative"] = worst
+    print(f"golden AdamW trace on {DEVICE}: {len(rows)} steps, worst relative error of loss and grad norm "
+          f"{worst:.2e} (bound 1e-4){'' if ok else '  FAIL'}", flush=True)
+    shape = os.environ.get("TRAIN_SHAPE", "256x32x64" if DEVICE == "cuda" else "")
+    if not shape:
+        return ok
+    n_targets, n_subsets, n_members = map(int, shape.split("x"))
+    steps = 3
+    psql(f"""CREATE TABLE g_examples AS SELECT i::bigint AS id, t AS text FROM bench WHERE i < {n_subsets * n_members};
+CREATE TABLE g_targets AS SELECT i::bigint AS id, t AS text FROM bench
+  WHERE i >= {n_subsets * n_members} AND i < {n_subsets * n_members + n_targets};
+CREATE TABLE g_subsets AS SELECT id / {n_members} AS subset_id, id AS example_id FROM g_examples;
+SELECT setseed(0.5);
+CREATE TABLE g_losses AS SELECT s::bigint AS subset_id, t.id AS target_id, random() AS loss
+  FROM generate_series(0, {n_subsets - 1}) s, g_targets t;""")
+    opts = (f'{{"steps": {steps}, "targets_per_step": {n_targets}, "subsets_per_step": {n_subsets},'
+            f' "max_members_per_subset": {n_members}}}')
+    t = time.perf_counter()
+    out = psql(settings("auto", 32) + f"""
+SELECT airrep.train('gte_trained', 'gte', 'g_examples', 'g_targets', 'g_subsets', 'g_losses', '{opts}');
+SELECT seconds FROM airrep.training_log
+  WHERE model_id = (SELECT id FROM airrep.models WHERE name = 'gte_trained') ORDER BY step;""")
+    total = time.perf_counter() - t
+    secs = [float(x) for x in out.splitlines()[1:]]
+    per_step = statistics.median(secs[1:]) if len(secs) > 1 else float("nan")
+    RESULTS["train_gte"] = {"shape": shape, "seconds": secs, "median_after_first": per_step, "call_s": total}
+    print(f"GTE-small-shaped, {shape} (targets x subsets x members), {steps} steps: "
+          f"{', '.join(f'{x:.2f}' for x in secs)} s per step (median after the first {per_step:.2f} s); "
+          f"the whole airrep.train call {total:.1f} s (base model read and trained model written included)",
+          flush=True)
+    return ok
+
+
 def gpu_processes():
     r = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
                        capture_output=True, text=True)
@@ -319,6 +388,9 @@ def main():
     if os.environ.get("SKIP_BAD_DEVICE") != "1":
         device_errors()
     throughput(work, os.path.join(golden_dir, "tiny-airrep", "tokenizer.json"))
+    if os.environ.get("SKIP_TRAIN") != "1":
+        os.environ["SQL_BENCH_WORK"] = work
+        ok &= training(golden_dir)
     out = os.environ.get("OUT")
     if out:
         os.makedirs(out, exist_ok=True)
