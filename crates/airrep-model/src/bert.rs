@@ -147,8 +147,9 @@ impl Kernels {
 enum Dense {
     Candle(Linear),
     Packed(cpu_kernels::PackedLinear),
-    /// `linear` holds the bf16 weight and no bias; `bias` is f32. The input is cast to
-    /// bf16; the product (f32 accumulation) and its bias are f32: [`mixed::linear`].
+    /// [`Kernels::Portable`]: `linear` holds the weight (bf16, or f32) and no bias; `bias`
+    /// is f32. The input is cast to the weight's dtype; the product (f32 accumulation) has
+    /// an f32 output with the bias folded in: [`mixed::linear`].
     Mixed {
         linear: Linear,
         bias: Tensor,
@@ -161,7 +162,7 @@ impl Dense {
             (Kernels::Fused(product), Some(bias)) => {
                 Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias, product)?)
             }
-            (Kernels::Portable, Some(bias)) if linear.weight().dtype() != bias.dtype() => {
+            (Kernels::Portable, Some(bias)) => {
                 Dense::Mixed {
                     linear: Linear::new(linear.weight().clone(), None),
                     bias: bias.clone(),
