@@ -158,20 +158,43 @@ crate::cpu_kernels::simd_fn! {
     }
 }
 
-thread_local! {
-    /// The packed activation rows of the current task, reused across calls.
-    static PACKED_ROWS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+/// Activation rows packed for [`product`]: `[hi, hi, lo]` groups per row, cache-line
+/// aligned, whole 16-row tiles (zero past the data).
+pub struct Rows {
+    lines: Vec<Line>,
+    depth: usize,
 }
 
-/// `c[r, j] += Σ x[r, :] · w[j, :]` for the `rows` rows of `x` (stride `in_dim`) and the
-/// output features of `panels`, into `c` (row stride `ldc` floats). `c` must have
-/// `rows.next_multiple_of(16)` rows: the tiles write whole 16-row blocks, and rows past
-/// `rows` get the product of zero rows (`c` unchanged).
+impl Rows {
+    pub const fn new() -> Self {
+        Self {
+            lines: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    /// Packs `rows` rows of `x` (stride `in_dim`) for products with `w`, reusing the
+    /// allocation.
+    pub fn pack(&mut self, w: &Panels, x: &[f32], in_dim: usize, rows: usize) {
+        let padded = rows.next_multiple_of(TILE);
+        self.depth = w.steps * STEP;
+        self.lines.resize(padded * w.steps, ZERO_LINE);
+        let a = elements(&mut self.lines);
+        pack_rows(&x[..rows * in_dim], in_dim, a, self.depth);
+        a[rows * self.depth..].fill(0); // the pad rows
+    }
+}
+
+thread_local! {
+    /// The packed activation rows of the current task, reused across calls.
+    static PACKED_ROWS: RefCell<Rows> = const { RefCell::new(Rows::new()) };
+}
+
+/// [`product`] of `rows` rows of `x` (stride `in_dim`), packed on this thread.
 ///
 /// # Safety
-/// [`available`] returned true; `x` holds `rows · in_dim` floats; `c` covers the rows
-/// described and no other thread touches its part of them.
-pub unsafe fn product(
+/// As [`product`].
+pub unsafe fn pack_and_multiply(
     w: &Panels,
     x: &[f32],
     in_dim: usize,
@@ -180,34 +203,54 @@ pub unsafe fn product(
     c: *mut f32,
     ldc: usize,
 ) {
-    let padded = rows.next_multiple_of(TILE);
-    let depth = w.steps * STEP;
-    PACKED_ROWS.with_borrow_mut(|lines| {
-        lines.resize(padded * w.steps, ZERO_LINE);
-        let a = elements(lines);
-        pack_rows(&x[..rows * in_dim], in_dim, a, depth);
-        a[rows * depth..].fill(0); // the pad rows
-        tiles::configure();
-        let group = (PANEL_GROUP_BYTES / (depth * 2 * PANEL)).max(1);
-        let panels: Vec<usize> = panels.collect();
-        for group in panels.chunks(group) {
-            for r in (0..padded).step_by(ROWS_PER_BLOCK) {
-                let (ap, rows) = (a.as_ptr().add(r * depth), padded - r);
-                for &p in group {
-                    let (b, cp) = (
-                        w.data.as_ptr().cast::<u16>().add(p * w.steps * PANEL_STEP),
-                        c.add(r * ldc + p * PANEL),
-                    );
-                    if rows >= ROWS_PER_BLOCK {
-                        tiles::block::<2>(ap, depth * 2, b, w.steps, cp, ldc * 4);
-                    } else {
-                        tiles::block::<1>(ap, depth * 2, b, w.steps, cp, ldc * 4);
-                    }
+    PACKED_ROWS.with_borrow_mut(|a| {
+        a.pack(w, x, in_dim, rows);
+        product(w, a, 0..rows, panels, c, ldc);
+    });
+}
+
+/// `c[r, j] += Σ a[r, :] · w[j, :]` for the packed rows `rows` of `a` and the output
+/// features of `panels`, into `c` (row stride `ldc` floats; its row 0 is `a`'s row
+/// `rows.start`). `c` must have `rows.len().next_multiple_of(16)` rows: the tiles write
+/// whole 16-row blocks, and rows past `rows` get the product of zero rows (`c`
+/// unchanged).
+///
+/// # Safety
+/// [`available`] returned true; `a` was packed for `w` and its rows past `rows.end` up to
+/// the next multiple of 16 are zero (true when `rows.end` is where packing ended); `c`
+/// covers the rows described and no other thread touches its part of them.
+pub unsafe fn product(
+    w: &Panels,
+    a: &Rows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let padded = rows.len().next_multiple_of(TILE);
+    let depth = a.depth;
+    debug_assert!(depth == w.steps * STEP && (rows.start + padded) * depth <= a.lines.len() * STEP);
+    let a = a.lines.as_ptr().cast::<u16>().add(rows.start * depth);
+    tiles::configure();
+    let group = (PANEL_GROUP_BYTES / (depth * 2 * PANEL)).max(1);
+    let panels: Vec<usize> = panels.collect();
+    for group in panels.chunks(group) {
+        for r in (0..padded).step_by(ROWS_PER_BLOCK) {
+            let (ap, rows) = (a.add(r * depth), padded - r);
+            for &p in group {
+                let (b, cp) = (
+                    w.data.as_ptr().cast::<u16>().add(p * w.steps * PANEL_STEP),
+                    c.add(r * ldc + p * PANEL),
+                );
+                if rows >= ROWS_PER_BLOCK {
+                    tiles::block::<2>(ap, depth * 2, b, w.steps, cp, ldc * 4);
+                } else {
+                    tiles::block::<1>(ap, depth * 2, b, w.steps, cp, ldc * 4);
                 }
             }
         }
-        tiles::release();
-    });
+    }
+    tiles::release();
 }
 
 /// The tile instructions. Tiles 0-3 accumulate (row tile `r`, column tile `j` in tile
@@ -353,7 +396,7 @@ mod tests {
             let panels = Panels::pack(&w, out_dim, in_dim);
             // SAFETY: AMX is available; c has the padded rows.
             unsafe {
-                product(
+                pack_and_multiply(
                     &panels,
                     &x,
                     in_dim,
@@ -363,6 +406,21 @@ mod tests {
                     out_dim,
                 )
             };
+            // Rows packed once and multiplied in two ranges (the shared-rows path) give
+            // the same bits.
+            let mut split = init.clone();
+            let mut packed = Rows::new();
+            packed.pack(&panels, &x, in_dim, rows);
+            let half = (rows / 2).next_multiple_of(TILE).min(rows);
+            for range in [0..half, half..rows] {
+                let c = split[range.start * out_dim..].as_mut_ptr();
+                // SAFETY: as above; c starts at the range's first row.
+                unsafe { product(&panels, &packed, range, 0..out_dim / PANEL, c, out_dim) };
+            }
+            assert_eq!(
+                split, c,
+                "rows {rows} in {in_dim} out {out_dim}: split ranges"
+            );
             for r in 0..rows {
                 for j in 0..out_dim {
                     let (xr, wj) = (&x[r * in_dim..][..in_dim], &w[j * in_dim..][..in_dim]);

@@ -674,18 +674,29 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// `dst[rows, panels] += x[rows] · Wᵀ` for `rows` rows of `x` (stride `in`).
+    /// `dst[rows, panels] += x[rows] · Wᵀ` for `rows` rows of `x` (stride `in`), which
+    /// start at row `row0` of `shared` when the rows were packed for the tiles up front.
     ///
     /// # Safety
     /// As [`Step::fill`], and `dst` has [`PackedLinear::padded_rows`] of `rows` rows.
-    unsafe fn multiply(&self, x: &[f32], rows: usize, panels: Range<usize>, dst: *mut f32) {
-        let w = self.w;
-        match &w.weight {
-            PackedWeight::F32(packed) => {
+    unsafe fn multiply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        panels: Range<usize>,
+        dst: *mut f32,
+        shared: Option<(&amx::Rows, usize)>,
+    ) {
+        let (w, n) = (self.w, self.w.out_dim);
+        match (&w.weight, shared) {
+            (PackedWeight::F32(packed), _) => {
                 product_block(w, packed, x.as_ptr(), dst, rows, panels, avx512())
             }
-            PackedWeight::Amx(tiles) => {
-                amx::product(tiles, x, w.in_dim, rows, panels, dst, w.out_dim)
+            (PackedWeight::Amx(tiles), Some((a, row0))) => {
+                amx::product(tiles, a, row0..row0 + rows, panels, dst, n)
+            }
+            (PackedWeight::Amx(tiles), None) => {
+                amx::pack_and_multiply(tiles, x, w.in_dim, rows, panels, dst, n)
             }
         }
     }
@@ -771,6 +782,16 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
         .collect::<candle_core::Result<Vec<_>>>()?;
     let (last, hidden) = steps.split_last().expect("at least one layer");
     let padded_rows = last.w.padded_rows(m);
+    // With several column groups, every task of a row block would pack the same rows for
+    // the tiles: pack them once. (Only a single layer has column groups.)
+    let shared_rows = match &last.w.weight {
+        PackedWeight::Amx(tiles) if col_groups > 1 => {
+            let mut a = amx::Rows::new();
+            a.pack(tiles, &xs, k, m);
+            Some(a)
+        }
+        _ => None,
+    };
     let mut out: Vec<f32> = Vec::with_capacity(padded_rows * n);
     let dst = SharedMut(out.as_mut_ptr());
     (0..row_blocks * col_groups)
@@ -796,7 +817,7 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
                     // SAFETY: h has the padded rows; this task owns it.
                     unsafe {
                         step.fill(h.as_mut_ptr(), row0, row0 + rows, m, 0..width);
-                        step.multiply(input, rows, 0..width.div_ceil(NR), h.as_mut_ptr());
+                        step.multiply(input, rows, 0..width.div_ceil(NR), h.as_mut_ptr(), None);
                     }
                     step.finish(&mut h[..rows * width]);
                 }
@@ -814,7 +835,8 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
                 unsafe {
                     let c = dst.0.add(row0 * n);
                     last.fill(c, row0, end, m, cols);
-                    last.multiply(input, rows, panels, c);
+                    let shared = shared_rows.as_ref().map(|a| (a, row0));
+                    last.multiply(input, rows, panels, c, shared);
                 }
             });
             if col_groups == 1 {
