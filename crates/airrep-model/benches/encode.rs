@@ -13,7 +13,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use airrep_model::{format_pair, Encoder, EncoderOptions, Product};
+use airrep_model::{format_pair, Encoder, EncoderOptions, Precision, Product};
+use candle_core::DType;
 
 const THREADS: usize = 2;
 const ROUNDS: usize = 3;
@@ -56,33 +57,49 @@ fn main() {
         .num_threads(THREADS)
         .build()
         .unwrap();
+    let amx = Product::for_cpu(DType::F32, true) == Some(Product::AmxSplit);
     println!(
-        "MiniLM-L6, {THREADS} threads, {:.0} tokens/text; AMX on this CPU: {}",
+        "MiniLM-L6, {THREADS} threads, {:.0} tokens/text; AMX on this CPU: {amx}",
         mean_tokens(&dir, &texts),
-        Product::for_cpu(true) == Product::AmxSplit
     );
     // `cargo bench --bench encode -- 32` runs one batch size (cargo adds `--bench`).
     let mut batch_sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     if batch_sizes.is_empty() {
         batch_sizes = vec![1, 32, 128];
     }
-    println!(
-        "{:>6} {:>16} {:>16} {:>6}   texts/s: wall clock (per CPU-second x {THREADS})",
-        "batch", "f32 FMA", "AMX split", "ratio"
-    );
+    // (name, precision, AMX): f32 FMA, f32 from AMX split products, and (with AMX) bf16
+    // mixed precision on AMX tiles, the counterpart of PyTorch's bf16.
+    let mut variants = vec![
+        ("f32 FMA", DType::F32, false),
+        ("f32 AMX split", DType::F32, true),
+    ];
+    if amx {
+        variants.push(("bf16 AMX", DType::BF16, true));
+    }
+    print!("{:>6}", "batch");
+    variants.iter().for_each(|(name, ..)| print!(" {name:>15}"));
+    println!("  texts/s: wall clock (per CPU-second x {THREADS}); AMX split / FMA per CPU-second");
     for batch_size in batch_sizes {
-        let encoder = |amx| {
-            let opts = EncoderOptions {
-                batch_size,
-                amx,
-                ..Default::default()
-            };
-            Encoder::from_dir(&dir, opts)
-                .unwrap_or_else(|e| panic!("{e} (run scripts/fetch-minilm.sh)"))
-        };
-        let encoders = [encoder(false), encoder(true)];
+        let encoders: Vec<Encoder> = variants
+            .iter()
+            .map(|&(_, dtype, amx)| {
+                let precision = if dtype == DType::BF16 {
+                    Precision::Bf16
+                } else {
+                    Precision::F32
+                };
+                let opts = EncoderOptions {
+                    batch_size,
+                    amx,
+                    dtype: Some(precision),
+                    ..Default::default()
+                };
+                Encoder::from_dir(&dir, opts)
+                    .unwrap_or_else(|e| panic!("{e} (run scripts/fetch-minilm.sh)"))
+            })
+            .collect();
         let n = if batch_size == 1 { 64 } else { 256 };
-        let (mut wall, mut cpu) = ([0f64; 2], [0f64; 2]);
+        let (mut wall, mut cpu) = (vec![0f64; encoders.len()], vec![0f64; encoders.len()]);
         for _ in 0..ROUNDS {
             for (i, encoder) in encoders.iter().enumerate() {
                 encoder.encode_in(&pool, &texts[..batch_size]).unwrap(); // warm-up
@@ -92,8 +109,11 @@ fn main() {
                 cpu[i] = cpu[i].max(n as f64 * THREADS as f64 / (cpu_seconds() - start_cpu));
             }
         }
-        let cell = |i: usize| format!("{:>6.1} {:>8}", wall[i], format!("({:.1})", cpu[i]));
-        println!("{batch_size:>6} {} {} {:>5.2}x", cell(0), cell(1), cpu[1] / cpu[0]);
+        print!("{batch_size:>6}");
+        for (wall, cpu) in wall.iter().zip(&cpu) {
+            print!(" {wall:>6.1} {:>8}", format!("({cpu:.1})"));
+        }
+        println!(" {:>5.2}x", cpu[1] / cpu[0]);
     }
 }
 

@@ -1,13 +1,14 @@
 //! Intel AMX tile products at f32 accuracy, for the CPU linear layers.
 //!
 //! An AMX tile product multiplies bf16 operands into f32 accumulators at 16 times the
-//! f32 FMA rate of AVX-512, but rounding an operand to bf16 costs up to 2⁻⁹ ≈ 2e-3 of it,
+//! f32 FMA rate of AVX-512, but rounding an operand to bf16 costs up to 2⁻⁸ ≈ 4e-3 of it,
 //! far outside f32 parity. So each f32 `x` is split into `hi = bf16(x)` and
 //! `lo = bf16(x − hi)` and a product is taken as `a_hi·b_hi + a_hi·b_lo + a_lo·b_hi`
-//! (the "bf16x3" split): three bf16 products, error at most 3·2⁻¹⁸ ≈ 1.1e-5 of `|a·b|`,
-//! accumulated in f32. The three terms are laid out along the depth, so the kernel is a
+//! (the "bf16x3" split): three bf16 products, error at most 3·2⁻¹⁶ ≈ 4.6e-5 of `|a·b|`
+//! (about 1e-5 end to end in MiniLM), accumulated in f32. The three terms are laid out along the depth, so the kernel is a
 //! plain bf16 product over three times the depth: per group of 16 depth indices, the
-//! activations hold `[hi, hi, lo]` and the weights `[hi, lo, hi]`.
+//! activations hold `[hi, hi, lo]` and the weights `[hi, lo, hi]`. For bf16 mixed
+//! precision ([`Split::One`]) only `hi` is kept: one product per term, a third of the work.
 //!
 //! Linux hands out the 8 KB of tile state per process on request ([`available`] asks
 //! once); each task loads the tile configuration on its own thread and releases the tiles
@@ -93,15 +94,33 @@ fn bf16_bits(x: f32) -> u16 {
 
 /// `(hi, lo)`: `hi = bf16(x)`, `lo = bf16(x − hi)`.
 #[inline(always)]
-fn split(x: f32) -> (u16, u16) {
+fn hi_lo(x: f32) -> (u16, u16) {
     let hi = bf16_bits(x);
     (hi, bf16_bits(x - f32::from_bits((hi as u32) << 16)))
 }
 
 /// Depth steps of a product over `k` original depth indices (three terms each, whole
 /// groups of 16, whole steps of 32).
-fn steps_for(k: usize) -> usize {
-    (3 * k.div_ceil(GROUP) * GROUP).div_ceil(STEP)
+fn steps_for(k: usize, split: Split) -> usize {
+    (split.terms() * k.div_ceil(GROUP) * GROUP).div_ceil(STEP)
+}
+
+/// How the products stand in for f32 ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// `a_hi·b_hi + a_hi·b_lo + a_lo·b_hi`: f32 results to about 1e-5.
+    Three,
+    /// `bf16(a)·bf16(b)`: bf16 mixed precision (f32 accumulation and output).
+    One,
+}
+
+impl Split {
+    fn terms(self) -> usize {
+        match self {
+            Split::Three => 3,
+            Split::One => 1,
+        }
+    }
 }
 
 /// A weight `[out, in]` (`out` a multiple of [`PANEL`]) split into bf16 `[hi, lo, hi]`
@@ -111,20 +130,21 @@ fn steps_for(k: usize) -> usize {
 pub struct Panels {
     data: Vec<Line>,
     steps: usize,
+    split: Split,
 }
 
 impl Panels {
-    pub fn pack(weight: &[f32], out_dim: usize, in_dim: usize) -> Self {
+    pub fn pack(weight: &[f32], out_dim: usize, in_dim: usize, split: Split) -> Self {
         assert!(out_dim.is_multiple_of(PANEL) && weight.len() == out_dim * in_dim);
-        let steps = steps_for(in_dim);
+        let (steps, terms) = (steps_for(in_dim, split), split.terms());
         let mut lines = vec![ZERO_LINE; out_dim / PANEL * steps * PANEL_STEP / STEP];
         let data = elements(&mut lines);
         for (col, row) in weight.chunks_exact(in_dim).enumerate() {
             let (panel, tile, c) = (col / PANEL, col % PANEL / TILE, col % TILE);
             for (kk, &w) in row.iter().enumerate() {
-                let (hi, lo) = split(w);
-                for (term, value) in [hi, lo, hi].into_iter().enumerate() {
-                    let d = kk / GROUP * 3 * GROUP + term * GROUP + kk % GROUP;
+                let (hi, lo) = hi_lo(w);
+                for (term, value) in [hi, lo, hi].into_iter().take(terms).enumerate() {
+                    let d = kk / GROUP * terms * GROUP + term * GROUP + kk % GROUP;
                     let (step, d) = (d / STEP, d % STEP);
                     let at = ((panel * steps + step) * 2 + tile) * TILE * STEP
                         + (d / 2) * PANEL
@@ -134,25 +154,29 @@ impl Panels {
                 }
             }
         }
-        Self { data: lines, steps }
+        Self {
+            data: lines,
+            steps,
+            split,
+        }
     }
 }
 
 crate::cpu_kernels::simd_fn! {
-    /// Packs each `in_dim`-long row of `x` as `[hi, hi, lo]` groups into `dst`
-    /// (`depth` u16 per row, zero past the data).
-    fn pack_rows(x: &[f32], in_dim: usize, dst: &mut [u16], depth: usize) {
+    /// Packs each `in_dim`-long row of `x` as `[hi, hi, lo]` groups (`terms` 3) or `[hi]`
+    /// groups (`terms` 1) into `dst` (`depth` u16 per row, zero past the data).
+    fn pack_rows(x: &[f32], in_dim: usize, dst: &mut [u16], depth: usize, terms: usize) {
         for (src, dst) in x.chunks_exact(in_dim).zip(dst.chunks_exact_mut(depth)) {
-            let (groups, tail) = dst.split_at_mut(3 * in_dim.div_ceil(GROUP) * GROUP);
+            let (groups, tail) = dst.split_at_mut(terms * in_dim.div_ceil(GROUP) * GROUP);
             tail.fill(0);
-            for (src, dst) in src.chunks(GROUP).zip(groups.chunks_exact_mut(3 * GROUP)) {
+            for (src, dst) in src.chunks(GROUP).zip(groups.chunks_exact_mut(terms * GROUP)) {
                 let (mut hi, mut lo) = ([0u16; GROUP], [0u16; GROUP]);
                 for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
-                    (*h, *l) = split(x);
+                    (*h, *l) = hi_lo(x);
                 }
-                dst[..GROUP].copy_from_slice(&hi);
-                dst[GROUP..2 * GROUP].copy_from_slice(&hi);
-                dst[2 * GROUP..].copy_from_slice(&lo);
+                for (term, dst) in dst.chunks_exact_mut(GROUP).enumerate() {
+                    dst.copy_from_slice(if term < 2 { &hi } else { &lo });
+                }
             }
         }
     }
@@ -176,12 +200,31 @@ impl Rows {
     /// Packs `rows` rows of `x` (stride `in_dim`) for products with `w`, reusing the
     /// allocation.
     pub fn pack(&mut self, w: &Panels, x: &[f32], in_dim: usize, rows: usize) {
+        self.pack_in(w, x, in_dim, rows, usize::MAX);
+    }
+
+    /// [`Rows::pack`] on the current rayon pool, a row tile per task: for rows that
+    /// several tasks will share.
+    pub fn pack_in_parallel(&mut self, w: &Panels, x: &[f32], in_dim: usize, rows: usize) {
+        self.pack_in(w, x, in_dim, rows, TILE);
+    }
+
+    fn pack_in(&mut self, w: &Panels, x: &[f32], in_dim: usize, rows: usize, chunk: usize) {
+        use rayon::prelude::*;
         let padded = rows.next_multiple_of(TILE);
-        self.depth = w.steps * STEP;
+        let (depth, terms) = (w.steps * STEP, w.split.terms());
+        self.depth = depth;
         self.lines.resize(padded * w.steps, ZERO_LINE);
-        let a = elements(&mut self.lines);
-        pack_rows(&x[..rows * in_dim], in_dim, a, self.depth);
-        a[rows * self.depth..].fill(0); // the pad rows
+        let (a, pad) = elements(&mut self.lines).split_at_mut(rows * depth);
+        pad.fill(0);
+        let x = &x[..rows * in_dim];
+        if chunk >= rows {
+            pack_rows(x, in_dim, a, depth, terms);
+        } else {
+            a.par_chunks_mut(chunk * depth)
+                .zip(x.par_chunks(chunk * in_dim))
+                .for_each(|(a, x)| pack_rows(x, in_dim, a, depth, terms));
+        }
     }
 }
 
@@ -366,7 +409,7 @@ mod tests {
     #[test]
     fn split_recovers_f32_to_sixteen_bits() {
         for x in values(10_000, 1) {
-            let (hi, lo) = split(x);
+            let (hi, lo) = hi_lo(x);
             let back = f32::from_bits((hi as u32) << 16) + f32::from_bits((lo as u32) << 16);
             assert!(
                 (back - x).abs() <= x.abs() * 2f32.powi(-16),
@@ -379,21 +422,26 @@ mod tests {
         assert_eq!(bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
     }
 
-    /// Against an f64 product: each output within 1.5e-5 of `Σ |x|·|w|` (the split's
-    /// 3·2⁻¹⁸ per term plus f32 accumulation), for depths that are not whole groups,
-    /// row counts that are not whole tiles, several passes and panels.
+    /// Against an f64 product: each output within 5e-5 of `Σ |x|·|w|` for the split
+    /// (3·2⁻¹⁶ per term plus f32 accumulation) and 8e-3 for bf16 operands (2·2⁻⁸), for
+    /// depths that are not whole groups, row counts that are not whole tiles, several
+    /// panels.
     #[test]
     fn product_matches_f64_within_split_error() {
         if !available() {
             eprintln!("skipped: this CPU or OS has no AMX bf16");
             return;
         }
-        for (rows, in_dim, out_dim) in [(1, 7, 32), (45, 100, 64), (70, 384, 96), (16, 1536, 32)] {
+        let shapes = [(1, 7, 32), (45, 100, 64), (70, 384, 96), (16, 1536, 32)];
+        for ((rows, in_dim, out_dim), (split, bound)) in shapes
+            .into_iter()
+            .flat_map(|shape| [(Split::Three, 5e-5), (Split::One, 8e-3)].map(|s| (shape, s)))
+        {
             let x = values(rows * in_dim, rows as u64);
             let w = values(out_dim * in_dim, in_dim as u64);
             let init = values(rows.next_multiple_of(TILE) * out_dim, 3);
             let mut c = init.clone();
-            let panels = Panels::pack(&w, out_dim, in_dim);
+            let panels = Panels::pack(&w, out_dim, in_dim, split);
             // SAFETY: AMX is available; c has the padded rows.
             unsafe {
                 pack_and_multiply(
@@ -408,18 +456,18 @@ mod tests {
             };
             // Rows packed once and multiplied in two ranges (the shared-rows path) give
             // the same bits.
-            let mut split = init.clone();
+            let mut halves = init.clone();
             let mut packed = Rows::new();
             packed.pack(&panels, &x, in_dim, rows);
             let half = (rows / 2).next_multiple_of(TILE).min(rows);
             for range in [0..half, half..rows] {
-                let c = split[range.start * out_dim..].as_mut_ptr();
+                let c = halves[range.start * out_dim..].as_mut_ptr();
                 // SAFETY: as above; c starts at the range's first row.
                 unsafe { product(&panels, &packed, range, 0..out_dim / PANEL, c, out_dim) };
             }
             assert_eq!(
-                split, c,
-                "rows {rows} in {in_dim} out {out_dim}: split ranges"
+                halves, c,
+                "{split:?}, rows {rows} in {in_dim} out {out_dim}: halves"
             );
             for r in 0..rows {
                 for j in 0..out_dim {
@@ -433,8 +481,8 @@ mod tests {
                     let got = (c[r * out_dim + j] - init[r * out_dim + j]) as f64;
                     assert!(
                         (got - exact).abs()
-                            <= 1.5e-5 * scale + 1e-6 * init[r * out_dim + j].abs() as f64,
-                        "rows {rows} in {in_dim} out {out_dim}: [{r}, {j}] {got} vs {exact}"
+                            <= bound * scale + 1e-6 * init[r * out_dim + j].abs() as f64,
+                        "{split:?}, rows {rows} in {in_dim} out {out_dim}: [{r}, {j}] {got} vs {exact}"
                     );
                 }
             }

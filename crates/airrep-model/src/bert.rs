@@ -36,13 +36,12 @@ pub enum Kernels {
 
 impl Kernels {
     /// The inference kernels for a model on `device` computing in `dtype`: our fused CPU
-    /// kernels where they apply (CPU, f32; AMX products if `amx` and the CPU has them),
+    /// kernels where they apply (CPU, f32; bf16 with AMX; AMX products only if `amx`),
     /// candle's portable ones elsewhere.
     pub fn inference(device: &Device, dtype: DType, amx: bool) -> Self {
-        if device.is_cpu() && dtype == DType::F32 {
-            Kernels::Fused(Product::for_cpu(amx))
-        } else {
-            Kernels::Portable
+        match Product::for_cpu(dtype, amx) {
+            Some(product) if device.is_cpu() => Kernels::Fused(product),
+            _ => Kernels::Portable,
         }
     }
 

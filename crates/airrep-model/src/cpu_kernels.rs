@@ -340,17 +340,24 @@ pub enum Product {
     /// f32 fused multiply-adds (AVX-512 where the CPU has it).
     F32,
     /// AMX bf16 tiles over split operands (`amx.rs`): f32 accuracy to ~1e-5, several
-    /// times the f32 rate. Falls back to [`Product::F32`] where AMX is missing.
+    /// times the f32 rate.
     AmxSplit,
+    /// AMX bf16 tiles over bf16-rounded operands, f32 accumulation and output: bf16
+    /// mixed precision at three times the rate of [`Product::AmxSplit`].
+    AmxBf16,
 }
 
 impl Product {
-    /// [`Product::AmxSplit`] if `amx` is wanted and this CPU has it, else f32.
-    pub fn for_cpu(amx: bool) -> Self {
-        if amx && amx::available() {
-            Product::AmxSplit
-        } else {
-            Product::F32
+    /// The products for CPU inference in `dtype`, AMX ones only if `amx` is wanted and
+    /// this CPU has it; None where the fused CPU kernels do not apply (bf16 without AMX,
+    /// other dtypes).
+    pub fn for_cpu(dtype: candle_core::DType, amx: bool) -> Option<Self> {
+        let amx = amx && amx::available();
+        match dtype {
+            candle_core::DType::F32 if amx => Some(Product::AmxSplit),
+            candle_core::DType::F32 => Some(Product::F32),
+            candle_core::DType::BF16 if amx => Some(Product::AmxBf16),
+            _ => None,
         }
     }
 }
@@ -383,23 +390,29 @@ impl PackedLinear {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
         }
         // `available` also asks the OS for the tile state, without which AMX traps.
-        let weight =
-            if product == Product::AmxSplit && amx::available() && n.is_multiple_of(amx::PANEL) {
-                PackedWeight::Amx(amx::Panels::pack(&w, n, k))
-            } else {
-                let panels = n.div_ceil(NR);
-                let mut packed = vec![0f32; panels * k * NR];
-                for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-                    for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
-                        for (j, lane) in lanes.iter_mut().enumerate() {
-                            if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
-                                *lane = row[kk];
-                            }
+        let split = match product {
+            Product::AmxSplit => Some(amx::Split::Three),
+            Product::AmxBf16 => Some(amx::Split::One),
+            Product::F32 => None,
+        };
+        let weight = if let Some(split) =
+            split.filter(|_| amx::available() && n.is_multiple_of(amx::PANEL))
+        {
+            PackedWeight::Amx(amx::Panels::pack(&w, n, k, split))
+        } else {
+            let panels = n.div_ceil(NR);
+            let mut packed = vec![0f32; panels * k * NR];
+            for (p, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+                for (kk, lanes) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (j, lane) in lanes.iter_mut().enumerate() {
+                        if let Some(row) = w.get((p * NR + j) * k..(p * NR + j + 1) * k) {
+                            *lane = row[kk];
                         }
                     }
                 }
-                PackedWeight::F32(packed)
-            };
+            }
+            PackedWeight::F32(packed)
+        };
         Ok(Self {
             weight,
             bias,
@@ -720,6 +733,8 @@ fn avx512() -> bool {
 }
 
 thread_local! {
+    /// The rows a [`chain`] packed for all its tasks, kept for the next call's allocation.
+    static SHARED_ROWS: std::cell::Cell<amx::Rows> = const { std::cell::Cell::new(amx::Rows::new()) };
     /// The intermediate rows of a [`chain`] task, one buffer per hidden layer, reused
     /// across calls.
     static CHAIN_SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> =
@@ -786,8 +801,8 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
     // the tiles: pack them once. (Only a single layer has column groups.)
     let shared_rows = match &last.w.weight {
         PackedWeight::Amx(tiles) if col_groups > 1 => {
-            let mut a = amx::Rows::new();
-            a.pack(tiles, &xs, k, m);
+            let mut a = SHARED_ROWS.replace(amx::Rows::new());
+            a.pack_in_parallel(tiles, &xs, k, m);
             Some(a)
         }
         _ => None,
@@ -853,6 +868,9 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
             .for_each(|rows| last.finish(rows));
     }
     drop((xs, steps));
+    if let Some(a) = shared_rows {
+        SHARED_ROWS.set(a);
+    }
     Tensor::from_vec(out, dims, &candle_core::Device::Cpu)
 }
 
@@ -996,7 +1014,7 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn exp_and_erf_are_accurate() {
@@ -1062,7 +1080,7 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        for product in [Product::F32, Product::for_cpu(true)] {
+        for product in [Product::F32, Product::for_cpu(DType::F32, true).unwrap()] {
             let up = PackedLinear::new(&w1, &b1.flatten_all().unwrap(), product).unwrap();
             let down = PackedLinear::new(&w2, &b2.flatten_all().unwrap(), product).unwrap();
             for rows in [1100, 50] {

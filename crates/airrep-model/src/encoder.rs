@@ -210,7 +210,12 @@ mod tests {
             let encoder = encoder(model, 8, amx);
             let batched = encoder.encode(&texts).unwrap();
             for (i, (got, want)) in batched.iter().zip(expected).enumerate() {
-                assert_close(got, want, 1e-4, &format!("{model} amx {amx} text {i} batched"));
+                assert_close(
+                    got,
+                    want,
+                    1e-4,
+                    &format!("{model} amx {amx} text {i} batched"),
+                );
             }
             for (i, text) in texts.iter().enumerate() {
                 let single = encoder.encode(&[text]).unwrap();
@@ -244,23 +249,37 @@ mod tests {
     /// what is left is the weights. The bounds are those figures plus about 10%; the
     /// paper-level requirement is 1e-2. (bf16 product outputs gave 9.9e-3 / 6.0e-3 /
     /// 1.0e-2; all-bf16 layers 1.0e-2 to 1.7e-2; a bf16 softmax sum 1e-1.)
+    /// The fused CPU kernels with AMX bf16 products (bf16 operands of the linear layers
+    /// only, attention in f32) measured 9.30e-3 / 2.62e-3 / 7.83e-3: bounds of those plus
+    /// about 10%, at most the requirement.
     #[test]
     fn bf16_layers_stay_close_to_golden() {
         let golden = Golden::load();
         let texts = golden.texts();
         let mut cases = vec![
-            (golden_dir("tiny-airrep"), &golden.tiny_airrep, 8.8e-3),
-            (golden_dir("tiny-airrep-bf16"), &golden.tiny_airrep_bf16, 4.6e-3),
+            (golden_dir("tiny-airrep"), &golden.tiny_airrep, 8.8e-3, 1e-2),
+            (
+                golden_dir("tiny-airrep-bf16"),
+                &golden.tiny_airrep_bf16,
+                4.6e-3,
+                2.9e-3,
+            ),
         ];
         if let Some(dir) = crate::testing::minilm_dir() {
-            cases.push((dir, &golden.minilm_base, 9.2e-3));
+            cases.push((dir, &golden.minilm_base, 9.2e-3, 8.6e-3));
         }
-        for (dir, expected, bound) in cases {
+        // amx false: candle's portable kernels; true: the fused CPU kernels with AMX bf16
+        // products where the CPU has them (else the portable ones again).
+        for ((dir, expected, bound, amx_bound), amx) in cases
+            .into_iter()
+            .flat_map(|case| [false, true].map(|amx| (case.clone(), amx)))
+        {
             let encoder = Encoder::from_dir(
                 &dir,
                 EncoderOptions {
                     batch_size: 8,
                     dtype: Some(Precision::Bf16),
+                    amx,
                     ..Default::default()
                 },
             )
@@ -280,9 +299,22 @@ mod tests {
                 .zip(expected)
                 .map(|(got, want)| relative_error(got, want))
                 .fold(0.0, f64::max);
-            eprintln!("{}: bf16 worst relative L2 {worst:.3e}", dir.display());
+            eprintln!(
+                "{}, amx {amx}: bf16 worst relative L2 {worst:.3e}",
+                dir.display()
+            );
             for (i, (got, want)) in got.iter().zip(expected).enumerate() {
-                assert_close(got, want, bound, &format!("{} bf16 text {i}", dir.display()));
+                let bound = if amx && crate::amx::available() {
+                    amx_bound
+                } else {
+                    bound
+                };
+                assert_close(
+                    got,
+                    want,
+                    bound,
+                    &format!("{} bf16 amx {amx} text {i}", dir.display()),
+                );
             }
         }
     }
@@ -361,7 +393,9 @@ mod tests {
             .build()
             .unwrap();
         let texts = golden.texts();
-        let got = encoder("tiny-airrep", 8, true).encode_in(&pool, &texts).unwrap();
+        let got = encoder("tiny-airrep", 8, true)
+            .encode_in(&pool, &texts)
+            .unwrap();
         assert_close(&got[0], &golden.tiny_airrep[0], 1e-4, "pooled");
     }
 
@@ -402,7 +436,10 @@ mod tests {
         let golden = Golden::load();
         let texts = golden.texts();
         for amx in [false, true] {
-            let options = EncoderOptions { amx, ..Default::default() };
+            let options = EncoderOptions {
+                amx,
+                ..Default::default()
+            };
             let encoder = Encoder::from_dir(&dir, options).unwrap();
             assert_eq!(encoder.dim(), 384);
             let got = encoder.encode(&texts).unwrap();
