@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # MiniLM-L6 encoding throughput on ~113-token texts, 2 threads, batch 1/32/128, all in one run
-# on the same texts: PyTorch f32 and bf16 (when installed), the pure-Rust encoder with f32 FMA
-# and with AMX split products (crates/airrep-model/benches/encode.rs), and airrep.encode
-# through SQL with airrep.amx on and off. Prints a table with ratios to PyTorch f32.
+# on the same texts: PyTorch f32 and bf16 (when installed), the pure-Rust encoder with f32 FMA,
+# f32 from AMX split products and bf16 on AMX (crates/airrep-model/benches/encode.rs), and
+# airrep.encode through SQL with airrep.amx off and on and with airrep.precision = bf16.
+# Prints two tables: f32 with ratios to PyTorch f32, bf16 with ratios to PyTorch bf16.
 #
 # PyTorch: $AIRREP_TORCH_PYTHON (default ~/.cache/airrep/torch-venv/bin/python, else python3)
 # with torch and transformers, e.g.
@@ -43,13 +44,14 @@ CREATE TABLE texts AS
 SELECT ord - 1 AS i, body FROM json_array_elements_text(:'texts'::json) WITH ORDINALITY AS t(body, ord);
 SQL
 
-sql_rate() { # batch amx
+sql_rate() { # batch amx precision
     local n=256
     [ "$1" = 1 ] && n=64
     run_psql -qAt <<SQL
 SET airrep.threads = 2;
 SET airrep.batch_size = $1;
 SET airrep.amx = $2;
+SET airrep.precision = $3;
 SELECT count(*) FROM unnest(airrep.encode('minilm', (SELECT array_agg(body) FROM texts WHERE i < 8))) \g /dev/null
 CREATE TEMP TABLE t0 AS SELECT clock_timestamp() AS t;
 SELECT count(*) FROM unnest(airrep.encode('minilm', (SELECT array_agg(body ORDER BY i) FROM texts WHERE i < $n))) \g /dev/null
@@ -58,28 +60,47 @@ SQL
 }
 : > "$work/sql.txt"
 for b in "${BATCHES[@]}"; do
-    for amx in off on; do
+    for variant in "off f32" "on f32" "on bf16"; do
+        set -- $variant
         best=0
         for _ in 1 2 3; do
-            r=$(sql_rate "$b" "$amx" | tail -n 1)
+            r=$(sql_rate "$b" "$1" "$2" | tail -n 1)
             best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
         done
-        echo "sql $amx $b $best" | tee -a "$work/sql.txt"
+        echo "sql $2-amx-$1 $b $best" | tee -a "$work/sql.txt"
     done
 done
 
-echo
-echo "texts/s, wall clock, best of 3 (ratio to PyTorch f32 in the same run)"
-printf "%-6s %10s %10s %18s %18s %18s %18s\n" batch "torch f32" "torch bf16" \
-    "rust f32 FMA" "rust AMX split" "SQL amx=off" "SQL amx=on"
-for b in "${BATCHES[@]}"; do
-    awk -v b="$b" '
-        FILENAME ~ /torch/ && $3 == b { torch[$2] = $4 }
-        FILENAME ~ /rust/ && $1 == b { fma = $2; amx = $4 }
-        FILENAME ~ /sql/ && $3 == b { sql[$2] = $4 }
-        END {
-            t = torch["f32"]
-            printf "%-6s %10.1f %10.1f %10.1f (%4.2fx) %10.1f (%4.2fx) %10.1f (%4.2fx) %10.1f (%4.2fx)\n",
-                b, t, torch["bf16"], fma, fma / t, amx, amx / t, sql["off"], sql["off"] / t, sql["on"], sql["on"] / t
-        }' "$work/torch.txt" "$work/rust.txt" "$work/sql.txt"
-done
+python3 - "$work" "${BATCHES[@]}" <<'PY'
+import sys
+work, batches = sys.argv[1], sys.argv[2:]
+rate = {}  # (runner, variant, batch) -> texts/s
+for line in open(f"{work}/torch.txt"):
+    _, precision, batch, r = line.split()
+    rate["torch", precision, batch] = float(r)
+for line in open(f"{work}/sql.txt"):
+    _, variant, batch, r = line.split()
+    rate["sql", variant, batch] = float(r)
+for line in open(f"{work}/rust.txt"):  # batch, then wall (per-CPU) for FMA, AMX split, bf16 AMX
+    f = line.split()
+    if f and f[0] in batches:
+        for variant, column in (("f32-fma", 1), ("f32-amx", 3), ("bf16-amx", 5)):
+            if column < len(f) - 1:
+                rate["rust", variant, f[0]] = float(f[column])
+print("\ntexts/s, wall clock, best of 3 (ratio to PyTorch of the same precision, same run)")
+for title, base, columns in (
+    ("f32 (AMX: split bf16 products, f32 to ~1e-5)", "f32",
+     [("rust f32 FMA", "rust", "f32-fma"), ("rust f32 AMX", "rust", "f32-amx"),
+      ("SQL amx=off", "sql", "f32-amx-off"), ("SQL amx=on", "sql", "f32-amx-on")]),
+    ("bf16 (mixed precision: bf16 products, f32 accumulation)", "bf16",
+     [("rust bf16 AMX", "rust", "bf16-amx"), ("SQL bf16", "sql", "bf16-amx-on")]),
+):
+    print(f"\n{title}\n{'batch':<6} {'torch ' + base:>11}" + "".join(f" {c[0]:>18}" for c in columns))
+    for b in batches:
+        t = rate.get(("torch", base, b), float("nan"))
+        cells = "".join(
+            f" {r:>10.1f} ({r / t:4.2f}x)" if (r := rate.get((runner, variant, b))) else f" {'-':>18}"
+            for _, runner, variant in columns
+        )
+        print(f"{b:<6} {t:>11.1f}{cells}")
+PY
