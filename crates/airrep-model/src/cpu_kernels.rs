@@ -1061,80 +1061,30 @@ mod tests {
     /// counts that run fused (many row blocks, a ragged last one) and layer by layer
     /// (too few rows for the threads), on a 2-thread pool.
     #[test]
-    fn feed_forward_matches_candle() {
+    fn feed_forward_matches_candle() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let (hidden, inner) = (64, 256);
-        let randn =
-            |shape: (usize, usize), std: f64| Tensor::randn(0f32, std as f32, shape, &dev).unwrap();
-        let (w1, b1, w2, b2) = (
-            randn((inner, hidden), 0.1),
-            randn((1, inner), 0.1),
-            randn((hidden, inner), 0.1),
-            randn((1, hidden), 0.1),
-        );
-        let (gamma, beta) = (
-            (randn((1, hidden), 0.1) + 1.0).unwrap(),
-            randn((1, hidden), 0.1),
-        );
+        let randn = |dims: &[usize], std: f32| Tensor::randn(0f32, std, dims, &dev);
+        let (w1, b1) = (randn(&[inner, hidden], 0.1)?, randn(&[inner], 0.1)?);
+        let (w2, b2) = (randn(&[hidden, inner], 0.1)?, randn(&[hidden], 0.1)?);
+        let (gamma, beta) = ((randn(&[hidden], 0.1)? + 1.0)?, randn(&[hidden], 0.1)?);
+        let linear = |x: &Tensor, w: &Tensor, b: &Tensor| x.matmul(&w.t()?)?.broadcast_add(b);
+        let norm = |t: &Tensor| t.sqr()?.sum_all()?.to_scalar::<f32>().map(f32::sqrt);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
         for product in [Product::F32, Product::for_cpu(DType::F32, true).unwrap()] {
-            let up = PackedLinear::new(&w1, &b1.flatten_all().unwrap(), product).unwrap();
-            let down = PackedLinear::new(&w2, &b2.flatten_all().unwrap(), product).unwrap();
+            let (up, down) = (
+                PackedLinear::new(&w1, &b1, product)?,
+                PackedLinear::new(&w2, &b2, product)?,
+            );
             for rows in [1100, 50] {
-                let x = randn((rows, hidden), 1.0);
-                let inner_want = x
-                    .matmul(&w1.t().unwrap())
-                    .unwrap()
-                    .broadcast_add(&b1)
-                    .unwrap()
-                    .gelu_erf()
-                    .unwrap();
-                let sum = (inner_want
-                    .matmul(&w2.t().unwrap())
-                    .unwrap()
-                    .broadcast_add(&b2)
-                    .unwrap()
-                    + &x)
-                    .unwrap();
-                let want = candle_nn::ops::layer_norm(
-                    &sum,
-                    &gamma.flatten_all().unwrap(),
-                    &beta.flatten_all().unwrap(),
-                    1e-12,
-                )
-                .unwrap();
-                let got = pool
-                    .install(|| {
-                        feed_forward(
-                            &x,
-                            &up,
-                            &down,
-                            &gamma.flatten_all().unwrap(),
-                            &beta.flatten_all().unwrap(),
-                            1e-12,
-                        )
-                    })
-                    .unwrap();
-                let err = (&got - &want)
-                    .unwrap()
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt()
-                    / want
-                        .sqr()
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap()
-                        .sqrt();
+                let x = randn(&[rows, hidden], 1.0)?;
+                let sum = (linear(&linear(&x, &w1, &b1)?.gelu_erf()?, &w2, &b2)? + &x)?;
+                let want = candle_nn::ops::layer_norm(&sum, &gamma, &beta, 1e-12)?;
+                let got = pool.install(|| feed_forward(&x, &up, &down, &gamma, &beta, 1e-12))?;
+                let err = norm(&(&got - &want)?)? / norm(&want)?;
                 // f32 FMA: rounding only; AMX split: ~1e-5 per product.
                 let bound = if product == Product::F32 { 1e-6 } else { 1e-4 };
                 assert!(
@@ -1143,5 +1093,6 @@ mod tests {
                 );
             }
         }
+        Ok(())
     }
 }
