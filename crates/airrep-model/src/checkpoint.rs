@@ -168,8 +168,21 @@ fn load_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Te
     use candle_core::safetensors::Load;
     let tensor = view
         .load(&Device::Cpu)
-        .map_err(|e| Error::Checkpoint(format!("tensor {name}: {e}")))?;
-    Ok(tensor.to_dtype(DType::F32)?)
+        .map_err(|e| Error::Checkpoint(format!("tensor {name}: {e}")))?
+        .to_dtype(DType::F32)?;
+    // A broken checkpoint fails here by name, not as NaN embeddings later (or, on AMX,
+    // as a NaN whose bf16 rounding carries into the sign bit).
+    if !tensor
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .all(|v| v.is_finite())
+    {
+        return Err(Error::Checkpoint(format!(
+            "tensor {name} has NaN or infinite values"
+        )));
+    }
+    Ok(tensor)
 }
 
 /// Every encoder tensor the configuration implies, by AirRep name.
@@ -346,6 +359,13 @@ mod tests {
             err.contains("[32, 64]") && err.contains("[64, 32]"),
             "{err}"
         );
+
+        let mut poisoned = tiny_tensors();
+        let name = "bert.encoder.layer.0.output.dense.bias";
+        let bias = Tensor::new(&[f32::NAN; 32], &Device::Cpu).unwrap();
+        poisoned.insert(name.into(), bias);
+        let err = err_of(&config, poisoned);
+        assert!(err.contains(&format!("tensor {name} has NaN")), "{err}");
     }
 
     #[test]

@@ -389,6 +389,9 @@ impl PackedLinear {
         if bias.len() != n {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
         }
+        if n == 0 || k == 0 {
+            candle_core::bail!("packed linear: empty weight [{n}, {k}]")
+        }
         // `available` also asks the OS for the tile state, without which AMX traps.
         let split = match product {
             Product::AmxSplit => Some(amx::Split::Three),
@@ -732,6 +735,9 @@ fn avx512() -> bool {
     false
 }
 
+/// The largest packed-rows buffer a thread keeps between [`chain`] calls.
+const SHARED_ROWS_KEPT_BYTES: usize = 4 << 20;
+
 thread_local! {
     /// The rows a [`chain`] packed for all its tasks, kept for the next call's allocation.
     static SHARED_ROWS: std::cell::Cell<amx::Rows> = const { std::cell::Cell::new(amx::Rows::new()) };
@@ -769,18 +775,20 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
         .map(|(w, _)| w.row_granularity())
         .max()
         .unwrap_or(1);
-    let row_blocks = m.div_ceil(ROW_BLOCK).max(1);
-    if layers.len() > 1 && threads > 1 && row_blocks < 2 * threads {
+    let block = m
+        .div_ceil(m.div_ceil(ROW_BLOCK).max(1))
+        .next_multiple_of(granularity);
+    let row_blocks = m.div_ceil(block.max(1)).max(1);
+    let too_few_blocks = threads > 1 && row_blocks < 2 * threads;
+    if layers.len() > 1 && too_few_blocks {
         let mut h = x;
         for layer in layers {
             h = chain(&h, std::slice::from_ref(layer))?;
         }
         return Ok(h);
     }
-    let block = m.div_ceil(row_blocks).next_multiple_of(granularity);
-    let row_blocks = m.div_ceil(block.max(1)).max(1);
     let panels = n.div_ceil(NR);
-    let col_groups = if threads > 1 && row_blocks < 2 * threads {
+    let col_groups = if too_few_blocks {
         (2 * threads).div_ceil(row_blocks).min(panels).max(1)
     } else {
         1
@@ -798,9 +806,13 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
     let (last, hidden) = steps.split_last().expect("at least one layer");
     let padded_rows = last.w.padded_rows(m);
     // With several column groups, every task of a row block would pack the same rows for
-    // the tiles: pack them once. (Only a single layer has column groups.)
+    // the tiles: pack them once. (Only a single layer has column groups: x is its input.)
     let shared_rows = match &last.w.weight {
         PackedWeight::Amx(tiles) if col_groups > 1 => {
+            assert!(
+                hidden.is_empty(),
+                "{OP}: column groups in a chain of layers"
+            );
             let mut a = SHARED_ROWS.replace(amx::Rows::new());
             a.pack_in_parallel(tiles, &xs, k, m);
             Some(a)
@@ -868,7 +880,8 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
             .for_each(|rows| last.finish(rows));
     }
     drop((xs, steps));
-    if let Some(a) = shared_rows {
+    // Kept for the next call only while small: column groups mean few rows.
+    if let Some(a) = shared_rows.filter(|a| a.bytes() <= SHARED_ROWS_KEPT_BYTES) {
         SHARED_ROWS.set(a);
     }
     Tensor::from_vec(out, dims, &candle_core::Device::Cpu)
