@@ -22,18 +22,17 @@ use std::sync::OnceLock;
 const STEP: usize = 32;
 /// Rows of a tile, and f32 columns of an accumulator tile.
 pub const TILE: usize = 16;
-/// Rows the kernel takes at a time: two row tiles share each weight tile load.
+/// Rows the kernels take at a time (the split one takes one row tile at a time, the
+/// plain one two): row blocks are whole multiples of this.
 pub const ROWS_PER_BLOCK: usize = 2 * TILE;
 /// Output features per packed weight panel: two accumulator tiles side by side.
 pub const PANEL: usize = 2 * TILE;
-/// Original depth indices per `[hi, hi, lo]` group.
-const GROUP: usize = 16;
 /// Weight bytes of the panels that all rows of a block pass through before the next
 /// panels: they stay in L2. (Each 32 × 32 output block accumulates over the whole depth
 /// in tiles, loaded and stored once: measured 20% faster than passes of 8 steps.)
 const PANEL_GROUP_BYTES: usize = 256 * 1024;
-/// u16 elements of the two weight tiles of one panel and step.
-const PANEL_STEP: usize = 2 * TILE * STEP;
+/// u16 elements of one weight tile: 16 rows of 32.
+const TILE_ELEMS: usize = TILE * STEP;
 // A tile row is 64 bytes: 32 bf16 of depth, or (weights) 16 columns x 2 depth; a panel is
 // two column tiles side by side.
 const _: () = assert!(STEP * 2 == 64 && PANEL == 2 * TILE && TILE * 2 == STEP);
@@ -107,9 +106,6 @@ fn hi_lo(x: f32) -> (u16, u16) {
 
 /// Depth steps of a product over `k` original depth indices (three terms each, whole
 /// groups of 16, whole steps of 32).
-fn steps_for(k: usize, split: Split) -> usize {
-    (split.terms() * k.div_ceil(GROUP) * GROUP).div_ceil(STEP)
-}
 
 /// How the products stand in for f32 ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,18 +117,19 @@ pub enum Split {
 }
 
 impl Split {
-    fn terms(self) -> usize {
+    /// Parts kept of each operand: `hi` and `lo`, or `hi`.
+    fn parts(self) -> usize {
         match self {
-            Split::Three => 3,
+            Split::Three => 2,
             Split::One => 1,
         }
     }
 }
 
-/// A weight `[out, in]` (`out` a multiple of [`PANEL`]) split into bf16 `[hi, lo, hi]`
-/// terms and laid out as the tile loads read it: per panel of 32 output features and per
-/// depth step, two 16 × 32 bf16 tiles in the pair-interleaved ("VNNI") order of
-/// `tdpbf16ps`, tile row `i` holding depth `2i, 2i+1` of each of 16 columns.
+/// A weight `[out, in]` (`out` a multiple of [`PANEL`]) split into bf16 parts and laid
+/// out as the tile loads read it: per panel of 32 output features and per step of 32
+/// inputs, for each part (`hi`, then `lo`) two 16 × 32 bf16 tiles in the pair-interleaved
+/// ("VNNI") order of `tdpbf16ps`, tile row `i` holding inputs `2i, 2i+1` of 16 columns.
 pub struct Panels {
     data: Vec<Line>,
     steps: usize,
@@ -142,17 +139,16 @@ pub struct Panels {
 impl Panels {
     pub fn pack(weight: &[f32], out_dim: usize, in_dim: usize, split: Split) -> Self {
         assert!(out_dim.is_multiple_of(PANEL) && weight.len() == out_dim * in_dim);
-        let (steps, terms) = (steps_for(in_dim, split), split.terms());
-        let mut lines = vec![ZERO_LINE; out_dim / PANEL * steps * PANEL_STEP / STEP];
+        let (steps, parts) = (in_dim.div_ceil(STEP), split.parts());
+        let mut lines = vec![ZERO_LINE; out_dim / PANEL * steps * parts * 2 * TILE];
         let data = elements(&mut lines);
         for (col, row) in weight.chunks_exact(in_dim).enumerate() {
             let (panel, tile, c) = (col / PANEL, col % PANEL / TILE, col % TILE);
             for (kk, &w) in row.iter().enumerate() {
                 let (hi, lo) = hi_lo(w);
-                for (term, value) in [hi, lo, hi].into_iter().take(terms).enumerate() {
-                    let d = kk / GROUP * terms * GROUP + term * GROUP + kk % GROUP;
-                    let (step, d) = (d / STEP, d % STEP);
-                    let at = ((panel * steps + step) * 2 + tile) * TILE * STEP
+                let (step, d) = (kk / STEP, kk % STEP);
+                for (part, value) in [hi, lo].into_iter().take(parts).enumerate() {
+                    let at = (((panel * steps + step) * parts + part) * 2 + tile) * TILE_ELEMS
                         + (d / 2) * STEP
                         + c * 2
                         + d % 2;
@@ -166,30 +162,36 @@ impl Panels {
             split,
         }
     }
+
+    /// u16 elements per packed activation row: each part over whole steps.
+    fn row_len(&self) -> usize {
+        self.split.parts() * self.steps * STEP
+    }
 }
 
 crate::cpu_kernels::simd_fn! {
-    /// Packs each `in_dim`-long row of `x` as `[hi, hi, lo]` groups (`terms` 3) or `[hi]`
-    /// groups (`terms` 1) into `dst` (`depth` u16 per row, zero past the data).
-    fn pack_rows(x: &[f32], in_dim: usize, dst: &mut [u16], depth: usize, terms: usize) {
-        for (src, dst) in x.chunks_exact(in_dim).zip(dst.chunks_exact_mut(depth)) {
-            let (groups, tail) = dst.split_at_mut(terms * in_dim.div_ceil(GROUP) * GROUP);
-            tail.fill(0);
-            for (src, dst) in src.chunks(GROUP).zip(groups.chunks_exact_mut(terms * GROUP)) {
-                let (mut hi, mut lo) = ([0u16; GROUP], [0u16; GROUP]);
+    /// Packs each `in_dim`-long row of `x` into `dst` (`row_len` u16 per row): `hi` over
+    /// the first `row_len / parts` entries, then (`parts` 2) `lo`, zero past the data.
+    fn pack_rows(x: &[f32], in_dim: usize, dst: &mut [u16], row_len: usize, parts: usize) {
+        for (src, dst) in x.chunks_exact(in_dim).zip(dst.chunks_exact_mut(row_len)) {
+            let (hi, lo) = dst.split_at_mut(row_len / parts);
+            if parts == 2 {
                 for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
                     (*h, *l) = hi_lo(x);
                 }
-                for (term, dst) in dst.chunks_exact_mut(GROUP).enumerate() {
-                    dst.copy_from_slice(if term < 2 { &hi } else { &lo });
+                lo[in_dim..].fill(0);
+            } else {
+                for (h, &x) in hi.iter_mut().zip(src) {
+                    *h = bf16_bits(x);
                 }
             }
+            hi[in_dim..].fill(0);
         }
     }
 }
 
-/// Activation rows packed for [`product`]: `[hi, hi, lo]` groups per row, cache-line
-/// aligned, whole 16-row tiles (zero past the data).
+/// Activation rows packed for [`product`]: per row `hi` (then `lo`) over whole steps,
+/// cache-line aligned, whole 16-row tiles (zero past the data).
 pub struct Rows {
     lines: Vec<Line>,
     depth: usize,
@@ -223,18 +225,18 @@ impl Rows {
     fn pack_in(&mut self, w: &Panels, x: &[f32], in_dim: usize, rows: usize, chunk: usize) {
         use rayon::prelude::*;
         let padded = rows.next_multiple_of(TILE);
-        let (depth, terms) = (w.steps * STEP, w.split.terms());
+        let (depth, parts) = (w.row_len(), w.split.parts());
         self.depth = depth;
-        self.lines.resize(padded * w.steps, ZERO_LINE);
+        self.lines.resize(padded * depth / STEP, ZERO_LINE);
         let (a, pad) = elements(&mut self.lines).split_at_mut(rows * depth);
         pad.fill(0);
         let x = &x[..rows * in_dim];
         if chunk >= rows {
-            pack_rows(x, in_dim, a, depth, terms);
+            pack_rows(x, in_dim, a, depth, parts);
         } else {
             a.par_chunks_mut(chunk * depth)
                 .zip(x.par_chunks(chunk * in_dim))
-                .for_each(|(a, x)| pack_rows(x, in_dim, a, depth, terms));
+                .for_each(|(a, x)| pack_rows(x, in_dim, a, depth, parts));
         }
     }
 }
@@ -284,23 +286,33 @@ pub unsafe fn product(
     let padded = rows.len().next_multiple_of(TILE);
     let depth = a.depth;
     // A mismatch would make the tiles read past the rows: check it even in release builds.
-    assert!(depth == w.steps * STEP && (rows.start + padded) * depth <= a.lines.len() * STEP);
+    assert!(depth == w.row_len() && (rows.start + padded) * depth <= a.lines.len() * STEP);
     let a = a.lines.as_ptr().cast::<u16>().add(rows.start * depth);
+    let panel_len = w.steps * w.split.parts() * 2 * TILE_ELEMS;
     tiles::configure();
-    let group = (PANEL_GROUP_BYTES / (depth * 2 * PANEL)).max(1);
+    let group = (PANEL_GROUP_BYTES / (panel_len * 2)).max(1);
     let panels: Vec<usize> = panels.collect();
     for group in panels.chunks(group) {
         for r in (0..padded).step_by(ROWS_PER_BLOCK) {
             let (ap, rows) = (a.add(r * depth), padded - r);
             for &p in group {
                 let (b, cp) = (
-                    w.data.as_ptr().cast::<u16>().add(p * w.steps * PANEL_STEP),
+                    w.data.as_ptr().cast::<u16>().add(p * panel_len),
                     c.add(r * ldc + p * PANEL),
                 );
-                if rows >= ROWS_PER_BLOCK {
-                    tiles::block::<2>(ap, depth * 2, b, w.steps, cp, ldc * 4);
-                } else {
-                    tiles::block::<1>(ap, depth * 2, b, w.steps, cp, ldc * 4);
+                match w.split {
+                    Split::Three => {
+                        // One row tile at a time: hi, lo and 4 weight tiles fill the 6
+                        // operand tiles, leaving two accumulators.
+                        for t in (0..rows.min(ROWS_PER_BLOCK)).step_by(TILE) {
+                            let (ap, cp) = (ap.add(t * depth), cp.add(t * ldc));
+                            tiles::split_block(ap, depth, b, w.steps, cp, ldc * 4);
+                        }
+                    }
+                    Split::One if rows >= ROWS_PER_BLOCK => {
+                        tiles::block::<2>(ap, depth * 2, b, w.steps, cp, ldc * 4)
+                    }
+                    Split::One => tiles::block::<1>(ap, depth * 2, b, w.steps, cp, ldc * 4),
                 }
             }
         }
@@ -308,8 +320,7 @@ pub unsafe fn product(
     tiles::release();
 }
 
-/// The tile instructions. Tiles 0-3 accumulate (row tile `r`, column tile `j` in tile
-/// `2r + j`), 4-5 hold activation rows, 6-7 weight columns; all 16 rows × 64 bytes.
+/// The tile instructions; all eight tiles are 16 rows × 64 bytes.
 mod tiles {
     use std::arch::asm;
 
@@ -341,9 +352,10 @@ mod tiles {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// `C += A · B` for `ROW_TILES` × 16 rows and 32 columns: `a` packed rows (stride
-    /// `lda` bytes), `b` a panel's tiles from the current step (2 tiles per step,
-    /// `steps` steps), `c` the f32 output (stride `ldc` bytes).
+    /// `C += A · B` in bf16 for `ROW_TILES` × 16 rows and 32 columns: `a` packed rows
+    /// (stride `lda` bytes), `b` a panel's `hi` tiles (2 per step, `steps` steps), `c` the
+    /// f32 output (stride `ldc` bytes). Tiles 0-3 accumulate (row tile `r`, column tile
+    /// `j` in tile `2r + j`), 4-5 hold activation rows, 6-7 weights.
     ///
     /// # Safety
     /// [`configure`]d on this thread; the pointers cover the ranges described.
@@ -365,7 +377,7 @@ mod tiles {
             asm!("tileloadd tmm3, [{p} + {s}]", p = in(reg) c3, s = in(reg) ldc, options(nostack));
         }
         for step in 0..steps {
-            let (b0, a0) = (b.add(step * super::PANEL_STEP), a.add(step * super::STEP));
+            let (b0, a0) = (b.add(step * 2 * TILE_ELEMS), a.add(step * STEP));
             asm!(
                 "tileloadd tmm6, [{b0} + {s}]",
                 "tileloadd tmm7, [{b1} + {s}]",
@@ -373,7 +385,7 @@ mod tiles {
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 b0 = in(reg) b0,
-                b1 = in(reg) b0.add(super::TILE * super::STEP),
+                b1 = in(reg) b0.add(TILE_ELEMS),
                 a0 = in(reg) a0,
                 lda = in(reg) lda,
                 s = in(reg) TILE_BYTES,
@@ -399,8 +411,59 @@ mod tiles {
         }
     }
 
+    /// `C += A_hi·B_hi + A_hi·B_lo + A_lo·B_hi` for 16 rows and 32 columns: `a` a row
+    /// tile's packed rows (`row_len` u16 each: `hi` over `steps` steps, then `lo`), `b` a
+    /// panel's tiles (per step `hi` then `lo`, 2 tiles each), `c` the f32 output (stride
+    /// `ldc` bytes). Tiles 0-1 accumulate, 2-3 hold `hi`/`lo` rows, 4-5 `hi` weights,
+    /// 6-7 `lo` weights.
+    ///
+    /// # Safety
+    /// [`configure`]d on this thread; the pointers cover the ranges described.
+    #[inline(always)]
+    pub unsafe fn split_block(
+        a: *const u16,
+        row_len: usize,
+        b: *const u16,
+        steps: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let c1 = c.byte_add(TILE_BYTES);
+        asm!("tileloadd tmm0, [{p} + {s}]", p = in(reg) c, s = in(reg) ldc, options(nostack));
+        asm!("tileloadd tmm1, [{p} + {s}]", p = in(reg) c1, s = in(reg) ldc, options(nostack));
+        for step in 0..steps {
+            let (a_hi, b_hi) = (a.add(step * STEP), b.add(step * 4 * TILE_ELEMS));
+            asm!(
+                "tileloadd tmm2, [{a_hi} + {lda}]",
+                "tileloadd tmm3, [{a_lo} + {lda}]",
+                "tileloadd tmm4, [{b0} + {s}]",
+                "tileloadd tmm5, [{b1} + {s}]",
+                "tileloadd tmm6, [{b2} + {s}]",
+                "tileloadd tmm7, [{b3} + {s}]",
+                "tdpbf16ps tmm0, tmm2, tmm4",
+                "tdpbf16ps tmm1, tmm2, tmm5",
+                "tdpbf16ps tmm0, tmm2, tmm6",
+                "tdpbf16ps tmm1, tmm2, tmm7",
+                "tdpbf16ps tmm0, tmm3, tmm4",
+                "tdpbf16ps tmm1, tmm3, tmm5",
+                a_hi = in(reg) a_hi,
+                a_lo = in(reg) a_hi.add(steps * STEP),
+                lda = in(reg) row_len * 2,
+                b0 = in(reg) b_hi,
+                b1 = in(reg) b_hi.add(TILE_ELEMS),
+                b2 = in(reg) b_hi.add(2 * TILE_ELEMS),
+                b3 = in(reg) b_hi.add(3 * TILE_ELEMS),
+                s = in(reg) TILE_BYTES,
+                options(nostack, readonly),
+            );
+        }
+        asm!("tilestored [{p} + {s}], tmm0", p = in(reg) c, s = in(reg) ldc, options(nostack));
+        asm!("tilestored [{p} + {s}], tmm1", p = in(reg) c1, s = in(reg) ldc, options(nostack));
+    }
+
     /// Bytes of one tile row: 32 bf16 or 16 f32.
     const TILE_BYTES: usize = 64;
+    use super::{STEP, TILE_ELEMS};
 }
 
 #[cfg(test)]
