@@ -5,10 +5,10 @@
 //! far outside f32 parity. So each f32 `x` is split into `hi = bf16(x)` and
 //! `lo = bf16(x − hi)` and a product is taken as `a_hi·b_hi + a_hi·b_lo + a_lo·b_hi`
 //! (the "bf16x3" split): three bf16 products, error at most 3·2⁻¹⁶ ≈ 4.6e-5 of `|a·b|`
-//! (about 1e-5 end to end in MiniLM), accumulated in f32. The three terms are laid out along the depth, so the kernel is a
-//! plain bf16 product over three times the depth: per group of 16 depth indices, the
-//! activations hold `[hi, hi, lo]` and the weights `[hi, lo, hi]`. For bf16 mixed
-//! precision ([`Split::One`]) only `hi` is kept: one product per term, a third of the work.
+//! (about 1e-5 end to end in MiniLM), accumulated in f32. Weights and activations keep
+//! `hi` and `lo` as separate tiles, and the kernel runs the three tile products per step:
+//! 4 bytes per weight, which matters when few rows share each weight streamed from L3.
+//! For bf16 mixed precision ([`Split::One`]) only `hi` is kept: one product per step.
 //!
 //! Linux hands out the 8 KB of tile state per process on request ([`available`] asks
 //! once); each task loads the tile configuration on its own thread and releases the tiles
@@ -103,9 +103,6 @@ fn hi_lo(x: f32) -> (u16, u16) {
     let hi = bf16_bits(x);
     (hi, bf16_bits(x - f32::from_bits((hi as u32) << 16)))
 }
-
-/// Depth steps of a product over `k` original depth indices (three terms each, whole
-/// groups of 16, whole steps of 32).
 
 /// How the products stand in for f32 ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
