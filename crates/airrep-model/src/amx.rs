@@ -365,14 +365,7 @@ mod tiles {
         c: *mut f32,
         ldc: usize,
     ) {
-        let c1 = c.byte_add(TILE_BYTES);
-        asm!("tileloadd tmm0, [{p} + {s}]", p = in(reg) c, s = in(reg) ldc, options(nostack));
-        asm!("tileloadd tmm1, [{p} + {s}]", p = in(reg) c1, s = in(reg) ldc, options(nostack));
-        if ROW_TILES == 2 {
-            let (c2, c3) = (c.byte_add(16 * ldc), c1.byte_add(16 * ldc));
-            asm!("tileloadd tmm2, [{p} + {s}]", p = in(reg) c2, s = in(reg) ldc, options(nostack));
-            asm!("tileloadd tmm3, [{p} + {s}]", p = in(reg) c3, s = in(reg) ldc, options(nostack));
-        }
+        accumulators::<ROW_TILES, true>(c, ldc);
         for step in 0..steps {
             let (b0, a0) = (b.add(step * 2 * TILE_ELEMS), a.add(step * STEP));
             asm!(
@@ -399,13 +392,7 @@ mod tiles {
                 );
             }
         }
-        asm!("tilestored [{p} + {s}], tmm0", p = in(reg) c, s = in(reg) ldc, options(nostack));
-        asm!("tilestored [{p} + {s}], tmm1", p = in(reg) c1, s = in(reg) ldc, options(nostack));
-        if ROW_TILES == 2 {
-            let (c2, c3) = (c.byte_add(16 * ldc), c1.byte_add(16 * ldc));
-            asm!("tilestored [{p} + {s}], tmm2", p = in(reg) c2, s = in(reg) ldc, options(nostack));
-            asm!("tilestored [{p} + {s}], tmm3", p = in(reg) c3, s = in(reg) ldc, options(nostack));
-        }
+        accumulators::<ROW_TILES, false>(c, ldc);
     }
 
     /// `C += A_hi·B_hi + A_hi·B_lo + A_lo·B_hi` for 16 rows and 32 columns: `a` a row
@@ -425,9 +412,7 @@ mod tiles {
         c: *mut f32,
         ldc: usize,
     ) {
-        let c1 = c.byte_add(TILE_BYTES);
-        asm!("tileloadd tmm0, [{p} + {s}]", p = in(reg) c, s = in(reg) ldc, options(nostack));
-        asm!("tileloadd tmm1, [{p} + {s}]", p = in(reg) c1, s = in(reg) ldc, options(nostack));
+        accumulators::<1, true>(c, ldc);
         for step in 0..steps {
             let (a_hi, b_hi) = (a.add(step * STEP), b.add(step * 4 * TILE_ELEMS));
             asm!(
@@ -454,8 +439,33 @@ mod tiles {
                 options(nostack, readonly),
             );
         }
-        asm!("tilestored [{p} + {s}], tmm0", p = in(reg) c, s = in(reg) ldc, options(nostack));
-        asm!("tilestored [{p} + {s}], tmm1", p = in(reg) c1, s = in(reg) ldc, options(nostack));
+        accumulators::<1, false>(c, ldc);
+    }
+
+    /// Loads (`LOAD`) or stores the accumulator tiles of `ROW_TILES` × 16 rows and 32
+    /// columns of `c` (stride `ldc` bytes): tile `2r + j` holds row tile `r`, columns
+    /// `16j..16j + 16`.
+    ///
+    /// # Safety
+    /// [`configure`]d on this thread; `c` covers those rows and columns.
+    #[inline(always)]
+    unsafe fn accumulators<const ROW_TILES: usize, const LOAD: bool>(c: *mut f32, ldc: usize) {
+        macro_rules! tile {
+            ($t:literal, $p:expr) => {
+                if LOAD {
+                    asm!(concat!("tileloadd tmm", $t, ", [{p} + {s}]"), p = in(reg) $p, s = in(reg) ldc, options(nostack));
+                } else {
+                    asm!(concat!("tilestored [{p} + {s}], tmm", $t), p = in(reg) $p, s = in(reg) ldc, options(nostack));
+                }
+            };
+        }
+        let c1 = c.byte_add(TILE_BYTES);
+        tile!(0, c);
+        tile!(1, c1);
+        if ROW_TILES == 2 {
+            tile!(2, c.byte_add(16 * ldc));
+            tile!(3, c1.byte_add(16 * ldc));
+        }
     }
 
     /// Bytes of one tile row: 32 bf16 or 16 f32.
