@@ -106,20 +106,7 @@ impl Encoder {
         if opts.batch_size == 0 {
             return Err(Error::Input("batch_size must be positive".into()));
         }
-        if opts.max_length > config.max_position_embeddings {
-            return Err(Error::Input(format!(
-                "max_length {} exceeds the model's max_position_embeddings {}",
-                opts.max_length, config.max_position_embeddings
-            )));
-        }
-        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, opts.max_length)?;
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer has {} tokens but the model's vocab_size is {}",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
-        }
+        let tokenizer = TextTokenizer::for_model(tokenizer_json, opts.max_length, config)?;
         let precision = opts.dtype.unwrap_or(Precision::default_for(opts.device));
         // Everything above is cheap validation; the device (a CUDA context) comes last.
         let device = opts.device.create()?;
@@ -286,19 +273,7 @@ mod tests {
             .unwrap();
             assert_eq!(encoder.precision(), Precision::Bf16);
             let got = encoder.encode(&texts).unwrap();
-            let relative_error = |got: &[f32], want: &[f64]| {
-                let (mut err, mut norm) = (0.0f64, 0.0f64);
-                for (g, w) in got.iter().zip(want) {
-                    err += (*g as f64 - w).powi(2);
-                    norm += w * w;
-                }
-                (err / norm).sqrt()
-            };
-            let worst = got
-                .iter()
-                .zip(expected)
-                .map(|(got, want)| relative_error(got, want))
-                .fold(0.0, f64::max);
+            let worst = crate::testing::worst_relative_error(&got, expected);
             eprintln!(
                 "{}, amx {amx}: bf16 worst relative L2 {worst:.3e}",
                 dir.display()

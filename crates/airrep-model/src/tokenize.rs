@@ -7,6 +7,7 @@
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::config::BertConfig;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_MAX_LENGTH: usize = 512;
@@ -28,6 +29,30 @@ pub struct TokenBatch {
 }
 
 impl TextTokenizer {
+    /// [`TextTokenizer::from_bytes`] for a model with `config`: `max_length` within its
+    /// position embeddings, every token id within its vocabulary.
+    pub fn for_model(
+        tokenizer_json: &[u8],
+        max_length: usize,
+        config: &BertConfig,
+    ) -> Result<Self> {
+        if max_length > config.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "max_length {max_length} exceeds the model's max_position_embeddings {}",
+                config.max_position_embeddings
+            )));
+        }
+        let tokenizer = Self::from_bytes(tokenizer_json, max_length)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer has {} tokens but the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        Ok(tokenizer)
+    }
+
     pub fn from_bytes(tokenizer_json: &[u8], max_length: usize) -> Result<Self> {
         if max_length < 2 {
             return Err(Error::Input(format!(

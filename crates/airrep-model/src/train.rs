@@ -260,20 +260,7 @@ impl Trainer {
         options.validate()?;
         data.validate()?;
         let config = &checkpoint.config;
-        ensure(options.max_length <= config.max_position_embeddings, || {
-            format!(
-                "max_length {} exceeds the model's max_position_embeddings {}",
-                options.max_length, config.max_position_embeddings
-            )
-        })?;
-        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, options.max_length)?;
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer has {} tokens but the model's vocab_size is {}",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
-        }
+        let tokenizer = TextTokenizer::for_model(tokenizer_json, options.max_length, config)?;
         let model = TrainableModel::new(checkpoint, options.seed, &options.device.create()?)?;
         let optimizer = AdamW::new(
             model.vars(),
