@@ -96,7 +96,7 @@ pub fn group_scores(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], poo
 }
 
 /// LDS over the chosen subsets: (mean, per target).
-pub fn subset_lds(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> (f64, Vec<f64>) {
+fn subset_lds(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> (f64, Vec<f64>) {
     let scores = group_scores(encoder, labels, subsets, pooling);
     let losses: Vec<Vec<f64>> = subsets.iter().map(|&s| labels.losses[s].clone()).collect();
     lds(&scores, &losses)

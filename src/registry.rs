@@ -110,6 +110,24 @@ pub fn require_unused_name(name: &str) {
     }
 }
 
+/// Fail with 42501 unless the current role may add a model with its files and training
+/// log: checked before expensive work (training, validation), so a role without grants
+/// learns it at once.
+pub fn require_insert_privileges(action: &str) {
+    let missing: Vec<String> = ["airrep.models", "airrep.model_files", "airrep.training_log"]
+        .into_iter()
+        .filter(|table| {
+            !Spi::get_one_with_args::<bool>("SELECT has_table_privilege($1, 'INSERT')", &[(*table).into()])
+                .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+                .unwrap_or(false)
+        })
+        .map(String::from)
+        .collect();
+    if !missing.is_empty() {
+        raise("42501", &format!("permission denied: {action} needs INSERT on {}", missing.join(", ")));
+    }
+}
+
 /// A new registry row and its files, inside the caller's transaction: an error anywhere
 /// later rolls all of it back, so the registry never holds half a model.
 pub fn insert_model(

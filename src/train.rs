@@ -5,14 +5,13 @@
 use std::time::Instant;
 
 use airrep_core::group::Pooling;
-use airrep_model::train::{StepLog, TrainData, TrainOptions, Trainer};
-use airrep_model::{Checkpoint, Encoder, EncoderOptions};
+use airrep_model::train::{StepLog, TrainData, TrainLayers, TrainOptions, Trainer};
+use airrep_model::{Checkpoint, ProjectorInit};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
 
-use crate::encode::{device, encoder, thread_pool};
-use crate::evaluate::subset_lds;
+use crate::encode::{device, thread_pool};
 use crate::error::raise;
 use crate::labels::{qualified, LabelSet};
 use crate::registry;
@@ -27,20 +26,24 @@ CREATE TABLE airrep.training_log (
     lr         double precision NOT NULL,
     kept_pairs int NOT NULL,
     seconds    double precision NOT NULL,
+    validation_lds double precision,
     PRIMARY KEY (model_id, step)
 );
-COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.train; grad_norm is before clipping';
+COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.train; grad_norm is before clipping; validation_lds is the held-out LDS of the weights after the step, on validation steps';
 "#,
     name = "training_log",
     requires = ["registry_tables"]
 );
 
-/// Training options from jsonb, over the paper's defaults; unknown keys are errors so typos
+const KNOWN_OPTIONS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, subsets_per_step, \
+     max_members_per_subset, t_min, t_max, pooling, train_layers, projector_init, holdout_fraction, eval_every, \
+     patience, seed, max_length";
+
+/// Training options from jsonb, over the recipe's defaults; unknown keys are errors so typos
 /// do not silently train with defaults.
-fn options(json: &Value, base_max_length: usize) -> (TrainOptions, f64) {
+fn options(json: &Value, base_max_length: usize) -> TrainOptions {
     let Value::Object(map) = json else { raise("22023", "options must be a jsonb object") };
     let mut o = TrainOptions { max_length: base_max_length, ..TrainOptions::default() };
-    let mut holdout = 0.0;
     for (key, value) in map {
         let number = || value.as_f64().unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a number")));
         let count = || {
@@ -49,43 +52,54 @@ fn options(json: &Value, base_max_length: usize) -> (TrainOptions, f64) {
                 .map(|v| v as usize)
                 .unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a non-negative integer")))
         };
+        let text = || value.as_str().unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a string")));
+        let parsed = |e: airrep_model::Error| -> ! { raise("22023", &e.to_string()) };
         match key.as_str() {
             "steps" => o.steps = count(),
             "lr" => o.lr = number(),
+            "head_lr" => o.head_lr = number(),
             "weight_decay" => o.weight_decay = number(),
             "warmup_steps" => o.warmup_steps = count(),
             "targets_per_step" => o.targets_per_step = count(),
             "subsets_per_step" => o.subsets_per_step = count(),
-            "max_members_per_subset" => o.max_members_per_subset = count(),
+            // null: every member (the default)
+            "max_members_per_subset" => o.max_members_per_subset = (!value.is_null()).then(count),
             "t_min" => o.t_min = number(),
             "t_max" => o.t_max = number(),
             "seed" => o.seed = count() as u64,
             "max_length" => o.max_length = count(),
-            "holdout_fraction" => holdout = number(),
-            "pooling" => {
-                o.pooling = value
-                    .as_str()
-                    .unwrap_or("")
-                    .parse::<Pooling>()
-                    .unwrap_or_else(|e| raise("22023", &e.to_string()))
+            "holdout_fraction" => o.holdout_fraction = number(),
+            "eval_every" => o.eval_every = count(),
+            "patience" => o.patience = count(),
+            "pooling" => o.pooling = text().parse::<Pooling>().unwrap_or_else(|e| raise("22023", &e.to_string())),
+            "train_layers" => {
+                let layers = if value.is_number() { count().to_string() } else { text().to_string() };
+                o.train_layers = layers.parse::<TrainLayers>().unwrap_or_else(|e| parsed(e))
             }
-            other => raise(
-                "22023",
-                &format!(
-                    "unknown training option \"{other}\" (known: steps, lr, weight_decay, warmup_steps, targets_per_step, \
-                     subsets_per_step, max_members_per_subset, t_min, t_max, pooling, seed, max_length, holdout_fraction)"
-                ),
-            ),
+            "projector_init" => o.projector_init = text().parse::<ProjectorInit>().unwrap_or_else(|e| parsed(e)),
+            other => raise("22023", &format!("unknown training option \"{other}\" (known: {KNOWN_OPTIONS})")),
         }
     }
-    if !(0.0..1.0).contains(&holdout) {
-        raise("22023", &format!("holdout_fraction must be in [0, 1), not {holdout}"));
-    }
-    (o, holdout)
+    o.validate().unwrap_or_else(|e| raise("22023", &format!("cannot train: {e}")));
+    o
 }
 
-/// 0..count in a random order fixed by `seed` (Fisher-Yates over a 64-bit LCG, so plans and
-/// splits do not change with a dependency's RNG).
+/// The options as they were used, defaults included, for the model's config.
+fn effective_options(o: &TrainOptions) -> Value {
+    json!({
+        "steps": o.steps, "lr": o.lr, "head_lr": o.head_lr, "weight_decay": o.weight_decay,
+        "warmup_steps": o.warmup_steps, "targets_per_step": o.targets_per_step,
+        "subsets_per_step": o.subsets_per_step, "max_members_per_subset": o.max_members_per_subset,
+        "t_min": o.t_min, "t_max": o.t_max, "pooling": o.pooling.to_string(),
+        "train_layers": o.train_layers.to_string(),
+        "projector_init": format!("{:?}", o.projector_init).to_lowercase(),
+        "holdout_fraction": o.holdout_fraction, "eval_every": o.eval_every, "patience": o.patience,
+        "seed": o.seed, "max_length": o.max_length,
+    })
+}
+
+/// 0..count in a random order fixed by `seed` (Fisher-Yates over a 64-bit LCG, so plans
+/// do not change with a dependency's RNG).
 fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
     let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
@@ -94,19 +108,6 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
         order.swap(i, (state >> 33) as usize % (i + 1));
     }
     order
-}
-
-/// Deterministic split of subset indices into (training, held out), each in index order.
-fn split_subsets(count: usize, holdout: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let held = (count as f64 * holdout).round() as usize;
-    if holdout > 0.0 && (held == 0 || held >= count) {
-        raise("22023", &format!("holdout_fraction {holdout} of {count} subsets leaves no subsets on one side"));
-    }
-    let order = shuffled(count, seed);
-    let (mut held_out, mut training) = (order[..held].to_vec(), order[held..].to_vec());
-    training.sort_unstable();
-    held_out.sort_unstable();
-    (training, held_out)
 }
 
 /// Whether a cancel (pg_cancel_backend, statement_timeout) or terminate is pending. Only these
@@ -119,17 +120,25 @@ fn cancel_requested() -> bool {
     }
 }
 
-/// One optimiser step, stopping within a subset when the query is cancelled: the trainer
-/// leaves its state unchanged on a cancelled step, and Postgres raises the cancel here.
-fn step(pool: &rayon::ThreadPool, trainer: &mut Trainer) -> StepLog {
-    match pool.install(|| trainer.step(&cancel_requested)) {
-        Ok(step) => step,
+/// Runs `work` on the backend's thread pool; a cancel raises here (the trainer leaves its
+/// state unchanged on a cancelled step or validation), other errors as `what` failed.
+fn run<T: Send>(pool: &rayon::ThreadPool, what: &str, work: impl FnOnce() -> airrep_model::Result<T> + Send) -> T {
+    match pool.install(work) {
+        Ok(value) => value,
         Err(airrep_model::Error::Cancelled) => {
             pgrx::check_for_interrupts!();
             raise("57014", "airrep.train was cancelled")
         }
-        Err(e) => raise("XX000", &format!("training step failed: {e}")),
+        Err(e @ airrep_model::Error::Input(_)) => raise("22023", &format!("cannot train: {e}")),
+        Err(e) => raise("XX000", &format!("{what} failed: {e}")),
     }
+}
+
+/// One row of `airrep.training_log`.
+struct LogRow {
+    step: StepLog,
+    seconds: f64,
+    validation_lds: Option<f64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -143,87 +152,109 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
+    registry::require_insert_privileges("airrep.train");
     let (base_id, _) = registry::model_key(base_model);
     registry::require_unused_name(name);
-    let (mut opts, holdout) = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
+    let mut opts = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
     // Train where airrep.device says (cpu, or a GPU in a cuda build).
     opts.device = device();
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
-    let (training, held_out) = split_subsets(labels.subsets.len(), holdout, opts.seed);
 
     let (config, weights, tokenizer) = registry::model_files(base_id);
     let checkpoint = Checkpoint::from_bytes(&config, &weights).unwrap_or_else(|e| raise("XX000", &e.to_string()));
     let data = TrainData {
-        examples: labels.example_texts.clone(),
-        targets: labels.target_texts.clone(),
-        subsets: training.iter().map(|&s| labels.subsets[s].clone()).collect(),
-        losses: training.iter().map(|&s| labels.losses[s].clone()).collect(),
+        examples: labels.example_texts,
+        targets: labels.target_texts,
+        subsets: labels.subsets,
+        losses: labels.losses,
     };
     let pool = thread_pool();
-    let mut trainer = pool
-        .install(|| Trainer::new(&checkpoint, &tokenizer, data, opts.clone()))
-        .unwrap_or_else(|e| raise("22023", &format!("cannot train: {e}")));
-    // Held-out LDS of the base model as stored, and later of the trained one.
-    let validate = |encoder: &Encoder| subset_lds(encoder, &labels, &held_out, opts.pooling).0;
-    let lds_before = (!held_out.is_empty()).then(|| validate(&encoder(base_model)));
-
     let started = Instant::now();
-    let mut log = Vec::with_capacity(opts.steps);
-    for _ in 0..opts.steps {
-        pgrx::check_for_interrupts!();
-        let step_started = Instant::now();
-        let step = step(&pool, &mut trainer);
-        let seconds = step_started.elapsed().as_secs_f64();
-        let rate = (step.step + 1) as f64 / started.elapsed().as_secs_f64();
-        notice!(
-            "airrep.train: step {}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {:.0} s",
-            step.step + 1,
-            opts.steps,
-            step.loss,
-            step.grad_norm,
-            step.lr,
-            rate,
-            (opts.steps - step.step - 1) as f64 / rate
-        );
-        log.push((step, seconds));
-    }
-    let trained = pool.install(|| trainer.into_checkpoint()).unwrap_or_else(|e| raise("XX000", &e.to_string()));
-    let lds_after = (!held_out.is_empty()).then(|| {
-        let options = EncoderOptions { max_length: opts.max_length, device: opts.device, ..EncoderOptions::default() };
-        let encoder = pool
-            .install(|| Encoder::new(&trained, &tokenizer, options))
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
-        validate(&encoder)
+    let mut trainer = run(&pool, "preparing training", || {
+        Trainer::new(&checkpoint, &tokenizer, data, opts.clone(), &cancel_requested)
     });
+    let (trained_subsets, held_out) = trainer.subset_counts();
+    notice!(
+        "airrep.train: {trained_subsets} training and {held_out} held-out subsets, train_layers {}, frozen part cached in {:.1} s",
+        opts.train_layers,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut log: Vec<LogRow> = Vec::with_capacity(opts.steps);
+    let steps_started = Instant::now();
+    loop {
+        pgrx::check_for_interrupts!();
+        if trainer.validation_due() {
+            let v = run(&pool, "validation", || trainer.validate(&cancel_requested));
+            if let Some(row) = log.last_mut() {
+                row.validation_lds = Some(v.lds);
+            }
+            notice!(
+                "airrep.train: held-out LDS {:.4} after {} steps{}",
+                v.lds,
+                v.steps_done,
+                if v.best { " (best so far)" } else { "" }
+            );
+        }
+        if trainer.finished() {
+            break;
+        }
+        let step_started = Instant::now();
+        let step = run(&pool, "training step", || trainer.step(&cancel_requested));
+        let done = step.step + 1;
+        let rate = done as f64 / steps_started.elapsed().as_secs_f64();
+        if done == 1 || done % 10 == 0 || done == opts.steps {
+            notice!(
+                "airrep.train: step {done}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {:.0} s at most",
+                opts.steps,
+                step.loss,
+                step.grad_norm,
+                step.lr,
+                rate,
+                (opts.steps - done) as f64 / rate
+            );
+        }
+        log.push(LogRow { step, seconds: step_started.elapsed().as_secs_f64(), validation_lds: None });
+    }
+    let (trained, selection) = run(&pool, "saving the model", || trainer.into_checkpoint());
+    notice!("airrep.train: {}", selection.reason);
     let weights = trained.to_safetensors().unwrap_or_else(|e| raise("XX000", &e.to_string()));
 
     let mut config: Value = serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
     config["airrep_training"] = json!({
         "base_model": base_model,
         "options": options_json.0,
-        "subsets_trained": training.len(),
-        "subsets_held_out": held_out.len(),
-        "validation_lds_before": lds_before,
-        "validation_lds_after": lds_after,
+        "effective_options": effective_options(&opts),
+        "subsets_trained": trained_subsets,
+        "subsets_held_out": held_out,
+        "steps_done": selection.steps_done,
+        "kept_step": selection.kept_step,
+        "stopped_early": selection.stopped_early,
+        "selection": selection.reason,
+        "validation_lds_before": selection.validation_lds_start,
+        "validation_lds_after": selection.validation_lds,
         "seconds": started.elapsed().as_secs_f64(),
     });
-    let description = match (lds_before, lds_after) {
-        (Some(b), Some(a)) => format!("trained from {base_model}; held-out LDS {b:.4} -> {a:.4}"),
+    let description = match (selection.validation_lds_start, selection.validation_lds) {
+        (Some(b), Some(a)) => {
+            format!("trained from {base_model}; held-out LDS {b:.4} -> {a:.4} (kept step {})", selection.kept_step)
+        }
         _ => format!("trained from {base_model}"),
     };
     let id = registry::insert_model(name, &config, &weights, &tokenizer, Some(base_id), Some(&description));
-    for (step, seconds) in log {
+    for row in log {
         Spi::run_with_args(
-            "INSERT INTO airrep.training_log (model_id, step, loss, grad_norm, lr, kept_pairs, seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO airrep.training_log (model_id, step, loss, grad_norm, lr, kept_pairs, seconds, validation_lds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 id.into(),
-                (step.step as i32).into(),
-                step.loss.into(),
-                step.grad_norm.into(),
-                step.lr.into(),
-                (step.kept_pairs as i32).into(),
-                seconds.into(),
+                (row.step.step as i32).into(),
+                row.step.loss.into(),
+                row.step.grad_norm.into(),
+                row.step.lr.into(),
+                (row.step.kept_pairs as i32).into(),
+                row.seconds.into(),
+                row.validation_lds.into(),
             ],
         )
         .unwrap_or_else(|e| raise("XX000", &e.to_string()));

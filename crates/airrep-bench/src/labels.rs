@@ -54,7 +54,7 @@ pub fn retrain_all(setup: &Setup, base: &Gpt) -> Result<Vec<Vec<f64>>> {
         let mut rng = Rng::new(p.seed ^ (s as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
         let mut order: Vec<usize> = members.clone();
         let mut next = order.len();
-        for _ in 0..p.finetune_steps {
+        for _ in 0..p.finetune_steps() {
             // epochs over the subset in a fresh random order each time
             let seqs: Vec<_> = (0..p.batch)
                 .map(|_| {

@@ -183,9 +183,59 @@ pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f
     scores.into_iter().collect::<GroupState>().result(pooling)
 }
 
+/// `d score / d s_i` for one group whose pooled score is `score` (from [`pool`]).
+///
+/// Attention: with `a = softmax(|s|)` and `score = Σ a_i s_i`,
+/// `d score / d s_i = a_i · (1 + sign(s_i) · (s_i − score))`, where `sign(0) = 0` as in
+/// torch (the subgradient of `|s|` at 0). The weights are computed relative to `max |s|`,
+/// so they are exact for scores of any magnitude. Sum: every slope is 1.
+pub fn pool_slopes(scores: &[f64], score: f64, pooling: Pooling) -> Vec<f64> {
+    match pooling {
+        Pooling::Sum => vec![1.0; scores.len()],
+        Pooling::Attention => {
+            let max = scores.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let weights: Vec<f64> = scores.iter().map(|x| (x.abs() - max).exp()).collect();
+            let z: f64 = weights.iter().sum();
+            scores
+                .iter()
+                .zip(&weights)
+                .map(|(&x, &w)| {
+                    let sign = if x == 0.0 { 0.0 } else { x.signum() };
+                    w / z * (1.0 + sign * (x - score))
+                })
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slopes_match_central_differences() {
+        let scores = [0.7, -1.3, 2.2, 0.05, -0.4];
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            let score = pool(scores, pooling).unwrap();
+            let slopes = pool_slopes(&scores, score, pooling);
+            for i in 0..scores.len() {
+                let h = 1e-6;
+                let mut up = scores;
+                let mut down = scores;
+                up[i] += h;
+                down[i] -= h;
+                let numeric = (pool(up, pooling).unwrap() - pool(down, pooling).unwrap()) / (2.0 * h);
+                assert!(
+                    (slopes[i] - numeric).abs() < 1e-8,
+                    "{pooling:?} slope {i}: {} vs {numeric}",
+                    slopes[i]
+                );
+            }
+        }
+        // a softmax of huge scores stays finite and puts all the weight on the largest |s|
+        let slopes = pool_slopes(&[1e4, -3e4], -3e4, Pooling::Attention);
+        assert_eq!(slopes, vec![0.0, 1.0]);
+    }
 
     #[test]
     fn attention_matches_hand_computed_softmax() {

@@ -519,18 +519,53 @@ impl AirRepModel {
     /// and padded on the right as [`crate::TokenBatch`] does; returns the embeddings
     /// `[batch, output_dim]`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, attention_mask, self.layers.len())?;
+        self.project(&self.pool_from_layer(&hidden, attention_mask, self.layers.len())?)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The hidden states `[batch, seq, hidden]` after the embeddings and the first `layers`
+    /// layers: the bottom of [`Self::forward`], which training caches when it is frozen.
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        layers: usize,
+    ) -> Result<Tensor> {
         let mut hidden = self.embeddings.forward(input_ids)?;
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
+            hidden = layer.forward(&hidden, attention_mask)?;
+        }
+        Ok(hidden)
+    }
+
+    /// Layers `first..` over `hidden` (the output of layer `first − 1`), then mean pooling:
+    /// `[batch, hidden]` in f32, before the projector.
+    pub fn pool_from_layer(
+        &self,
+        hidden: &Tensor,
+        attention_mask: &Tensor,
+        first: usize,
+    ) -> Result<Tensor> {
+        let mut hidden = hidden.clone();
+        for layer in &self.layers[first..] {
             hidden = layer.forward(&hidden, attention_mask)?;
         }
         // Pooling and projection accumulate in f32 even when the layers ran in bf16.
-        let pooled = mean_pool(
+        Ok(mean_pool(
             &hidden.to_dtype(DType::F32)?,
             &attention_mask.to_dtype(DType::F32)?,
-        )?;
+        )?)
+    }
+
+    /// The projector over pooled states `[batch, hidden]` (identity without one).
+    pub fn project(&self, pooled: &Tensor) -> Result<Tensor> {
         Ok(match &self.projector {
-            Some(projector) => projector.forward(&pooled)?,
-            None => pooled,
+            Some(projector) => projector.forward(pooled)?,
+            None => pooled.clone(),
         })
     }
 }

@@ -18,6 +18,30 @@ pub const ENCODER_PREFIX: &str = "bert.";
 pub const PROJECTOR_WEIGHT: &str = "projector.weight";
 pub const PROJECTOR_BIAS: &str = "projector.bias";
 
+/// How a base model's fresh projector starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectorInit {
+    /// Weight I, bias 0: the trained model starts exactly at the base model's geometry, so
+    /// step 0 is never worse than the base.
+    Identity,
+    /// Weight and bias U(±1/sqrt(hidden)) like `torch.nn.Linear`, reproducibly from a seed
+    /// (the reference implementation's start).
+    Random,
+}
+
+impl std::str::FromStr for ProjectorInit {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "identity" => Ok(Self::Identity),
+            "random" => Ok(Self::Random),
+            other => Err(Error::Input(format!(
+                "unknown projector_init \"{other}\": expected 'identity' or 'random'"
+            ))),
+        }
+    }
+}
+
 /// Tensors a BERT checkpoint may carry that the encoder does not use: the pooler
 /// and MLM heads, and the position-id buffer some exports save.
 fn is_unused(name: &str) -> bool {
@@ -117,23 +141,32 @@ impl Checkpoint {
         self.projector_dim().unwrap_or(self.config.hidden_size)
     }
 
-    /// Gives a base model the square projector that training starts from, drawn
-    /// U(±1/sqrt(hidden)) for weight and bias like `torch.nn.Linear`, reproducibly from
-    /// `seed`. Returns false (and changes nothing) if a projector is already present.
-    pub fn init_projector_if_missing(&mut self, seed: u64) -> Result<bool> {
+    /// Gives a base model the square projector that training starts from. Returns false
+    /// (and changes nothing) if a projector is already present.
+    pub fn init_projector_if_missing(&mut self, init: ProjectorInit, seed: u64) -> Result<bool> {
         if self.has_projector() {
             return Ok(false);
         }
         let hidden = self.config.hidden_size;
-        let bound = 1.0 / (hidden as f32).sqrt();
-        let mut rng = SplitMix64(seed);
-        let mut uniform = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| (2.0 * rng.next_unit() - 1.0) * bound)
-                .collect()
+        let (weight, bias) = match init {
+            ProjectorInit::Identity => (
+                Tensor::eye(hidden, DType::F32, &Device::Cpu)?,
+                Tensor::zeros(hidden, DType::F32, &Device::Cpu)?,
+            ),
+            ProjectorInit::Random => {
+                let bound = 1.0 / (hidden as f32).sqrt();
+                let mut rng = SplitMix64(seed);
+                let mut uniform = |n: usize| -> Vec<f32> {
+                    (0..n)
+                        .map(|_| (2.0 * rng.next_unit() - 1.0) * bound)
+                        .collect()
+                };
+                (
+                    Tensor::from_vec(uniform(hidden * hidden), (hidden, hidden), &Device::Cpu)?,
+                    Tensor::from_vec(uniform(hidden), hidden, &Device::Cpu)?,
+                )
+            }
         };
-        let weight = Tensor::from_vec(uniform(hidden * hidden), (hidden, hidden), &Device::Cpu)?;
-        let bias = Tensor::from_vec(uniform(hidden), hidden, &Device::Cpu)?;
         self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
         self.tensors.insert(PROJECTOR_BIAS.into(), bias);
         Ok(true)
@@ -310,7 +343,7 @@ mod tests {
             .tensors()
             .contains_key("bert.embeddings.word_embeddings.weight"));
 
-        assert!(ckpt.init_projector_if_missing(7).unwrap());
+        assert!(ckpt.init_projector_if_missing(ProjectorInit::Random, 7).unwrap());
         let w = ckpt.tensors()[PROJECTOR_WEIGHT]
             .flatten_all()
             .unwrap()
@@ -319,7 +352,23 @@ mod tests {
         let bound = 1.0 / 32f32.sqrt();
         assert!(w.iter().all(|x| x.abs() <= bound));
         assert!(w.iter().any(|x| x.abs() > bound / 2.0));
-        assert!(!ckpt.init_projector_if_missing(7).unwrap());
+        assert!(!ckpt.init_projector_if_missing(ProjectorInit::Random, 7).unwrap());
+
+        let mut ckpt = Checkpoint::new(ckpt.config.clone(), {
+            let mut t = ckpt.tensors().clone();
+            t.retain(|name, _| !name.starts_with("projector."));
+            t
+        })
+        .unwrap();
+        assert!(ckpt.init_projector_if_missing(ProjectorInit::Identity, 7).unwrap());
+        let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();
+        for (i, row) in w.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                assert_eq!(x, if i == j { 1.0 } else { 0.0 });
+            }
+        }
+        let b = ckpt.tensors()[PROJECTOR_BIAS].to_vec1::<f32>().unwrap();
+        assert!(b.iter().all(|&x| x == 0.0));
     }
 
     #[test]

@@ -18,12 +18,12 @@ pub mod trainable;
 mod testing;
 
 pub use bert::{AirRepModel, Kernels};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, ProjectorInit};
 pub use config::BertConfig;
 pub use cpu_kernels::Product;
 pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
-pub use train::{StepLog, TrainData, TrainOptions, Trainer};
+pub use train::{Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer, Validation};
 pub use trainable::TrainableModel;

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bert::{AirRepModel, Kernels};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, ProjectorInit};
 use crate::error::Result;
 use crate::tokenize::TokenBatch;
 
@@ -20,12 +20,17 @@ pub struct TrainableModel {
 
 impl TrainableModel {
     /// Every tensor of `checkpoint` (embeddings, all layers, projector) becomes a
-    /// trainable variable. A base model without a projector gets a fresh one drawn
-    /// from `projector_seed` (on the CPU, so the draw is the same on every device). The
-    /// variables live on `device`.
-    pub fn new(checkpoint: &Checkpoint, projector_seed: u64, device: &Device) -> Result<Self> {
+    /// variable. A base model without a projector gets a fresh one started by `init`
+    /// (a random one drawn from `projector_seed` on the CPU, so the draw is the same on
+    /// every device). The variables live on `device`.
+    pub fn new(
+        checkpoint: &Checkpoint,
+        init: ProjectorInit,
+        projector_seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let mut checkpoint = checkpoint.clone();
-        checkpoint.init_projector_if_missing(projector_seed)?;
+        checkpoint.init_projector_if_missing(init, projector_seed)?;
         let varmap = VarMap::new();
         {
             let mut vars = varmap
@@ -71,6 +76,11 @@ impl TrainableModel {
         self.model.output_dim()
     }
 
+    /// The encoder itself, for forward passes that start above a frozen bottom.
+    pub fn model(&self) -> &AirRepModel {
+        &self.model
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -102,7 +112,13 @@ mod tests {
     fn setup() -> (TrainableModel, TextTokenizer, Golden) {
         let dir = golden_dir("tiny-airrep");
         let model =
-            TrainableModel::new(&Checkpoint::from_dir(&dir).unwrap(), 0, &Device::Cpu).unwrap();
+            TrainableModel::new(
+            &Checkpoint::from_dir(&dir).unwrap(),
+            ProjectorInit::Random,
+            0,
+            &Device::Cpu,
+        )
+        .unwrap();
         let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
         let tokenizer = TextTokenizer::from_bytes(&tokenizer_json, DEFAULT_MAX_LENGTH).unwrap();
         (model, tokenizer, Golden::load())
@@ -166,7 +182,7 @@ mod tests {
         tensors.retain(|name, _| !name.starts_with("projector."));
         let config = Checkpoint::from_dir(&dir).unwrap().config;
         let base = Checkpoint::new(config, tensors).unwrap();
-        let model = TrainableModel::new(&base, 1, &Device::Cpu).unwrap();
+        let model = TrainableModel::new(&base, ProjectorInit::Random, 1, &Device::Cpu).unwrap();
         assert_eq!(model.vars().len(), 5 + 16 * 2 + 2);
         let saved = model.to_checkpoint().unwrap();
         assert!(saved.has_projector());

@@ -1,0 +1,151 @@
+//! What the trainable part of the encoder reads, per text: token ids when every weight
+//! trains, or the frozen bottom's outputs, computed once and cached for the whole run.
+//!
+//! The cache is exact: the frozen layers run the same differentiable kernels as an uncached
+//! forward, and padding never reaches a real token (attention masks padded keys, pooling
+//! averages real tokens only), so a cached text's outputs do not depend on its batch.
+
+use candle_core::Tensor;
+
+use super::options::TrainLayers;
+use crate::error::{Error, Result};
+use crate::tokenize::TokenBatch;
+use crate::trainable::TrainableModel;
+
+pub(crate) enum Inputs {
+    /// Token ids: the whole encoder runs.
+    Tokens { ids: Vec<Vec<u32>>, pad_id: u32 },
+    /// `[len, hidden]` per text after the frozen layers `0..first_layer`.
+    Hidden {
+        states: Vec<Tensor>,
+        first_layer: usize,
+    },
+    /// `[texts, hidden]` pooled states before the projector.
+    Pooled(Tensor),
+}
+
+impl Inputs {
+    /// Tokenised texts turned into what `layers` trains on, `chunk_rows` texts per
+    /// forward pass; `check` is polled between passes.
+    pub(crate) fn new(
+        model: &TrainableModel,
+        layers: TrainLayers,
+        ids: Vec<Vec<u32>>,
+        pad_id: u32,
+        chunk_rows: usize,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Self> {
+        let num_layers = model.model().num_layers();
+        let frozen_layers = match layers {
+            TrainLayers::All => return Ok(Self::Tokens { ids, pad_id }),
+            TrainLayers::Projector => num_layers,
+            TrainLayers::Top(n) if n <= num_layers => num_layers - n,
+            TrainLayers::Top(n) => {
+                return Err(Error::Input(format!(
+                    "train_layers {n} exceeds the model's {num_layers} layers"
+                )))
+            }
+        };
+        let mut pooled = Vec::new();
+        let mut states = Vec::with_capacity(ids.len());
+        let rows: Vec<usize> = (0..ids.len()).collect();
+        for chunk in rows.chunks(chunk_rows) {
+            check()?;
+            let (chunk_ids, mask, lengths) = token_batch(model, &ids, pad_id, chunk)?;
+            let hidden = model
+                .model()
+                .hidden_states(&chunk_ids, &mask, frozen_layers)?
+                .detach();
+            if layers == TrainLayers::Projector {
+                pooled.push(model.model().pool_from_layer(&hidden, &mask, num_layers)?);
+            } else {
+                for (row, &len) in lengths.iter().enumerate() {
+                    states.push(hidden.get(row)?.narrow(0, 0, len)?.contiguous()?);
+                }
+            }
+        }
+        Ok(if layers == TrainLayers::Projector {
+            Self::Pooled(Tensor::cat(&pooled, 0)?)
+        } else {
+            Self::Hidden {
+                states,
+                first_layer: frozen_layers,
+            }
+        })
+    }
+
+    /// The length of text `row` in tokens (1 for pooled states): batches of similar
+    /// lengths waste less on padding.
+    pub(crate) fn cost(&self, row: usize) -> usize {
+        match self {
+            Self::Tokens { ids, .. } => ids[row].len(),
+            Self::Hidden { states, .. } => states[row].dim(0).unwrap_or(0),
+            Self::Pooled(_) => 1,
+        }
+    }
+
+    /// Texts per forward pass: pooled states are small enough to take at once.
+    pub(crate) fn chunk_rows(&self, chunk_rows: usize) -> usize {
+        match self {
+            Self::Pooled(_) => usize::MAX,
+            _ => chunk_rows,
+        }
+    }
+
+    /// Embeddings `[rows, dim]` of the texts `rows`, with the autograd graph of the
+    /// trainable part attached.
+    pub(crate) fn forward(&self, model: &TrainableModel, rows: &[usize]) -> Result<Tensor> {
+        let encoder = model.model();
+        let pooled = match self {
+            Self::Tokens { ids, pad_id } => {
+                let (ids, mask, _) = token_batch(model, ids, *pad_id, rows)?;
+                let hidden = encoder.hidden_states(&ids, &mask, encoder.num_layers())?;
+                encoder.pool_from_layer(&hidden, &mask, encoder.num_layers())?
+            }
+            Self::Hidden {
+                states,
+                first_layer,
+            } => {
+                let lengths = rows
+                    .iter()
+                    .map(|&r| states[r].dim(0))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let longest = lengths.iter().copied().max().unwrap_or(0);
+                let padded = rows
+                    .iter()
+                    .zip(&lengths)
+                    .map(|(&r, &len)| states[r].pad_with_zeros(0, 0, longest - len))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let hidden = Tensor::stack(&padded, 0)?;
+                let mask: Vec<f32> = lengths
+                    .iter()
+                    .flat_map(|&len| (0..longest).map(move |pos| if pos < len { 1.0 } else { 0.0 }))
+                    .collect();
+                let mask = Tensor::from_vec(mask, (rows.len(), longest), hidden.device())?;
+                encoder.pool_from_layer(&hidden, &mask, *first_layer)?
+            }
+            Self::Pooled(pooled) => {
+                let index = Tensor::from_vec(
+                    rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                    rows.len(),
+                    pooled.device(),
+                )?;
+                pooled.index_select(&index, 0)?
+            }
+        };
+        encoder.project(&pooled)
+    }
+}
+
+/// Ids, mask and lengths of the texts `rows` of `ids`.
+fn token_batch(
+    model: &TrainableModel,
+    ids: &[Vec<u32>],
+    pad_id: u32,
+    rows: &[usize],
+) -> Result<(Tensor, Tensor, Vec<usize>)> {
+    let sequences: Vec<&[u32]> = rows.iter().map(|&r| ids[r].as_slice()).collect();
+    let lengths = sequences.iter().map(|s| s.len()).collect();
+    let (ids, mask) = TokenBatch::new(&sequences, pad_id).to_tensors(model.device())?;
+    Ok((ids, mask, lengths))
+}

@@ -1,0 +1,545 @@
+//! Training the AirRep encoder (DESIGN 1): rank training subsets by their pooled group
+//! scores the way retraining ranked them.
+//!
+//! One step, for targets T and subsets S sampled from the training subsets:
+//! 1. the union U of the members of S, each example once, is encoded without gradients,
+//!    and so are T;
+//! 2. member scores for all pairs at once, `A = T·Uᵀ`; subset k's scores are the columns
+//!    of its members (repeats included), pooled into group scores (every member counts
+//!    unless `max_members_per_subset` asks for a sample); the ranking loss and
+//!    d loss / d score come from airrep-core;
+//! 3. the chain rule by hand: `G = d loss / d A` sums, per example of U, the pooling slopes
+//!    (airrep-core's `pool_slopes`) of every place it occupies in every subset; then
+//!    `d loss / d T = G·U` and `d loss / d U = Gᵀ·T`;
+//! 4. T and U are re-encoded with gradients, `chunk_rows` texts at a time, and
+//!    `sum(E ⊙ d loss / d E)` is back-propagated per chunk: its weight gradient is exactly
+//!    the share of d loss / d θ that flows through E, so the shares add up to the full
+//!    gradient while the autograd graph stays one chunk big (the paper's memory trick);
+//! 5. clip to global norm 1 and take AdamW steps with warm-up: `lr` for the encoder's
+//!    layers, `head_lr` for the projector.
+//!
+//! Only `train_layers` learn. The frozen part below them runs once per text when the
+//! trainer is built (see `inputs`), so a step costs only the trainable part: with the
+//! projector alone, a few small matrix products.
+//!
+//! Model selection: with `holdout_fraction` > 0 a seeded share of the subsets never
+//! trains; their LDS over every target is measured at step 0, every `eval_every` steps and
+//! at the end, the best weights are kept, and `patience` validations without a new best
+//! end the run. The encoder, its gradients and the optimiser state live on
+//! [`TrainOptions::device`], all f32; scores, pooling and the ranking loss run on the host.
+
+mod data;
+mod gradients;
+mod inputs;
+mod options;
+#[cfg(test)]
+mod tests;
+
+pub use data::TrainData;
+pub use options::{TrainLayers, TrainOptions};
+
+use airrep_core::group::{pool, pool_slopes, Pooling};
+use airrep_core::lds::lds;
+use airrep_core::ranking::{labels, RankingLoss};
+use candle_core::{Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::checkpoint::{Checkpoint, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
+use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
+use crate::tokenize::TextTokenizer;
+use crate::trainable::TrainableModel;
+use data::Batch;
+use gradients::Gradients;
+use inputs::Inputs;
+
+/// The paper's AdamW moments and epsilon, and its gradient clipping norm; not options.
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+const CLIP_NORM: f64 = 1.0;
+
+/// What one step saw, before its update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    /// Global gradient norm over every trainable tensor, before clipping.
+    pub grad_norm: f64,
+    /// The body's learning rate (the head's is `head_lr` times the same warm-up).
+    pub lr: f64,
+    pub kept_pairs: usize,
+    /// `[target][subset]` of this step's batch.
+    pub group_scores: Vec<Vec<f64>>,
+}
+
+/// One validation: held-out LDS of the weights after `steps_done` steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validation {
+    pub steps_done: usize,
+    pub lds: f64,
+    /// Whether these weights are the best so far (and so the ones kept).
+    pub best: bool,
+}
+
+/// Which weights a finished run keeps, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Steps taken before the kept weights (0: the start was never beaten).
+    pub kept_step: usize,
+    pub steps_done: usize,
+    /// Held-out LDS of the kept weights and of the start; None without a holdout.
+    pub validation_lds: Option<f64>,
+    pub validation_lds_start: Option<f64>,
+    pub stopped_early: bool,
+    pub reason: String,
+}
+
+pub struct Trainer {
+    model: TrainableModel,
+    data: TrainData,
+    /// Positions of `data.subsets` that train, and that validate.
+    training: Vec<usize>,
+    held_out: Vec<usize>,
+    /// `labels[target][k]` over the training subsets (DESIGN 1), fixed for the run.
+    labels: Vec<Vec<f64>>,
+    examples: Inputs,
+    targets: Inputs,
+    options: TrainOptions,
+    /// The trainable variables, and which of them are the projector's.
+    vars: Vec<Var>,
+    head: AdamW,
+    body: AdamW,
+    rng: SplitMix64,
+    step: usize,
+    validations: Vec<Validation>,
+    /// Copies of `vars` at the best validation.
+    best_weights: Option<Vec<Tensor>>,
+    /// [`TrainOptions::chunk_rows`]; a field so tests can force several chunks on tiny data.
+    chunk_rows: usize,
+}
+
+impl Trainer {
+    /// Checks the options and the data, tokenises every text and runs the frozen part of
+    /// the encoder over it once; `interrupted` is polled between forward passes.
+    pub fn new(
+        checkpoint: &Checkpoint,
+        tokenizer_json: &[u8],
+        data: TrainData,
+        options: TrainOptions,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Self> {
+        options.validate()?;
+        data.validate()?;
+        let (training, held_out) = data.split(options.holdout_fraction, options.seed)?;
+        let tokenizer =
+            TextTokenizer::for_model(tokenizer_json, options.max_length, &checkpoint.config)?;
+        let model = TrainableModel::new(
+            checkpoint,
+            options.projector_init,
+            options.seed,
+            &options.device.create()?,
+        )?;
+        let check = || checked(interrupted);
+        let tokens = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            tokenizer.encode_all(&texts)
+        };
+        let layers = options.train_layers;
+        let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
+        let examples = Inputs::new(&model, layers, tokens(&data.examples)?, pad, rows, &check)?;
+        let targets = Inputs::new(&model, layers, tokens(&data.targets)?, pad, rows, &check)?;
+
+        let (mut head_vars, mut body_vars, mut vars) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, var) in model.named_vars() {
+            let is_head = name == PROJECTOR_WEIGHT || name == PROJECTOR_BIAS;
+            if is_head || trains(&name, layers, model.model().num_layers()) {
+                vars.push(var.clone());
+                if is_head { &mut head_vars } else { &mut body_vars }.push(var);
+            }
+        }
+        let adamw = |vars: Vec<Var>, lr: f64| {
+            AdamW::new(
+                vars,
+                ParamsAdamW {
+                    lr,
+                    beta1: BETA1,
+                    beta2: BETA2,
+                    eps: EPS,
+                    weight_decay: options.weight_decay,
+                },
+            )
+        };
+        let losses: Vec<Vec<f64>> = training.iter().map(|&s| data.losses[s].clone()).collect();
+        Ok(Self {
+            labels: labels(&losses),
+            head: adamw(head_vars, options.head_lr)?,
+            body: adamw(body_vars, options.lr)?,
+            rng: SplitMix64(options.seed),
+            chunk_rows: options.chunk_rows,
+            vars,
+            model,
+            data,
+            training,
+            held_out,
+            examples,
+            targets,
+            options,
+            step: 0,
+            validations: Vec::new(),
+            best_weights: None,
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// Subsets that train and that validate.
+    pub fn subset_counts(&self) -> (usize, usize) {
+        (self.training.len(), self.held_out.len())
+    }
+
+    /// Whether the current weights are due a validation: there is a holdout, they were not
+    /// validated yet, and this is step 0, a multiple of `eval_every` or the end of the run.
+    pub fn validation_due(&self) -> bool {
+        !self.held_out.is_empty()
+            && self.validations.last().map(|v| v.steps_done) != Some(self.step)
+            && (self.step.is_multiple_of(self.options.eval_every) || self.finished())
+    }
+
+    /// All steps taken, or `patience` validations in a row without a new best.
+    pub fn finished(&self) -> bool {
+        self.step >= self.options.steps || self.stopped_early()
+    }
+
+    fn stopped_early(&self) -> bool {
+        let patience = self.options.patience;
+        patience > 0
+            && self.validations.len() > patience
+            && self.validations[self.validations.len() - patience..]
+                .iter()
+                .all(|v| !v.best)
+    }
+
+    /// One optimiser step. `interrupted` is polled before every forward pass in both
+    /// passes; if it returns true the step stops with [`Error::Cancelled`] and the trainer
+    /// is left as it was.
+    pub fn step(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<StepLog> {
+        // The sampler advances only with a completed step, so a retried step is the same.
+        let mut rng = self.rng.clone();
+        let batch = Batch::sample(&mut rng, &self.data, &self.training, &self.options);
+        let (ranked, grads) = self.loss_and_gradients(&batch, interrupted)?;
+        self.rng = rng;
+        let grad_norm = grads.norm()?;
+        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
+        let clip = (CLIP_NORM / (grad_norm + 1e-6)).min(1.0);
+        let warmup = self.options.warmup_at(self.step);
+        let store = grads.into_store(clip)?;
+        self.head.set_learning_rate(self.options.head_lr * warmup);
+        self.body.set_learning_rate(self.options.lr * warmup);
+        self.head.step(&store)?;
+        self.body.step(&store)?;
+        self.step += 1;
+        Ok(StepLog {
+            step: self.step - 1,
+            loss: ranked.loss,
+            grad_norm,
+            lr: self.options.lr * warmup,
+            kept_pairs: ranked.kept_pairs,
+            group_scores: ranked.group_scores,
+        })
+    }
+
+    /// Held-out LDS of the current weights, recorded; the weights are kept if they are the
+    /// best so far. A cancelled validation records nothing.
+    pub fn validate(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Validation> {
+        if self.held_out.is_empty() {
+            return Err(Error::Input(
+                "no held-out subsets to validate on (holdout_fraction is 0)".into(),
+            ));
+        }
+        let all_targets: Vec<usize> = (0..self.data.targets.len()).collect();
+        let scores = self.scores(&all_targets, &self.held_out.clone(), interrupted)?;
+        let losses: Vec<Vec<f64>> = self
+            .held_out
+            .iter()
+            .map(|&s| self.data.losses[s].clone())
+            .collect();
+        let lds = lds(&scores, &losses).0;
+        let best = self.validations.iter().all(|v| lds > v.lds);
+        if best {
+            self.best_weights = Some(
+                self.vars
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            );
+        }
+        let validation = Validation {
+            steps_done: self.step,
+            lds,
+            best,
+        };
+        self.validations.push(validation);
+        Ok(validation)
+    }
+
+    /// Group scores `[target][subset]` with the current weights and every member of each
+    /// subset (indices into the data's subsets, training or held out), without gradients.
+    pub fn group_scores(&self, targets: &[usize], subsets: &[usize]) -> Result<Vec<Vec<f64>>> {
+        if let Some(&d) = targets.iter().find(|&&d| d >= self.data.targets.len()) {
+            return Err(Error::Input(format!(
+                "target {d} out of range: there are {} targets",
+                self.data.targets.len()
+            )));
+        }
+        if let Some(&s) = subsets.iter().find(|&&s| s >= self.data.subsets.len()) {
+            return Err(Error::Input(format!(
+                "subset {s} out of range: there are {} subsets",
+                self.data.subsets.len()
+            )));
+        }
+        self.scores(targets, subsets, &|| false)
+    }
+
+    /// The trained encoder: the best validated weights with a holdout, else the last, and
+    /// how they were chosen.
+    pub fn into_checkpoint(self) -> Result<(Checkpoint, Selection)> {
+        let selection = self.selection();
+        if let Some(best) = &self.best_weights {
+            for (var, weights) in self.vars.iter().zip(best) {
+                var.set(weights)?;
+            }
+        }
+        Ok((self.model.to_checkpoint()?, selection))
+    }
+
+    fn selection(&self) -> Selection {
+        let stopped_early = self.stopped_early() && self.step < self.options.steps;
+        let start = self.validations.first().map(|v| v.lds);
+        let Some(best) = self.validations.iter().rev().find(|v| v.best) else {
+            return Selection {
+                kept_step: self.step,
+                steps_done: self.step,
+                validation_lds: None,
+                validation_lds_start: start,
+                stopped_early,
+                reason: "no holdout: the last step is kept".into(),
+            };
+        };
+        let mut reason = format!(
+            "best held-out LDS {:.4} at step {} of {} (start {:.4})",
+            best.lds,
+            best.steps_done,
+            self.step,
+            start.unwrap_or(best.lds)
+        );
+        if stopped_early {
+            reason += &format!(
+                "; stopped early after {} validations without a new best",
+                self.options.patience
+            );
+        }
+        Selection {
+            kept_step: best.steps_done,
+            steps_done: self.step,
+            validation_lds: Some(best.lds),
+            validation_lds_start: start,
+            stopped_early,
+            reason,
+        }
+    }
+
+    /// Group scores of `subsets` (indices into the data) for `targets`, every member
+    /// counted, without gradients.
+    fn scores(
+        &self,
+        targets: &[usize],
+        subsets: &[usize],
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<Vec<f64>>> {
+        let members: Vec<Vec<usize>> = subsets.iter().map(|&s| self.data.subsets[s].clone()).collect();
+        let union = Union::new(&members, &self.examples);
+        let t = self.embed(&self.targets, targets, interrupted)?;
+        let u = self.embed(&self.examples, &union.examples, interrupted)?;
+        let member_scores = union.member_scores(&t, &u)?;
+        Ok(pool_groups(&member_scores, self.options.pooling))
+    }
+
+    /// The ranking loss of `batch` and its gradient for every trainable variable, by
+    /// union encoding and the memory trick (module docs).
+    fn loss_and_gradients(
+        &self,
+        batch: &Batch,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Ranked, Gradients)> {
+        let pooling = self.options.pooling;
+
+        // 1. Embeddings without gradients, each example once.
+        let union = Union::new(&batch.members, &self.examples);
+        let t = self.embed(&self.targets, &batch.targets, interrupted)?;
+        let u = self.embed(&self.examples, &union.examples, interrupted)?;
+
+        // 2. Member scores, group scores, ranking loss and d loss / d group score.
+        let member_scores = union.member_scores(&t, &u)?;
+        let group_scores = pool_groups(&member_scores, pooling);
+        let batch_labels: Vec<Vec<f64>> = batch
+            .targets
+            .iter()
+            .map(|&d| batch.subsets.iter().map(|&k| self.labels[d][k]).collect())
+            .collect();
+        let ranking = RankingLoss {
+            t_min: self.options.t_min,
+            t_max: self.options.t_max,
+        };
+        let ranked = ranking.loss_and_grad(&group_scores, &batch_labels);
+
+        // 3. G = d loss / d A per (target, example of the union), then d loss / d T, U.
+        let (nt, nu) = (batch.targets.len(), union.examples.len());
+        let mut g = vec![0f32; nt * nu];
+        for (k, positions) in union.positions.iter().enumerate() {
+            for d in 0..nt {
+                let slopes = pool_slopes(&member_scores[k][d], group_scores[d][k], pooling);
+                let upstream = ranked.grad[d][k];
+                for (&p, slope) in positions.iter().zip(slopes) {
+                    g[d * nu + p] += (upstream * slope) as f32;
+                }
+            }
+        }
+        let g = Tensor::from_vec(g, (nt, nu), t.device())?;
+        let d_t = g.matmul(&u)?;
+        let d_u = g.t()?.matmul(&t)?;
+
+        // 4. Re-encode with gradients and back-propagate chunk by chunk.
+        let mut grads = Gradients::new(self.vars.clone());
+        self.backprop(&self.targets, &batch.targets, &d_t, &mut grads, interrupted)?;
+        self.backprop(&self.examples, &union.examples, &d_u, &mut grads, interrupted)?;
+        let ranked = Ranked {
+            loss: ranked.loss,
+            kept_pairs: ranked.kept_pairs,
+            group_scores,
+        };
+        Ok((ranked, grads))
+    }
+
+    /// Embeddings `[rows, dim]` of `rows` of `inputs`, detached from the weights.
+    fn embed(
+        &self,
+        inputs: &Inputs,
+        rows: &[usize],
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Tensor> {
+        let parts = rows
+            .chunks(inputs.chunk_rows(self.chunk_rows))
+            .map(|chunk| {
+                checked(interrupted)?;
+                Ok(inputs.forward(&self.model, chunk)?.detach())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Adds to `grads` the weight gradient of `sum(E ⊙ upstream)`, E the embeddings of
+    /// `rows` re-encoded with gradients.
+    fn backprop(
+        &self,
+        inputs: &Inputs,
+        rows: &[usize],
+        upstream: &Tensor,
+        grads: &mut Gradients,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
+        let chunk_rows = inputs.chunk_rows(self.chunk_rows);
+        for (c, chunk) in rows.chunks(chunk_rows).enumerate() {
+            checked(interrupted)?;
+            let upstream = upstream.narrow(0, c * chunk_rows, chunk.len())?;
+            let share = (inputs.forward(&self.model, chunk)? * upstream)?.sum_all()?;
+            grads.add(&share.backward()?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The forward half of a step.
+struct Ranked {
+    loss: f64,
+    kept_pairs: usize,
+    group_scores: Vec<Vec<f64>>,
+}
+
+/// The examples of several subsets, each once, ordered by length so chunks pad little.
+struct Union {
+    examples: Vec<usize>,
+    /// Per subset, each member's position in `examples` (repeats repeat).
+    positions: Vec<Vec<usize>>,
+}
+
+impl Union {
+    fn new(members: &[Vec<usize>], inputs: &Inputs) -> Self {
+        let mut examples: Vec<usize> = members.iter().flatten().copied().collect();
+        examples.sort_unstable();
+        examples.dedup();
+        examples.sort_by_key(|&i| (inputs.cost(i), i));
+        let mut position = std::collections::HashMap::with_capacity(examples.len());
+        for (p, &i) in examples.iter().enumerate() {
+            position.insert(i, p);
+        }
+        let positions = members
+            .iter()
+            .map(|m| m.iter().map(|i| position[i]).collect())
+            .collect();
+        Self {
+            examples,
+            positions,
+        }
+    }
+
+    /// `[subset][target][member]` scores from target embeddings `t` and the union's `u`.
+    fn member_scores(&self, t: &Tensor, u: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
+        let all = t.matmul(&u.t()?)?.to_vec2::<f32>()?;
+        Ok(self
+            .positions
+            .iter()
+            .map(|positions| {
+                all.iter()
+                    .map(|row| positions.iter().map(|&p| f64::from(row[p])).collect())
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn checked(interrupted: &(dyn Fn() -> bool + Sync)) -> Result<()> {
+    if interrupted() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the encoder variable `name` trains under `layers` (the projector always does).
+fn trains(name: &str, layers: TrainLayers, num_layers: usize) -> bool {
+    match layers {
+        TrainLayers::All => true,
+        TrainLayers::Projector => false,
+        TrainLayers::Top(n) => name
+            .strip_prefix("bert.encoder.layer.")
+            .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
+            .is_some_and(|layer| layer + n >= num_layers),
+    }
+}
+
+/// Group scores `[target][subset]` from member scores `[subset][target][member]`.
+fn pool_groups(member_scores: &[Vec<Vec<f64>>], pooling: Pooling) -> Vec<Vec<f64>> {
+    let targets = member_scores.first().map_or(0, Vec::len);
+    (0..targets)
+        .map(|d| {
+            member_scores
+                .iter()
+                .map(|s| pool(s[d].iter().copied(), pooling).expect("subsets are not empty"))
+                .collect()
+        })
+        .collect()
+}

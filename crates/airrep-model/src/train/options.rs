@@ -1,0 +1,206 @@
+//! What a training run does: the recipe's defaults and their checks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use airrep_core::group::Pooling;
+
+use crate::checkpoint::ProjectorInit;
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::tokenize::DEFAULT_MAX_LENGTH;
+
+/// Texts per forward pass. The gradient pass back-propagates each chunk on its own, so the
+/// autograd graph, the bulk of a step's memory (about 3 GB for MiniLM-L6 on 32 texts of
+/// ~110 tokens through every layer), is bounded by this and grows neither with
+/// subsets_per_step nor with the size of a subset or of the target batch.
+const CHUNK_ROWS: usize = 32;
+
+/// Which part of the encoder learns. The part below is frozen: its outputs are computed
+/// once per text and cached for the run, so a step costs only the trainable part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainLayers {
+    /// Only the projector, over cached pooled states: a step is a few small matrix
+    /// products, so thousands of steps fit in minutes on a CPU.
+    Projector,
+    /// The top `n` transformer layers and the projector, over cached hidden states.
+    Top(usize),
+    /// Every weight, embeddings included (the paper's recipe; nothing is cached).
+    All,
+}
+
+impl FromStr for TrainLayers {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "projector" => Ok(Self::Projector),
+            "all" => Ok(Self::All),
+            n => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Self::Top(n)),
+                _ => Err(Error::Input(format!(
+                    "train_layers must be 'projector', 'all' or a number of top layers (1 or \
+                     more), got \"{s}\""
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for TrainLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Projector => f.write_str("projector"),
+            Self::Top(n) => write!(f, "{n}"),
+            Self::All => f.write_str("all"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// At most this many optimiser steps (fewer when early stopping ends the run); 0 keeps
+    /// the start, a control that shows what training adds.
+    pub steps: usize,
+    /// Learning rate of the encoder's layers (the body).
+    pub lr: f64,
+    /// Learning rate of the projector (the head).
+    pub head_lr: f64,
+    pub weight_decay: f64,
+    /// `lr_t = lr · min(1, (t + 1) / warmup_steps)`, the same for head and body; 0 means
+    /// no warm-up.
+    pub warmup_steps: usize,
+    /// Targets and subsets ranked per step; all of them, in order, when at least the total.
+    pub targets_per_step: usize,
+    pub subsets_per_step: usize,
+    /// None (the default): every member of every subset counts in its group score, the
+    /// exact objective. Some(k): larger subsets are represented by k sampled members, an
+    /// explicit approximation for subsets too large to encode.
+    pub max_members_per_subset: Option<usize>,
+    pub t_min: f64,
+    pub t_max: f64,
+    pub pooling: Pooling,
+    pub train_layers: TrainLayers,
+    /// How a base model's fresh projector starts (a trained model keeps its own).
+    pub projector_init: ProjectorInit,
+    /// Subsets held out of training to choose the kept step by their LDS; 0 trains on all
+    /// and keeps the last step.
+    pub holdout_fraction: f64,
+    /// Validate every this many steps (and at step 0 and the last step).
+    pub eval_every: usize,
+    /// Stop after this many validations in a row without a new best; 0 never stops early.
+    pub patience: usize,
+    /// Drives the holdout split, batch sampling and a random projector.
+    pub seed: u64,
+    pub max_length: usize,
+    /// Where the encoder trains (f32 weights, gradients and optimiser state on any device).
+    pub device: DeviceSpec,
+    /// Texts per forward pass (default 32): bounds a step's autograd memory.
+    /// Larger chunks keep a GPU busier; the gradient is the same for any value.
+    pub chunk_rows: usize,
+}
+
+impl Default for TrainOptions {
+    /// The recipe that a CPU affords (README, "Training recipe"): the projector alone,
+    /// from the identity, over cached base embeddings, with the exact objective, held-out
+    /// model selection and early stopping.
+    fn default() -> Self {
+        TrainOptions {
+            steps: 1000,
+            lr: 1e-4,
+            head_lr: 1e-3,
+            weight_decay: 0.01,
+            warmup_steps: 10,
+            targets_per_step: 64,
+            subsets_per_step: 32,
+            max_members_per_subset: None,
+            t_min: 0.1,
+            t_max: 5.0,
+            pooling: Pooling::Attention,
+            train_layers: TrainLayers::Projector,
+            projector_init: ProjectorInit::Identity,
+            holdout_fraction: 0.2,
+            eval_every: 25,
+            patience: 8,
+            seed: 0,
+            max_length: DEFAULT_MAX_LENGTH,
+            device: DeviceSpec::Cpu,
+            chunk_rows: CHUNK_ROWS,
+        }
+    }
+}
+
+pub(crate) fn ensure(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Input(message()))
+    }
+}
+
+fn positive(name: &str, value: f64) -> Result<()> {
+    ensure(value.is_finite() && value > 0.0, || {
+        format!("{name} must be a positive number, got {value}")
+    })
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<()> {
+        positive("lr", self.lr)?;
+        positive("head_lr", self.head_lr)?;
+        ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            || format!("weight_decay must be 0 or more, got {}", self.weight_decay),
+        )?;
+        ensure(self.targets_per_step > 0, || {
+            "targets_per_step must be at least 1".into()
+        })?;
+        ensure(self.subsets_per_step >= 2, || {
+            format!(
+                "subsets_per_step must be at least 2 (the ranking loss compares pairs of \
+                 subsets), got {}",
+                self.subsets_per_step
+            )
+        })?;
+        ensure(self.max_members_per_subset != Some(0), || {
+            "max_members_per_subset must be at least 1".into()
+        })?;
+        ensure(self.chunk_rows > 0, || {
+            "chunk_rows must be at least 1".into()
+        })?;
+        ensure(self.t_min.is_finite() && self.t_min >= 0.0, || {
+            format!("t_min must be 0 or more, got {}", self.t_min)
+        })?;
+        ensure(self.t_max.is_finite() && self.t_max > self.t_min, || {
+            format!(
+                "t_max must be greater than t_min ({}), got {}",
+                self.t_min, self.t_max
+            )
+        })?;
+        ensure((0.0..1.0).contains(&self.holdout_fraction), || {
+            format!(
+                "holdout_fraction must be in [0, 1), got {}",
+                self.holdout_fraction
+            )
+        })?;
+        ensure(self.eval_every > 0, || "eval_every must be at least 1".into())?;
+        ensure(self.max_length >= 2, || {
+            format!(
+                "max_length must be at least 2 ([CLS] and [SEP]), got {}",
+                self.max_length
+            )
+        })
+    }
+
+    /// The warm-up factor of step `step` (from 0): multiplies `lr` and `head_lr`.
+    pub fn warmup_at(&self, step: usize) -> f64 {
+        if self.warmup_steps == 0 {
+            return 1.0;
+        }
+        ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+    }
+
+    /// The body's learning rate at step `step` (from 0).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        self.lr * self.warmup_at(step)
+    }
+}
