@@ -1,7 +1,9 @@
 -- The airrep side of benches/quality.sh: load the label tables, time encoding, train the
 -- AirRep encoders on the training subsets/targets and score every encoder on the held-out
 -- ones. Variables: data (CSV dir), minilm (model dir), train_options (jsonb, no pooling).
--- Ends by printing one row per method: method, lds, encode_ms, bytes, train_s.
+-- Ends by printing one row per method (method, lds, encode_ms, bytes, train_s), then
+-- per-target Spearman rows ('per_target', method, target_id, spearman) and each trained
+-- model's selection note ('selection', name, note).
 \set QUIET on
 CREATE EXTENSION airrep;
 -- Load the library into this backend at once: others reinstall airrep.so in the same
@@ -37,7 +39,7 @@ CREATE TABLE eval_losses AS SELECT l.* FROM all_losses l
 SELECT airrep.load_model('minilm', :'minilm') \gset
 
 -- Encode time and storage per example: every encoder here is MiniLM-shaped, so one
--- measurement (the base model's) stands for all four.
+-- measurement (the base model's) stands for all of them.
 ALTER TABLE examples ADD COLUMN embedding airrep_vector(384);
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SET client_min_messages = warning;
@@ -46,11 +48,21 @@ RESET client_min_messages;
 SELECT (extract(epoch FROM clock_timestamp()) - :t0) * 1000 / count(*) AS encode_ms,
        avg(pg_column_size(embedding)) AS bytes FROM examples \gset
 
+CREATE TABLE encode_cost AS SELECT :encode_ms::float8 AS encode_ms, :bytes::float8 AS bytes;
 CREATE TABLE results (method text, lds float8, encode_ms float8, bytes float8, train_s float8);
-INSERT INTO results
-SELECT 'MiniLM-L6 base (' || p || ')', airrep.lds('minilm', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', p),
-       :encode_ms, :bytes, 0
-FROM unnest(ARRAY['sum', 'attention']) p;
+CREATE TABLE per_target (method text, target_id bigint, spearman float8);
+CREATE FUNCTION score(method text, model text, pooling text, train_s float8) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO per_target SELECT method, target_id, spearman
+        FROM airrep.lds_per_target(model, 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', pooling);
+    INSERT INTO results SELECT method, avg(spearman), c.encode_ms, c.bytes, train_s
+        FROM per_target p, encode_cost c WHERE p.method = score.method GROUP BY c.encode_ms, c.bytes;
+$$;
+SELECT score('MiniLM-L6 base (' || p || ')', 'minilm', p, 0) FROM unnest(ARRAY['sum', 'attention']) p;
+
+-- The control: step 0 of training a base model, a fresh random projector and no step.
+SELECT airrep.train('control', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
+                    '{"steps": 0, "projector_init": "random", "holdout_fraction": 0}') \gset
+SELECT score('Step 0: base + random projector (attention)', 'control', 'attention', 0);
 
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT airrep.train('airrep-sum', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
@@ -59,14 +71,12 @@ SELECT extract(epoch FROM clock_timestamp()) - :t0 AS train_sum_s \gset
 SELECT airrep.train('airrep-attention', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
                     :'train_options'::jsonb || '{"pooling": "attention"}') \gset
 SELECT extract(epoch FROM clock_timestamp()) - :t0 - :train_sum_s AS train_attention_s \gset
-
-INSERT INTO results VALUES
-  ('AirRep trained (sum)', airrep.lds('airrep-sum', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', 'sum'),
-   :encode_ms, :bytes, :train_sum_s),
-  ('AirRep trained (attention)', airrep.lds('airrep-attention', 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', 'attention'),
-   :encode_ms, :bytes, :train_attention_s);
+SELECT score('AirRep trained (sum)', 'airrep-sum', 'sum', :train_sum_s),
+       score('AirRep trained (attention)', 'airrep-attention', 'attention', :train_attention_s);
 
 \pset format unaligned
 \pset fieldsep '\t'
 \pset tuples_only on
 SELECT * FROM results;
+SELECT 'per_target', * FROM per_target ORDER BY 2, 3;
+SELECT 'selection', name, config -> 'airrep_training' ->> 'selection' FROM airrep.models WHERE parent_id IS NOT NULL ORDER BY name;

@@ -2,8 +2,13 @@
 
 Usage: quality_report.py DATA_DIR TRAIN_OPTIONS OUT.md OUT.png
 Exits non-zero when a method's LDS is missing or not finite.
+
+LDS is the mean over held-out targets of a per-target Spearman correlation, so its 95%
+interval comes from a bootstrap over targets (10,000 resamples, fixed seed); a difference
+between two methods gets a paired bootstrap over the same resampled targets.
 """
 import math
+import random
 import sys
 
 import matplotlib
@@ -11,93 +16,131 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+BASE_SUM = "MiniLM-L6 base (sum)"
+CONTROL = "Step 0: base + random projector (attention)"
+TRAINED_SUM = "AirRep trained (sum)"
+TRAINED_ATTENTION = "AirRep trained (attention)"
+TFIDF = "TF-IDF cosine (sum)"
 METHODS = [
-    "MiniLM-L6 base (sum)",
+    BASE_SUM,
     "MiniLM-L6 base (attention)",
-    "AirRep trained (sum)",
-    "AirRep trained (attention)",
-    "TF-IDF cosine (sum)",
-    "TracIn gradient, CountSketch (sum)",
+    CONTROL,
+    TRAINED_SUM,
+    TRAINED_ATTENTION,
+    TFIDF,
 ]
+RESAMPLES = 10_000
 
 
-# What we think explains a run where training does not beat the base encoder (written after
-# the first full runs; the numbers it quotes are filled in from this run).
-NOT_ORDERED = """Why we think it does not: (1) **the training budget.** The paper trains for up to
-2000 steps of 1000 targets x 32 subsets of 1000 members; on 2 CPU cores this run affords
-`{options}`, i.e. each step scores a subset by a handful of sampled members, so the ranking
-loss sees group scores dominated by member-sampling noise and the encoder drifts from
-MiniLM's geometry more than it learns; a longer run (`steps`, `max_members_per_subset`) is
-the first thing to try. (2) **what the labels reward.** The ground-truth model is a tiny
-character-level GPT fine-tuned for a few steps: a subset helps a target mostly through shared
-surface strings (the same lemma, the same task template), which is why TF-IDF scores well
-here; a semantic sentence encoder has to unlearn paraphrase similarity to match that.
-(3) **noise.** Each per-target Spearman is over {eval_subsets} held-out subsets: its standard
-deviation without any signal is 1/sqrt(n-1), about {noise:.0f} points x100, and the targets
-share those subsets, so differences of a few points between the MiniLM rows are within
-run-to-run noise."""
+def read_tables(data):
+    """(rows by method, per-target Spearman by method and target, selection notes)."""
+    rows, per_target, notes = {}, {}, {}
+    for path, header in ((f"{data}/baselines.tsv", True), (f"{data}/airrep.tsv", False)):
+        lines = open(path).read().splitlines()
+        for line in lines[1:] if header else lines:
+            fields = line.split("\t")
+            if fields[0] == "per_target":
+                per_target.setdefault(fields[1], {})[int(fields[2])] = float(fields[3])
+            elif fields[0] == "selection":
+                notes[fields[1]] = fields[2]
+            elif len(fields) == 5:
+                method, lds, encode_ms, nbytes, train_s = fields
+                rows[method] = dict(lds=float(lds), encode_ms=float(encode_ms), bytes=float(nbytes), train_s=float(train_s))
+    for line in open(f"{data}/baselines_per_target.tsv").read().splitlines()[1:]:
+        method, target, rho = line.split("\t")
+        per_target.setdefault(method, {})[int(target)] = float(rho)
+    return rows, per_target, notes
 
 
-def eval_subsets(setup):
-    """Held-out subset count from setup.txt ("subsets 160 train + 40 eval of ...")."""
-    return int(setup.split("subsets ")[1].split(" + ")[1].split(" ")[0])
+def bootstrap(per_target, methods):
+    """95% interval of each method's mean over targets, and of paired differences."""
+    targets = sorted(per_target[methods[0]])
+    rng = random.Random(20251130)
+    draws = {m: [] for m in methods}
+    for _ in range(RESAMPLES):
+        sample = [rng.choice(targets) for _ in targets]
+        for m in methods:
+            draws[m].append(sum(per_target[m][t] for t in sample) / len(sample))
 
+    def interval(values):
+        values = sorted(values)
+        return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
 
-def read_rows(path, header):
-    rows = {}
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for line in lines[1:] if header else lines:
-        if line.strip():
-            method, lds, encode_ms, nbytes, train_s = line.split("\t")
-            rows[method] = dict(lds=float(lds), encode_ms=float(encode_ms), bytes=float(nbytes), train_s=float(train_s))
-    return rows
+    intervals = {m: interval(draws[m]) for m in methods}
+
+    def paired(a, b):
+        return interval([x - y for x, y in zip(draws[a], draws[b])])
+
+    return intervals, paired
 
 
 def main(data, options, md_path, png_path):
-    rows = read_rows(f"{data}/baselines.tsv", header=True) | read_rows(f"{data}/airrep.tsv", header=False)
-    bad = [m for m in METHODS if m not in rows or not math.isfinite(rows[m]["lds"])]
-    if bad:
-        sys.exit(f"quality: missing or non-finite LDS for {', '.join(bad)}")
+    rows, per_target, notes = read_tables(data)
+    gradients = sorted((m for m in rows if m.startswith("TracIn gradient")), key=lambda m: int(m.split()[3]), reverse=True)
+    methods = METHODS + gradients
+    bad = [m for m in methods if m not in rows or not math.isfinite(rows[m]["lds"]) or m not in per_target]
+    if bad or not gradients:
+        sys.exit(f"quality: missing or non-finite LDS for {', '.join(bad) or 'the gradient baseline'}")
     setup = open(f"{data}/setup.txt").read().strip()
-    lds = {m: 100 * rows[m]["lds"] for m in METHODS}
+    intervals, paired = bootstrap(per_target, methods)
+    pct = lambda x: 100 * x  # noqa: E731
+    lds = {m: pct(rows[m]["lds"]) for m in methods}
 
     lines = [
         "# Attribution quality (LDS on held-out subsets and targets)",
         "",
         "Generated by `benches/quality.sh`; the figures are what that run measured.",
         "",
-        f"Setup: {setup}. AirRep training options: `{options}` (training subsets and targets only).",
+        f"Setup: {setup}. AirRep training options: `{options}` over the defaults "
+        "(training subsets and targets only; the trainer holds out a share of the training "
+        "subsets for its own model selection).",
         "",
-        "| method | LDS x100 | encode ms / example | bytes / example | training s |",
-        "|---|---:|---:|---:|---:|",
+        "| method | LDS x100 | 95% interval | encode ms / example | bytes / example | training s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for m in METHODS:
-        r = rows[m]
-        lines.append(f"| {m} | {lds[m]:.2f} | {r['encode_ms']:.3f} | {r['bytes']:.0f} | {r['train_s']:.1f} |")
-    base, trained, attention = lds["MiniLM-L6 base (sum)"], lds["AirRep trained (sum)"], lds["AirRep trained (attention)"]
-    ordered = base < trained < attention
+    for m in methods:
+        r, (lo, hi) = rows[m], intervals[m]
+        lines.append(f"| {m} | {lds[m]:.2f} | {pct(lo):.2f} to {pct(hi):.2f} | {r['encode_ms']:.3f} | "
+                     f"{r['bytes']:.0f} | {r['train_s']:.1f} |")
+    ordered = lds[BASE_SUM] < lds[TRAINED_SUM] < lds[TRAINED_ATTENTION]
     lines += [
         "",
-        "Encode time: MiniLM rows are `CALL airrep.embed` over the pool (all four encoders share "
-        "MiniLM's shape); TF-IDF is fitting plus transforming the pool; the gradient baseline is "
-        "one backward pass of the tiny GPT per example plus the projection. Bytes: `pg_column_size` "
-        "of an `airrep_vector(384)`; TF-IDF stored sparse (4-byte index + 4-byte value per non-zero); "
-        "gradient 4 bytes per projected dimension. Training time is `airrep.train` wall time.",
+        "Encode time: MiniLM rows are `CALL airrep.embed` over the pool (every AirRep encoder "
+        "has MiniLM's shape); TF-IDF is fitting plus transforming the pool; the gradient baselines "
+        "are one backward pass of the tiny GPT per example plus the projection. Bytes: "
+        "`pg_column_size` of an `airrep_vector(384)`; TF-IDF stored sparse (4-byte index + 4-byte "
+        "value per non-zero); gradients 4 bytes per projected dimension. Training time is "
+        "`airrep.train` wall time, caching the frozen encoder included.",
         "",
-        f"Paper's ordering (base {base:.2f} < trained {trained:.2f} < trained + attention {attention:.2f}): "
+        f"Paper's ablation order (base sum {lds[BASE_SUM]:.2f} < trained sum {lds[TRAINED_SUM]:.2f} "
+        f"< trained attention {lds[TRAINED_ATTENTION]:.2f}): "
         + ("**holds** in this run." if ordered else "**does not hold** in this run."),
+        "",
+        "Trained attention against each baseline, paired bootstrap over the same targets "
+        "(LDS x100 difference and its 95% interval):",
+        "",
     ]
-    if not ordered:
-        lines += ["", NOT_ORDERED.format(options=options, eval_subsets=eval_subsets(setup),
-                                         noise=100 / math.sqrt(eval_subsets(setup) - 1))]
+    a_lo, _ = intervals[TRAINED_ATTENTION]
+    for baseline in [TFIDF] + gradients:
+        d_lo, d_hi = paired(TRAINED_ATTENTION, baseline)
+        beyond = a_lo > intervals[baseline][1]
+        lines.append(
+            f"- {baseline}: {lds[TRAINED_ATTENTION] - lds[baseline]:+.2f} ({pct(d_lo):+.2f} to {pct(d_hi):+.2f}); "
+            + ("trained attention's interval lies wholly above the baseline's."
+               if beyond else "the two intervals overlap.")
+        )
+    if notes:
+        lines += ["", "Model selection (from each trained model's config):", ""]
+        lines += [f"- `{name}`: {note}" for name, note in sorted(notes.items())]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.barh(METHODS[::-1], [lds[m] for m in METHODS[::-1]], color="#4c72b0")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    shown = methods[::-1]
+    errors = [[lds[m] - pct(intervals[m][0]) for m in shown], [pct(intervals[m][1]) - lds[m] for m in shown]]
+    ax.barh(shown, [lds[m] for m in shown], xerr=errors, capsize=3, color="#4c72b0")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("LDS x100 (held-out subsets and targets)")
+    ax.set_xlabel("LDS x100 (held-out subsets and targets), 95% bootstrap interval")
     ax.set_title("Attribution quality")
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)

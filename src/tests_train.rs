@@ -60,7 +60,8 @@ mod tests {
             r#"SELECT airrep.train('trained', 'tiny', 'examples', 'targets', 'subsets', 'losses',
                  '{"steps": 4, "lr": 0.001, "warmup_steps": 2, "weight_decay": 0.01,
                    "targets_per_step": 4, "subsets_per_step": 3, "max_members_per_subset": 1000,
-                   "t_min": 0.1, "t_max": 5.0, "pooling": "attention"}')"#,
+                   "t_min": 0.1, "t_max": 5.0, "pooling": "attention",
+                   "train_layers": "all", "head_lr": 0.001, "holdout_fraction": 0}')"#,
         )
         .unwrap()
         .unwrap();
@@ -111,6 +112,8 @@ mod tests {
         assert!(train(r#"{"stepz": 3}"#).starts_with("unknown training option \"stepz\""));
         assert!(train(r#"{"pooling": "max"}"#).contains("unknown pooling"));
         assert!(train(r#"{"holdout_fraction": 1.5}"#).contains("holdout_fraction"));
+        assert_eq!(train(r#"{"train_layers": 3}"#), "train_layers 3 exceeds the model's 2 layers");
+        assert!(train(r#"{"holdout_fraction": 0.2}"#).contains("both the training and the held-out side need at least 2 subsets"));
 
         Spi::run("UPDATE losses SET loss = 'NaN' WHERE subset_id = 2 AND target_id = 3").unwrap();
         assert_eq!(train(r#"{"steps": 1}"#), "loss of subset 2 on target 3 is NaN; losses must be finite");
@@ -130,7 +133,7 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM airrep.models"), models);
         assert_eq!(count("SELECT count(*) FROM airrep.training_log"), 0);
         // the tables are fine again: training works
-        Spi::run(r#"SELECT airrep.train('t', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"steps": 1}')"#).unwrap();
+        Spi::run(r#"SELECT airrep.train('t', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"steps": 1, "holdout_fraction": 0}')"#).unwrap();
         assert_eq!(count("SELECT count(*) FROM airrep.training_log"), 1);
     }
 
@@ -218,13 +221,23 @@ mod tests {
             let name = format!("planted_{pooling}");
             Spi::run(&format!(
                 r#"SELECT airrep.train('{name}', 'tiny', 'examples', 'targets', 'subsets', 'losses',
-                     '{{"steps": 40, "lr": 0.002, "warmup_steps": 5, "targets_per_step": 8, "subsets_per_step": 12,
+                     '{{"steps": 40, "lr": 0.002, "head_lr": 0.002, "warmup_steps": 5, "targets_per_step": 8,
+                       "subsets_per_step": 12, "train_layers": "all", "eval_every": 10,
                        "pooling": "{pooling}", "holdout_fraction": 0.25, "seed": 3}}')"#
             ))
             .unwrap();
             let (before, after) = training_lds(&name);
             pgrx::notice!("{pooling}: held-out LDS {before:.3} -> {after:.3}");
             assert!(after > before + 0.2, "{pooling}: held-out LDS {before} -> {after}");
+            // the kept step is a validated one, and its LDS is the log's best
+            let (kept, best) = Spi::get_two::<i64, f64>(&format!(
+                "SELECT (m.config -> 'airrep_training' ->> 'kept_step')::bigint, max(l.validation_lds)
+                 FROM airrep.models m JOIN airrep.training_log l ON l.model_id = m.id
+                 WHERE m.name = '{name}' GROUP BY 1"
+            ))
+            .unwrap();
+            assert!(kept.unwrap() % 10 == 0 && kept.unwrap() > 0, "{pooling}: kept step {kept:?}");
+            assert!((best.unwrap() - after).abs() < 1e-12, "{pooling}: best logged {best:?}, kept {after}");
             // airrep.lds over all subsets agrees in direction with the held-out figure
             let lds_base = Spi::get_one::<f64>(&format!(
                 "SELECT airrep.lds('tiny', 'examples', 'targets', 'subsets', 'losses', '{pooling}')"

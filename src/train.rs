@@ -4,9 +4,8 @@
 
 use std::time::Instant;
 
-use airrep_core::group::Pooling;
-use airrep_model::train::{StepLog, TrainData, TrainLayers, TrainOptions, Trainer};
-use airrep_model::{Checkpoint, ProjectorInit};
+use airrep_model::train::{StepLog, TrainData, TrainOptions, Trainer};
+use airrep_model::Checkpoint;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
@@ -35,69 +34,6 @@ COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.tr
     requires = ["registry_tables"]
 );
 
-const KNOWN_OPTIONS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, subsets_per_step, \
-     max_members_per_subset, t_min, t_max, pooling, train_layers, projector_init, holdout_fraction, eval_every, \
-     patience, seed, max_length";
-
-/// Training options from jsonb, over the recipe's defaults; unknown keys are errors so typos
-/// do not silently train with defaults.
-fn options(json: &Value, base_max_length: usize) -> TrainOptions {
-    let Value::Object(map) = json else { raise("22023", "options must be a jsonb object") };
-    let mut o = TrainOptions { max_length: base_max_length, ..TrainOptions::default() };
-    for (key, value) in map {
-        let number = || value.as_f64().unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a number")));
-        let count = || {
-            value
-                .as_u64()
-                .map(|v| v as usize)
-                .unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a non-negative integer")))
-        };
-        let text = || value.as_str().unwrap_or_else(|| raise("22023", &format!("option \"{key}\" must be a string")));
-        let parsed = |e: airrep_model::Error| -> ! { raise("22023", &e.to_string()) };
-        match key.as_str() {
-            "steps" => o.steps = count(),
-            "lr" => o.lr = number(),
-            "head_lr" => o.head_lr = number(),
-            "weight_decay" => o.weight_decay = number(),
-            "warmup_steps" => o.warmup_steps = count(),
-            "targets_per_step" => o.targets_per_step = count(),
-            "subsets_per_step" => o.subsets_per_step = count(),
-            // null: every member (the default)
-            "max_members_per_subset" => o.max_members_per_subset = (!value.is_null()).then(count),
-            "t_min" => o.t_min = number(),
-            "t_max" => o.t_max = number(),
-            "seed" => o.seed = count() as u64,
-            "max_length" => o.max_length = count(),
-            "holdout_fraction" => o.holdout_fraction = number(),
-            "eval_every" => o.eval_every = count(),
-            "patience" => o.patience = count(),
-            "pooling" => o.pooling = text().parse::<Pooling>().unwrap_or_else(|e| raise("22023", &e.to_string())),
-            "train_layers" => {
-                let layers = if value.is_number() { count().to_string() } else { text().to_string() };
-                o.train_layers = layers.parse::<TrainLayers>().unwrap_or_else(|e| parsed(e))
-            }
-            "projector_init" => o.projector_init = text().parse::<ProjectorInit>().unwrap_or_else(|e| parsed(e)),
-            other => raise("22023", &format!("unknown training option \"{other}\" (known: {KNOWN_OPTIONS})")),
-        }
-    }
-    o.validate().unwrap_or_else(|e| raise("22023", &format!("cannot train: {e}")));
-    o
-}
-
-/// The options as they were used, defaults included, for the model's config.
-fn effective_options(o: &TrainOptions) -> Value {
-    json!({
-        "steps": o.steps, "lr": o.lr, "head_lr": o.head_lr, "weight_decay": o.weight_decay,
-        "warmup_steps": o.warmup_steps, "targets_per_step": o.targets_per_step,
-        "subsets_per_step": o.subsets_per_step, "max_members_per_subset": o.max_members_per_subset,
-        "t_min": o.t_min, "t_max": o.t_max, "pooling": o.pooling.to_string(),
-        "train_layers": o.train_layers.to_string(),
-        "projector_init": format!("{:?}", o.projector_init).to_lowercase(),
-        "holdout_fraction": o.holdout_fraction, "eval_every": o.eval_every, "patience": o.patience,
-        "seed": o.seed, "max_length": o.max_length,
-    })
-}
-
 /// 0..count in a random order fixed by `seed` (Fisher-Yates over a 64-bit LCG, so plans
 /// do not change with a dependency's RNG).
 fn shuffled(count: usize, seed: u64) -> Vec<usize> {
@@ -123,14 +59,18 @@ fn cancel_requested() -> bool {
 /// Runs `work` on the backend's thread pool; a cancel raises here (the trainer leaves its
 /// state unchanged on a cancelled step or validation), other errors as `what` failed.
 fn run<T: Send>(pool: &rayon::ThreadPool, what: &str, work: impl FnOnce() -> airrep_model::Result<T> + Send) -> T {
-    match pool.install(work) {
-        Ok(value) => value,
-        Err(airrep_model::Error::Cancelled) => {
+    pool.install(work).unwrap_or_else(|e| fail(what, e))
+}
+
+/// Raises a trainer's error: bad input as the trainer words it, a cancel as Postgres's own.
+fn fail(what: &str, error: airrep_model::Error) -> ! {
+    match error {
+        airrep_model::Error::Cancelled => {
             pgrx::check_for_interrupts!();
             raise("57014", "airrep.train was cancelled")
         }
-        Err(e @ airrep_model::Error::Input(_)) => raise("22023", &format!("cannot train: {e}")),
-        Err(e) => raise("XX000", &format!("{what} failed: {e}")),
+        airrep_model::Error::Input(message) => raise("22023", &message),
+        other => raise("XX000", &format!("{what} failed: {other}")),
     }
 }
 
@@ -155,7 +95,8 @@ fn train(
     registry::require_insert_privileges("airrep.train");
     let (base_id, _) = registry::model_key(base_model);
     registry::require_unused_name(name);
-    let mut opts = options(&options_json.0, crate::gucs::MAX_LENGTH.get() as usize);
+    let defaults = TrainOptions { max_length: crate::gucs::MAX_LENGTH.get() as usize, ..TrainOptions::default() };
+    let mut opts = TrainOptions::from_json(&options_json.0, defaults).unwrap_or_else(|e| fail("reading the options", e));
     // Train where airrep.device says (cpu, or a GPU in a cuda build).
     opts.device = device();
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
@@ -224,7 +165,7 @@ fn train(
     config["airrep_training"] = json!({
         "base_model": base_model,
         "options": options_json.0,
-        "effective_options": effective_options(&opts),
+        "effective_options": opts.to_json(),
         "subsets_trained": trained_subsets,
         "subsets_held_out": held_out,
         "steps_done": selection.steps_done,

@@ -11,16 +11,19 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 pub struct Measured {
-    pub method: &'static str,
+    pub method: String,
     pub lds: f64,
+    /// Spearman per evaluation target (their mean is `lds`), for bootstrap intervals.
+    pub per_target: Vec<f64>,
     pub encode_ms: f64,
     pub bytes: f64,
     pub train_s: f64,
 }
 
-/// LDS of sum-pooled dot products of `embed`ded pool examples and targets, over the
-/// evaluation subsets and targets. Vectors are dense (TF-IDF's length is the vocabulary).
-fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> f64 {
+/// LDS (and per-target Spearman) of sum-pooled dot products of `embed`ded pool examples and
+/// targets, over the evaluation subsets and targets. Vectors are dense (TF-IDF's length is
+/// the vocabulary).
+fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> (f64, Vec<f64>) {
     let (eval_subsets, eval_targets) = setup.eval();
     let sums: Vec<Vec<f32>> = eval_subsets
         .iter()
@@ -40,7 +43,7 @@ fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> f64
         .iter()
         .map(|&s| eval_targets.iter().map(|&t| setup.losses[s][t]).collect())
         .collect();
-    airrep_core::lds::lds(&scores, &losses).0
+    airrep_core::lds::lds(&scores, &losses)
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -91,7 +94,8 @@ pub fn tfidf(setup: &Setup) -> Measured {
         .collect();
     // stored sparse: a u32 index and an f32 value per non-zero
     let nnz = docs.iter().map(|d| d.len()).sum::<usize>() as f64 / n;
-    Measured { method: "TF-IDF cosine (sum)", lds: sum_pooled_lds(setup, &pool, &targets), encode_ms, bytes: nnz * 8.0, train_s: 0.0 }
+    let (lds, per_target) = sum_pooled_lds(setup, &pool, &targets);
+    Measured { method: "TF-IDF cosine (sum)".into(), lds, per_target, encode_ms, bytes: nnz * 8.0, train_s: 0.0 }
 }
 
 /// A CountSketch: parameter i adds sign_i * g_i to coordinate bucket_i. A JL-style random
@@ -135,20 +139,39 @@ fn loss_gradient(model: &Gpt, pair: &crate::data::Pair) -> Result<Vec<f32>> {
     Ok(flat)
 }
 
-pub fn gradient(setup: &Setup, model: &Gpt) -> Result<Measured> {
+/// TracIn-style gradient dot products, one row per projection dimension in `dims` (the
+/// gradients are computed once and sketched to each).
+pub fn gradient(setup: &Setup, model: &Gpt, dims: &[usize]) -> Result<Vec<Measured>> {
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
-    let dim = setup.params.projection_dim;
-    let sketch = Sketch::new(params, dim, setup.params.seed);
+    let sketches: Vec<Sketch> = dims.iter().map(|&dim| Sketch::new(params, dim, setup.params.seed)).collect();
+    let project = |pairs: &[crate::data::Pair]| -> Result<Vec<Vec<Vec<f32>>>> {
+        let mut out = vec![Vec::with_capacity(pairs.len()); sketches.len()];
+        for p in pairs {
+            let grad = loss_gradient(model, p)?;
+            for (o, sketch) in out.iter_mut().zip(&sketches) {
+                o.push(sketch.project(&grad));
+            }
+        }
+        Ok(out)
+    };
     let start = Instant::now();
-    let pool = setup.pool.iter().map(|p| Ok(sketch.project(&loss_gradient(model, p)?))).collect::<Result<Vec<_>>>()?;
-    let encode_ms = start.elapsed().as_secs_f64() * 1e3 / pool.len() as f64;
-    let targets = setup.targets.iter().map(|p| Ok(sketch.project(&loss_gradient(model, p)?))).collect::<Result<Vec<_>>>()?;
-    eprintln!("gradient baseline: {params} LM parameters projected to {dim} dimensions");
-    Ok(Measured {
-        method: "TracIn gradient, CountSketch (sum)",
-        lds: sum_pooled_lds(setup, &pool, &targets),
-        encode_ms,
-        bytes: (dim * 4) as f64,
-        train_s: 0.0,
-    })
+    let pool = project(&setup.pool)?;
+    let encode_ms = start.elapsed().as_secs_f64() * 1e3 / setup.pool.len() as f64;
+    let targets = project(&setup.targets)?;
+    eprintln!("gradient baseline: {params} LM parameters projected to {dims:?} dimensions");
+    Ok(dims
+        .iter()
+        .zip(pool.iter().zip(&targets))
+        .map(|(&dim, (pool, targets))| {
+            let (lds, per_target) = sum_pooled_lds(setup, pool, targets);
+            Measured {
+                method: format!("TracIn gradient, CountSketch {dim} (sum)"),
+                lds,
+                per_target,
+                encode_ms,
+                bytes: (dim * 4) as f64,
+                train_s: 0.0,
+            }
+        })
+        .collect())
 }

@@ -4,10 +4,12 @@
 //! tables as CSV (examples, targets, subsets, subset_split, losses) and `baselines.tsv`
 //! (TF-IDF and gradient LDS, measured here). The expensive part, the retraining labels and
 //! the pretrained LM, is cached under DIR_CACHE/<hash of the parameters>; the corpus and the
-//! subsets are cheap and recomputed from the seed every time.
+//! subsets are cheap and recomputed from the seed every time. With
+//! `--explore MODEL_DIR OPTIONS...` (last), it compares training recipes instead (explore.rs).
 
 mod baselines;
 mod data;
+mod explore;
 mod gpt;
 mod labels;
 mod rng;
@@ -17,6 +19,9 @@ use rng::Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Width of the AirRep encoders scored beside the baselines (MiniLM-L6).
+const ENCODER_DIM: usize = 384;
 
 /// Bump when the generator changes what it computes: old caches are then ignored.
 const GENERATOR_VERSION: u32 = 2;
@@ -183,10 +188,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // "pretrain_s X" and "retrain_s Y", measured when the labels were made (maybe cached)
     let made = std::fs::read_to_string(cache.join(setup.params.hash()).join("params.txt"))?;
     let secs = |key: &str| made.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_string();
+    if let Some(model_dir) = value("--explore") {
+        let at = args.iter().position(|a| a == "--explore").expect("flag present") + 2;
+        return explore::run(&setup, Path::new(&model_dir), &args[at..]);
+    }
     write_tables(&setup, &out)?;
-    let measured = [baselines::tfidf(&setup), baselines::gradient(&setup, &model)?];
+    // The gradient baseline at its stored size, and at the encoder's width (384) for a
+    // comparison at equal dimension.
+    let mut measured = vec![baselines::tfidf(&setup)];
+    measured.extend(baselines::gradient(&setup, &model, &[setup.params.projection_dim, ENCODER_DIM])?);
     write_file(&out.join("baselines.tsv"), "method\tlds\tencode_ms\tbytes\ttrain_s", measured.iter()
         .map(|m| format!("{}\t{}\t{:.4}\t{:.0}\t{:.1}", m.method, m.lds, m.encode_ms, m.bytes, m.train_s)))?;
+    let (_, eval_targets) = setup.eval();
+    write_file(&out.join("baselines_per_target.tsv"), "method\ttarget_id\tspearman", measured.iter()
+        .flat_map(|m| m.per_target.iter().zip(&eval_targets).map(move |(r, t)| format!("{}\t{}\t{r}", m.method, t + 1))))?;
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     std::fs::write(out.join("setup.txt"), format!(
         "pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset ({} epochs); gradient projection dimension {}; labels took {} s of pretraining and {} s of retraining\n",

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use airrep_model::{format_pair, Checkpoint, TrainData, TrainOptions, Trainer};
+use airrep_model::{format_pair, Checkpoint, TrainData, TrainLayers, TrainOptions, Trainer};
 
 const TARGETS: usize = 32;
 const MEMBERS: usize = 32;
@@ -88,10 +88,12 @@ fn child(subsets_per_step: usize) {
     let options = TrainOptions {
         targets_per_step: TARGETS,
         subsets_per_step,
-        max_members_per_subset: MEMBERS,
+        max_members_per_subset: Some(MEMBERS),
+        train_layers: TrainLayers::All,
+        holdout_fraction: 0.0,
         ..TrainOptions::default()
     };
-    let mut trainer = Trainer::new(&checkpoint, &tokenizer, data(), options).unwrap();
+    let mut trainer = Trainer::new(&checkpoint, &tokenizer, data(), options, &|| false).unwrap();
     let loaded = peak_rss_mib();
     let never = || false;
     trainer.step(&never).unwrap(); // warm-up: optimiser state and allocator pools

@@ -29,6 +29,15 @@ pub enum ProjectorInit {
     Random,
 }
 
+impl std::fmt::Display for ProjectorInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Identity => "identity",
+            Self::Random => "random",
+        })
+    }
+}
+
 impl std::str::FromStr for ProjectorInit {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -26,7 +26,7 @@ SELECT airrep.sample_subsets('examples', 2, 25);
 
 -- a run cancelled by statement_timeout leaves the registry and the log as they were
 SET statement_timeout = '1500ms';
-SELECT airrep.train('cancelled', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"steps": 1000000}');
+SELECT airrep.train('cancelled', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"steps": 1000000, "patience": 0}');
 RESET statement_timeout;
 SELECT count(*) AS models FROM airrep.models;
 SELECT count(*) AS log_rows FROM airrep.training_log;
@@ -34,10 +34,17 @@ SELECT count(*) AS log_rows FROM airrep.training_log;
 -- a short run: a new model whose parent is the base, one log row per step
 SELECT airrep.train('short', 'tiny', 'examples', 'targets', 'subsets', 'losses',
                     '{"steps": 3, "warmup_steps": 2, "lr": 0.001, "holdout_fraction": 0.25, "subsets_per_step": 6}') > 0 AS trained;
-SELECT step, loss > 0 AS positive_loss, grad_norm > 0 AS has_gradient, lr FROM airrep.training_log ORDER BY step;
+SELECT step, loss > 0 AS positive_loss, grad_norm > 0 AS has_gradient, lr,
+       validation_lds IS NOT NULL AS validated FROM airrep.training_log ORDER BY step;
 SELECT name, parent, layers, hidden_size FROM airrep.model_list ORDER BY id;
 SELECT config -> 'airrep_training' -> 'subsets_held_out' AS held_out,
-       (config -> 'airrep_training' ->> 'validation_lds_after') IS NOT NULL AS has_validation_lds
+       (config -> 'airrep_training' ->> 'validation_lds_after') IS NOT NULL AS has_validation_lds,
+       (config -> 'airrep_training' ->> 'kept_step')::int IN (0, 3) AS kept_a_validated_step,
+       config -> 'airrep_training' -> 'effective_options' ->> 'train_layers' AS train_layers
 FROM airrep.models WHERE name = 'short';
+-- options are checked before any work
+SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"train_layers": "top"}');
+SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"train_layers": 3}');
+SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"max_members_per_subset": 0}');
 -- the trained model encodes like any other
 SELECT airrep_dims(airrep.encode('short', 'tell me about cats'));

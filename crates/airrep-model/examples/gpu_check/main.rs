@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use airrep_model::{
     AirRepModel, Checkpoint, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision, TokenBatch,
-    TrainData, TrainOptions, Trainer,
+    TrainData, TrainLayers, TrainOptions, Trainer,
 };
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -610,13 +610,15 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
     let options = TrainOptions {
         steps: trace.len(),
         lr: o["lr"].as_f64().ok_or("lr")?,
+        head_lr: o["lr"].as_f64().ok_or("lr")?,
         weight_decay: o["weight_decay"].as_f64().ok_or("weight_decay")?,
         warmup_steps: o["warmup_steps"].as_u64().ok_or("warmup_steps")? as usize,
         targets_per_step: targets.len(),
         subsets_per_step: subsets.len(),
-        max_members_per_subset: subsets.iter().map(Vec::len).max().unwrap_or(1),
         t_min: o["t_min"].as_f64().ok_or("t_min")?,
         t_max: o["t_max"].as_f64().ok_or("t_max")?,
+        train_layers: TrainLayers::All,
+        holdout_fraction: 0.0,
         device,
         ..TrainOptions::default()
     };
@@ -633,6 +635,7 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
         &std::fs::read(dir.join("tokenizer.json"))?,
         data,
         options,
+        &|| false,
     )?;
     let mut worst: f64 = 0.0;
     for (t, want) in trace.iter().enumerate() {
@@ -715,13 +718,15 @@ fn train_bench(
         steps,
         targets_per_step: targets,
         subsets_per_step: subsets,
-        max_members_per_subset: members,
+        max_members_per_subset: Some(members),
+        train_layers: TrainLayers::All,
+        holdout_fraction: 0.0,
         device,
         chunk_rows,
         ..TrainOptions::default()
     };
     let t = Instant::now();
-    let mut trainer = Trainer::new(&checkpoint, &tokenizer, data, options)?;
+    let mut trainer = Trainer::new(&checkpoint, &tokenizer, data, options, &|| false)?;
     println!(
         "train-bench: trainer built in {:.2} s",
         t.elapsed().as_secs_f64()

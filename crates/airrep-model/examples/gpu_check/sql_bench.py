@@ -296,7 +296,7 @@ def training(golden_dir):
               [(s_ + 1, t + 1, v) for s_, row in enumerate(g["subset_losses"]) for t, v in enumerate(row)])
     options = ('{"steps": 4, "lr": 0.001, "warmup_steps": 2, "weight_decay": 0.01, "targets_per_step": 4,'
                ' "subsets_per_step": 3, "max_members_per_subset": 1000, "t_min": 0.1, "t_max": 5.0,'
-               ' "pooling": "attention"}')
+               ' "pooling": "attention", "train_layers": "all", "head_lr": 0.001, "holdout_fraction": 0}')
     out = psql(settings("auto", 32) + f"""
 SELECT airrep.train('tiny_trained', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{options}');
 SELECT step, loss, grad_norm FROM airrep.training_log

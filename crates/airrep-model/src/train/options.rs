@@ -143,7 +143,83 @@ fn positive(name: &str, value: f64) -> Result<()> {
     })
 }
 
+/// The keys of [`TrainOptions::from_json`].
+pub const OPTION_KEYS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, \
+     subsets_per_step, max_members_per_subset, t_min, t_max, pooling, train_layers, projector_init, \
+     holdout_fraction, eval_every, patience, seed, max_length";
+
 impl TrainOptions {
+    /// `base` with the keys of a JSON object applied (the form `airrep.train` takes), then
+    /// checked. Unknown keys are errors, so a typo never trains silently with a default.
+    /// `max_members_per_subset` may be null (every member); `train_layers` is a string or
+    /// a number of top layers.
+    pub fn from_json(json: &serde_json::Value, base: TrainOptions) -> Result<Self> {
+        let serde_json::Value::Object(map) = json else {
+            return Err(Error::Input("options must be a JSON object".into()));
+        };
+        let mut o = base;
+        for (key, value) in map {
+            let wrong = |what: &str| Error::Input(format!("option \"{key}\" must be {what}"));
+            let number = || value.as_f64().ok_or_else(|| wrong("a number"));
+            let count = || {
+                value
+                    .as_u64()
+                    .map(|v| v as usize)
+                    .ok_or_else(|| wrong("a non-negative integer"))
+            };
+            let text = || value.as_str().ok_or_else(|| wrong("a string"));
+            match key.as_str() {
+                "steps" => o.steps = count()?,
+                "lr" => o.lr = number()?,
+                "head_lr" => o.head_lr = number()?,
+                "weight_decay" => o.weight_decay = number()?,
+                "warmup_steps" => o.warmup_steps = count()?,
+                "targets_per_step" => o.targets_per_step = count()?,
+                "subsets_per_step" => o.subsets_per_step = count()?,
+                "max_members_per_subset" if value.is_null() => o.max_members_per_subset = None,
+                "max_members_per_subset" => o.max_members_per_subset = Some(count()?),
+                "t_min" => o.t_min = number()?,
+                "t_max" => o.t_max = number()?,
+                "pooling" => {
+                    o.pooling = text()?
+                        .parse()
+                        .map_err(|e: airrep_core::group::UnknownPooling| Error::Input(e.to_string()))?
+                }
+                "train_layers" if value.is_number() => o.train_layers = count()?.to_string().parse()?,
+                "train_layers" => o.train_layers = text()?.parse()?,
+                "projector_init" => o.projector_init = text()?.parse()?,
+                "holdout_fraction" => o.holdout_fraction = number()?,
+                "eval_every" => o.eval_every = count()?,
+                "patience" => o.patience = count()?,
+                "seed" => o.seed = count()? as u64,
+                "max_length" => o.max_length = count()?,
+                other => {
+                    return Err(Error::Input(format!(
+                        "unknown training option \"{other}\" (known: {OPTION_KEYS})"
+                    )))
+                }
+            }
+        }
+        o.validate()?;
+        Ok(o)
+    }
+
+    /// Every option as JSON, defaults included (what a saved model records it was trained
+    /// with); [`Self::from_json`] reads it back.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "steps": self.steps, "lr": self.lr, "head_lr": self.head_lr,
+            "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
+            "targets_per_step": self.targets_per_step, "subsets_per_step": self.subsets_per_step,
+            "max_members_per_subset": self.max_members_per_subset,
+            "t_min": self.t_min, "t_max": self.t_max, "pooling": self.pooling.to_string(),
+            "train_layers": self.train_layers.to_string(),
+            "projector_init": self.projector_init.to_string(),
+            "holdout_fraction": self.holdout_fraction, "eval_every": self.eval_every,
+            "patience": self.patience, "seed": self.seed, "max_length": self.max_length,
+        })
+    }
+
     pub fn validate(&self) -> Result<()> {
         positive("lr", self.lr)?;
         positive("head_lr", self.head_lr)?;

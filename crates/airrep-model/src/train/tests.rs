@@ -566,6 +566,26 @@ fn options_validation_names_the_bad_value() {
         assert_eq!(text.parse::<TrainLayers>().unwrap(), layers);
         assert_eq!(layers.to_string(), text);
     }
+    let json = serde_json::json!({"steps": 7, "train_layers": 2, "max_members_per_subset": null,
+                                  "projector_init": "random", "pooling": "sum"});
+    let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
+    assert_eq!((parsed.steps, parsed.train_layers), (7, TrainLayers::Top(2)));
+    assert_eq!(parsed.projector_init, ProjectorInit::Random);
+    assert_eq!(TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(), parsed);
+    for (json, expected) in [
+        (serde_json::json!({"stepz": 1}), "unknown training option \"stepz\" (known: steps,"),
+        (serde_json::json!({"steps": -1}), "option \"steps\" must be a non-negative integer"),
+        (serde_json::json!({"lr": "x"}), "option \"lr\" must be a number"),
+        (serde_json::json!({"pooling": "max"}), "unknown pooling \"max\""),
+        (serde_json::json!({"projector_init": "zeros"}), "unknown projector_init \"zeros\""),
+        (serde_json::json!({"holdout_fraction": 1.5}), "holdout_fraction must be in [0, 1)"),
+        (serde_json::json!([1]), "options must be a JSON object"),
+    ] {
+        match TrainOptions::from_json(&json, good.clone()) {
+            Err(Error::Input(m)) => assert!(m.contains(expected), "{m:?} does not say {expected:?}"),
+            other => panic!("{json} accepted: {other:?}"),
+        }
+    }
     for bad in ["0", "top", "-1"] {
         assert!(matches!(bad.parse::<TrainLayers>(), Err(Error::Input(m)) if m.contains("train_layers must be")));
     }
