@@ -59,20 +59,33 @@ pub fn run(setup: &Setup, model_dir: &Path, recipes: &[String]) -> Result<(), Er
     let tokenizer = std::fs::read(model_dir.join("tokenizer.json"))?;
     println!("recipe\tseconds\tsteps\tkept\tvalidation\tlds_attention\tlds_sum");
     for recipe in recipes {
-        let options = TrainOptions::from_json(&serde_json::from_str(recipe)?, TrainOptions::default())?;
+        // A recipe is one object of options, or an array of them: phases, each starting
+        // from the weights the previous one kept.
+        let phases = match serde_json::from_str(recipe)? {
+            serde_json::Value::Array(phases) => phases,
+            one => vec![one],
+        };
         let started = Instant::now();
-        let mut trainer = Trainer::new(&base, &tokenizer, training_data(setup), options, &never)?;
-        loop {
-            if trainer.validation_due() {
-                let v = trainer.validate(&never)?;
-                eprintln!("  {recipe}: step {} held-out LDS {:.4}{}", v.steps_done, v.lds, if v.best { " *" } else { "" });
+        let mut trained = base.clone();
+        let mut selection = None;
+        for phase in &phases {
+            let options = TrainOptions::from_json(phase, TrainOptions::default())?;
+            let mut trainer = Trainer::new(&trained, &tokenizer, training_data(setup), options, &never)?;
+            loop {
+                if trainer.validation_due() {
+                    let v = trainer.validate(&never)?;
+                    eprintln!("  {phase}: step {} held-out LDS {:.4}{} ({:.0} s)", v.steps_done, v.lds, if v.best { " *" } else { "" }, started.elapsed().as_secs_f64());
+                }
+                if trainer.finished() {
+                    break;
+                }
+                trainer.step(&never)?;
             }
-            if trainer.finished() {
-                break;
-            }
-            trainer.step(&never)?;
+            let (checkpoint, kept) = trainer.into_checkpoint()?;
+            trained = checkpoint;
+            selection = Some(kept);
         }
-        let (trained, selection) = trainer.into_checkpoint()?;
+        let selection = selection.ok_or("a recipe needs at least one phase")?;
         let seconds = started.elapsed().as_secs_f64();
         let attention = held_out_lds(setup, &trained, &tokenizer, Pooling::Attention)?;
         let sum = held_out_lds(setup, &trained, &tokenizer, Pooling::Sum)?;

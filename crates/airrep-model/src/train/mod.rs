@@ -38,6 +38,8 @@ mod tests;
 pub use data::TrainData;
 pub use options::{TrainLayers, TrainOptions};
 
+use std::time::Instant;
+
 use airrep_core::group::{pool, pool_slopes, Pooling};
 use airrep_core::lds::lds;
 use airrep_core::ranking::{labels, RankingLoss};
@@ -117,6 +119,8 @@ pub struct Trainer {
     best_weights: Option<Vec<Tensor>>,
     /// [`TrainOptions::chunk_rows`]; a field so tests can force several chunks on tiny data.
     chunk_rows: usize,
+    /// When [`Trainer::new`] began: `max_seconds` counts from here.
+    started: Instant,
 }
 
 impl Trainer {
@@ -129,6 +133,7 @@ impl Trainer {
         options: TrainOptions,
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Self> {
+        let started = Instant::now();
         options.validate()?;
         data.validate()?;
         let (training, held_out) = data.split(options.holdout_fraction, options.seed)?;
@@ -188,6 +193,7 @@ impl Trainer {
             step: 0,
             validations: Vec::new(),
             best_weights: None,
+            started,
         })
     }
 
@@ -209,9 +215,15 @@ impl Trainer {
             && (self.step.is_multiple_of(self.options.eval_every) || self.finished())
     }
 
-    /// All steps taken, or `patience` validations in a row without a new best.
+    /// All steps taken, `patience` validations in a row without a new best, or the time
+    /// budget spent.
     pub fn finished(&self) -> bool {
-        self.step >= self.options.steps || self.stopped_early()
+        self.step >= self.options.steps || self.stopped_early() || self.out_of_time()
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.options.max_seconds > 0.0
+            && self.started.elapsed().as_secs_f64() >= self.options.max_seconds
     }
 
     fn stopped_early(&self) -> bool {
@@ -318,6 +330,7 @@ impl Trainer {
 
     fn selection(&self) -> Selection {
         let stopped_early = self.stopped_early() && self.step < self.options.steps;
+        let timed_out = !stopped_early && self.step < self.options.steps && self.out_of_time();
         let start = self.validations.first().map(|v| v.lds);
         let Some(best) = self.validations.iter().rev().find(|v| v.best) else {
             return Selection {
@@ -340,6 +353,12 @@ impl Trainer {
             reason += &format!(
                 "; stopped early after {} validations without a new best",
                 self.options.patience
+            );
+        }
+        if timed_out {
+            reason += &format!(
+                "; stopped at the time budget (max_seconds {})",
+                self.options.max_seconds
             );
         }
         Selection {

@@ -89,6 +89,10 @@ pub struct TrainOptions {
     pub eval_every: usize,
     /// Stop after this many validations in a row without a new best; 0 never stops early.
     pub patience: usize,
+    /// Wall-clock budget in seconds for the whole run, caching included: no step starts
+    /// after it (the weights are then validated once more and the best kept). 0 means no
+    /// budget, for runs that must be reproducible step for step.
+    pub max_seconds: f64,
     /// Drives the holdout split, batch sampling and a random projector.
     pub seed: u64,
     pub max_length: usize,
@@ -100,27 +104,28 @@ pub struct TrainOptions {
 }
 
 impl Default for TrainOptions {
-    /// The recipe that a CPU affords (README, "Training recipe"): the projector alone,
-    /// from the identity, over cached base embeddings, with the exact objective, held-out
-    /// model selection and early stopping.
+    /// The recipe that a CPU affords (README, docs/training.md): the top layer and the
+    /// projector, the projector from the identity, over cached hidden states, with the
+    /// exact objective, held-out model selection, early stopping and a 20-minute budget.
     fn default() -> Self {
         TrainOptions {
-            steps: 1000,
-            lr: 1e-4,
+            steps: 300,
+            lr: 3e-4,
             head_lr: 1e-3,
             weight_decay: 0.01,
-            warmup_steps: 10,
+            warmup_steps: 5,
             targets_per_step: 64,
             subsets_per_step: 32,
             max_members_per_subset: None,
             t_min: 0.1,
             t_max: 5.0,
             pooling: Pooling::Attention,
-            train_layers: TrainLayers::Projector,
+            train_layers: TrainLayers::Top(1),
             projector_init: ProjectorInit::Identity,
             holdout_fraction: 0.2,
-            eval_every: 25,
-            patience: 8,
+            eval_every: 10,
+            patience: 6,
+            max_seconds: 1200.0,
             seed: 0,
             max_length: DEFAULT_MAX_LENGTH,
             device: DeviceSpec::Cpu,
@@ -146,7 +151,7 @@ fn positive(name: &str, value: f64) -> Result<()> {
 /// The keys of [`TrainOptions::from_json`].
 pub const OPTION_KEYS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, \
      subsets_per_step, max_members_per_subset, t_min, t_max, pooling, train_layers, projector_init, \
-     holdout_fraction, eval_every, patience, seed, max_length";
+     holdout_fraction, eval_every, patience, max_seconds, seed, max_length";
 
 impl TrainOptions {
     /// `base` with the keys of a JSON object applied (the form `airrep.train` takes), then
@@ -191,6 +196,7 @@ impl TrainOptions {
                 "holdout_fraction" => o.holdout_fraction = number()?,
                 "eval_every" => o.eval_every = count()?,
                 "patience" => o.patience = count()?,
+                "max_seconds" => o.max_seconds = number()?,
                 "seed" => o.seed = count()? as u64,
                 "max_length" => o.max_length = count()?,
                 other => {
@@ -216,7 +222,7 @@ impl TrainOptions {
             "train_layers": self.train_layers.to_string(),
             "projector_init": self.projector_init.to_string(),
             "holdout_fraction": self.holdout_fraction, "eval_every": self.eval_every,
-            "patience": self.patience, "seed": self.seed, "max_length": self.max_length,
+            "patience": self.patience, "max_seconds": self.max_seconds, "seed": self.seed, "max_length": self.max_length,
         })
     }
 
@@ -259,6 +265,9 @@ impl TrainOptions {
             )
         })?;
         ensure(self.eval_every > 0, || "eval_every must be at least 1".into())?;
+        ensure(self.max_seconds.is_finite() && self.max_seconds >= 0.0, || {
+            format!("max_seconds must be 0 (no budget) or more, got {}", self.max_seconds)
+        })?;
         ensure(self.max_length >= 2, || {
             format!(
                 "max_length must be at least 2 ([CLS] and [SEP]), got {}",

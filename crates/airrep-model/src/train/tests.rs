@@ -462,6 +462,22 @@ fn patience_stops_after_validations_without_a_new_best() {
 }
 
 #[test]
+fn the_time_budget_ends_the_run_and_keeps_the_best_validated_weights() {
+    let options = TrainOptions {
+        holdout_fraction: 0.34,
+        max_seconds: 1e-9,
+        ..TrainOptions::default()
+    };
+    let mut trainer = tiny_trainer(selection_data(), options).unwrap();
+    assert!(trainer.finished() && trainer.validation_due());
+    trainer.validate(&never).unwrap();
+    assert!(!trainer.validation_due());
+    let (_, selection) = trainer.into_checkpoint().unwrap();
+    assert_eq!((selection.kept_step, selection.steps_done), (0, 0));
+    assert!(selection.reason.contains("stopped at the time budget"), "{}", selection.reason);
+}
+
+#[test]
 fn identity_projector_starts_at_the_base_geometry() {
     let golden = golden();
     let dir = golden_dir("tiny-airrep");
@@ -549,14 +565,16 @@ fn options_validation_names_the_bad_value() {
         (TrainOptions { t_max: 0.1, ..good.clone() }, "t_max must be greater than t_min (0.1), got 0.1"),
         (TrainOptions { holdout_fraction: 1.0, ..good.clone() }, "holdout_fraction must be in [0, 1), got 1"),
         (TrainOptions { eval_every: 0, ..good.clone() }, "eval_every must be at least 1"),
+        (TrainOptions { max_seconds: -1.0, ..good.clone() }, "max_seconds must be 0 (no budget) or more, got -1"),
         (TrainOptions { max_length: 1, ..good.clone() }, "max_length must be at least 2"),
     ];
     for (options, expected) in cases {
         let message = rejected(options);
         assert!(message.contains(expected), "{message:?} does not say {expected:?}");
     }
-    assert_eq!(good.lr_at(0), good.lr / 10.0);
-    assert_eq!(good.lr_at(9), good.lr);
+    let warmup = good.warmup_steps;
+    assert_eq!(good.lr_at(0), good.lr / warmup as f64);
+    assert_eq!(good.lr_at(warmup - 1), good.lr);
     assert_eq!(TrainOptions { warmup_steps: 0, ..good.clone() }.lr_at(0), good.lr);
     for (text, layers) in [
         ("projector", TrainLayers::Projector),
