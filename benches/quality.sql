@@ -54,14 +54,14 @@ CREATE TABLE per_target (method text, target_id bigint, spearman float8);
 CREATE FUNCTION score(method text, model text, pooling text, train_s float8) RETURNS void LANGUAGE sql AS $$
     INSERT INTO per_target SELECT method, target_id, spearman
         FROM airrep.lds_per_target(model, 'examples', 'eval_targets', 'eval_subsets', 'eval_losses', pooling);
-    INSERT INTO results SELECT method, avg(spearman), c.encode_ms, c.bytes, train_s
+    INSERT INTO results SELECT score.method, avg(spearman), c.encode_ms, c.bytes, score.train_s
         FROM per_target p, encode_cost c WHERE p.method = score.method GROUP BY c.encode_ms, c.bytes;
 $$;
 SELECT score('MiniLM-L6 base (' || p || ')', 'minilm', p, 0) FROM unnest(ARRAY['sum', 'attention']) p;
 
 -- The control: step 0 of training a base model, a fresh random projector and no step.
 SELECT airrep.train('control', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
-                    '{"steps": 0, "projector_init": "random", "holdout_fraction": 0}') \gset
+                    '{"steps": 0, "projector_init": "random", "holdout_fraction": 0, "train_layers": "projector"}') \gset
 SELECT score('Step 0: base + random projector (attention)', 'control', 'attention', 0);
 
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset

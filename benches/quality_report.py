@@ -120,14 +120,14 @@ def main(data, options, md_path, png_path):
         "(LDS x100 difference and its 95% interval):",
         "",
     ]
-    a_lo, _ = intervals[TRAINED_ATTENTION]
+    a_lo, a_hi = intervals[TRAINED_ATTENTION]
     for baseline in [TFIDF] + gradients:
         d_lo, d_hi = paired(TRAINED_ATTENTION, baseline)
-        beyond = a_lo > intervals[baseline][1]
+        b_lo, b_hi = intervals[baseline]
+        where = "wholly above" if a_lo > b_hi else "wholly below" if a_hi < b_lo else "overlapping"
         lines.append(
             f"- {baseline}: {lds[TRAINED_ATTENTION] - lds[baseline]:+.2f} ({pct(d_lo):+.2f} to {pct(d_hi):+.2f}); "
-            + ("trained attention's interval lies wholly above the baseline's."
-               if beyond else "the two intervals overlap.")
+            f"trained attention's interval is {where} the baseline's."
         )
     if notes:
         lines += ["", "Model selection (from each trained model's config):", ""]

@@ -144,15 +144,19 @@ fn train(
         let step = run(&pool, "training step", || trainer.step(&cancel_requested));
         let done = step.step + 1;
         let rate = done as f64 / steps_started.elapsed().as_secs_f64();
+        // At most the steps left at this rate, and never past the time budget.
+        let mut eta = (opts.steps - done) as f64 / rate;
+        if opts.max_seconds > 0.0 {
+            eta = eta.min((opts.max_seconds - started.elapsed().as_secs_f64()).max(0.0));
+        }
         if done == 1 || done % 10 == 0 || done == opts.steps {
             notice!(
-                "airrep.train: step {done}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {:.0} s at most",
+                "airrep.train: step {done}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {eta:.0} s at most",
                 opts.steps,
                 step.loss,
                 step.grad_norm,
                 step.lr,
                 rate,
-                (opts.steps - done) as f64 / rate
             );
         }
         log.push(LogRow { step, seconds: step_started.elapsed().as_secs_f64(), validation_lds: None });

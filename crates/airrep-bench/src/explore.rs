@@ -24,21 +24,41 @@ fn training_data(setup: &Setup) -> TrainData {
     let p = &setup.params;
     TrainData {
         examples: setup.pool.iter().map(|e| e.text()).collect(),
-        targets: setup.targets[..p.train_targets].iter().map(|t| t.text()).collect(),
+        targets: setup.targets[..p.train_targets]
+            .iter()
+            .map(|t| t.text())
+            .collect(),
         subsets: setup.subsets[..p.train_subsets].to_vec(),
-        losses: setup.losses[..p.train_subsets].iter().map(|row| row[..p.train_targets].to_vec()).collect(),
+        losses: setup.losses[..p.train_subsets]
+            .iter()
+            .map(|row| row[..p.train_targets].to_vec())
+            .collect(),
     }
 }
 
 /// Held-out LDS of `checkpoint` with `pooling`: its group scores on the evaluation subsets
 /// and targets, through the trainer's own exact scoring (no steps, nothing held out).
-fn held_out_lds(setup: &Setup, checkpoint: &Checkpoint, tokenizer: &[u8], pooling: Pooling) -> Result<f64, Error> {
+fn held_out_lds(
+    setup: &Setup,
+    checkpoint: &Checkpoint,
+    tokenizer: &[u8],
+    pooling: Pooling,
+) -> Result<f64, Error> {
     let (eval_subsets, eval_targets) = setup.eval();
     let data = TrainData {
         examples: setup.pool.iter().map(|e| e.text()).collect(),
-        targets: eval_targets.iter().map(|&t| setup.targets[t].text()).collect(),
-        subsets: eval_subsets.iter().map(|&s| setup.subsets[s].clone()).collect(),
-        losses: eval_subsets.iter().map(|&s| eval_targets.iter().map(|&t| setup.losses[s][t]).collect()).collect(),
+        targets: eval_targets
+            .iter()
+            .map(|&t| setup.targets[t].text())
+            .collect(),
+        subsets: eval_subsets
+            .iter()
+            .map(|&s| setup.subsets[s].clone())
+            .collect(),
+        losses: eval_subsets
+            .iter()
+            .map(|&s| eval_targets.iter().map(|&t| setup.losses[s][t]).collect())
+            .collect(),
     };
     let options = TrainOptions {
         steps: 0,
@@ -49,7 +69,10 @@ fn held_out_lds(setup: &Setup, checkpoint: &Checkpoint, tokenizer: &[u8], poolin
         ..TrainOptions::default()
     };
     let losses = data.losses.clone();
-    let (targets, subsets) = ((0..data.targets.len()).collect::<Vec<_>>(), (0..data.subsets.len()).collect::<Vec<_>>());
+    let (targets, subsets) = (
+        (0..data.targets.len()).collect::<Vec<_>>(),
+        (0..data.subsets.len()).collect::<Vec<_>>(),
+    );
     let scorer = Trainer::new(checkpoint, tokenizer, data, options, &never)?;
     Ok(lds(&scorer.group_scores(&targets, &subsets)?, &losses).0)
 }
@@ -70,11 +93,18 @@ pub fn run(setup: &Setup, model_dir: &Path, recipes: &[String]) -> Result<(), Er
         let mut selection = None;
         for phase in &phases {
             let options = TrainOptions::from_json(phase, TrainOptions::default())?;
-            let mut trainer = Trainer::new(&trained, &tokenizer, training_data(setup), options, &never)?;
+            let mut trainer =
+                Trainer::new(&trained, &tokenizer, training_data(setup), options, &never)?;
             loop {
                 if trainer.validation_due() {
                     let v = trainer.validate(&never)?;
-                    eprintln!("  {phase}: step {} held-out LDS {:.4}{} ({:.0} s)", v.steps_done, v.lds, if v.best { " *" } else { "" }, started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  {phase}: step {} held-out LDS {:.4}{} ({:.0} s)",
+                        v.steps_done,
+                        v.lds,
+                        if v.best { " *" } else { "" },
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 if trainer.finished() {
                     break;

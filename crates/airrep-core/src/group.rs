@@ -224,7 +224,8 @@ mod tests {
                 let mut down = scores;
                 up[i] += h;
                 down[i] -= h;
-                let numeric = (pool(up, pooling).unwrap() - pool(down, pooling).unwrap()) / (2.0 * h);
+                let numeric =
+                    (pool(up, pooling).unwrap() - pool(down, pooling).unwrap()) / (2.0 * h);
                 assert!(
                     (slopes[i] - numeric).abs() < 1e-8,
                     "{pooling:?} slope {i}: {} vs {numeric}",

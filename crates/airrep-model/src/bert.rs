@@ -158,15 +158,15 @@ enum Dense {
 impl Dense {
     fn new(linear: Linear, kernels: Kernels) -> Result<Self> {
         Ok(match (kernels, linear.bias()) {
-            (Kernels::Fused(product), Some(bias)) => {
-                Dense::Packed(cpu_kernels::PackedLinear::new(linear.weight(), bias, product)?)
-            }
-            (Kernels::Portable, Some(bias)) => {
-                Dense::Mixed {
-                    linear: Linear::new(linear.weight().clone(), None),
-                    bias: bias.clone(),
-                }
-            }
+            (Kernels::Fused(product), Some(bias)) => Dense::Packed(cpu_kernels::PackedLinear::new(
+                linear.weight(),
+                bias,
+                product,
+            )?),
+            (Kernels::Portable, Some(bias)) => Dense::Mixed {
+                linear: Linear::new(linear.weight().clone(), None),
+                bias: bias.clone(),
+            },
             _ => Dense::Candle(linear),
         })
     }

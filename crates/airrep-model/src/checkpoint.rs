@@ -352,7 +352,9 @@ mod tests {
             .tensors()
             .contains_key("bert.embeddings.word_embeddings.weight"));
 
-        assert!(ckpt.init_projector_if_missing(ProjectorInit::Random, 7).unwrap());
+        assert!(ckpt
+            .init_projector_if_missing(ProjectorInit::Random, 7)
+            .unwrap());
         let w = ckpt.tensors()[PROJECTOR_WEIGHT]
             .flatten_all()
             .unwrap()
@@ -361,7 +363,9 @@ mod tests {
         let bound = 1.0 / 32f32.sqrt();
         assert!(w.iter().all(|x| x.abs() <= bound));
         assert!(w.iter().any(|x| x.abs() > bound / 2.0));
-        assert!(!ckpt.init_projector_if_missing(ProjectorInit::Random, 7).unwrap());
+        assert!(!ckpt
+            .init_projector_if_missing(ProjectorInit::Random, 7)
+            .unwrap());
 
         let mut ckpt = Checkpoint::new(ckpt.config.clone(), {
             let mut t = ckpt.tensors().clone();
@@ -369,7 +373,9 @@ mod tests {
             t
         })
         .unwrap();
-        assert!(ckpt.init_projector_if_missing(ProjectorInit::Identity, 7).unwrap());
+        assert!(ckpt
+            .init_projector_if_missing(ProjectorInit::Identity, 7)
+            .unwrap());
         let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();
         for (i, row) in w.iter().enumerate() {
             for (j, &x) in row.iter().enumerate() {

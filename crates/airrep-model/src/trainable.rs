@@ -111,8 +111,7 @@ mod tests {
 
     fn setup() -> (TrainableModel, TextTokenizer, Golden) {
         let dir = golden_dir("tiny-airrep");
-        let model =
-            TrainableModel::new(
+        let model = TrainableModel::new(
             &Checkpoint::from_dir(&dir).unwrap(),
             ProjectorInit::Random,
             0,

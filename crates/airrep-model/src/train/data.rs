@@ -76,7 +76,9 @@ impl TrainData {
         })?;
         let mut held_out = SplitMix64(seed ^ 0x484F_4C44_4F55_5421).sample(count, held);
         held_out.sort_unstable();
-        let training = (0..count).filter(|s| held_out.binary_search(s).is_err()).collect();
+        let training = (0..count)
+            .filter(|s| held_out.binary_search(s).is_err())
+            .collect();
         Ok((training, held_out))
     }
 }

@@ -160,7 +160,12 @@ impl Trainer {
             let is_head = name == PROJECTOR_WEIGHT || name == PROJECTOR_BIAS;
             if is_head || trains(&name, layers, model.model().num_layers()) {
                 vars.push(var.clone());
-                if is_head { &mut head_vars } else { &mut body_vars }.push(var);
+                if is_head {
+                    &mut head_vars
+                } else {
+                    &mut body_vars
+                }
+                .push(var);
             }
         }
         let adamw = |vars: Vec<Var>, lr: f64| {
@@ -313,6 +318,9 @@ impl Trainer {
                 self.data.subsets.len()
             )));
         }
+        if targets.is_empty() || subsets.is_empty() {
+            return Ok(vec![Vec::new(); targets.len()]);
+        }
         self.scores(targets, subsets, &|| false)
     }
 
@@ -379,7 +387,10 @@ impl Trainer {
         subsets: &[usize],
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<Vec<f64>>> {
-        let members: Vec<Vec<usize>> = subsets.iter().map(|&s| self.data.subsets[s].clone()).collect();
+        let members: Vec<Vec<usize>> = subsets
+            .iter()
+            .map(|&s| self.data.subsets[s].clone())
+            .collect();
         let union = Union::new(&members, &self.examples);
         let t = self.embed(&self.targets, targets, interrupted)?;
         let u = self.embed(&self.examples, &union.examples, interrupted)?;
@@ -434,7 +445,13 @@ impl Trainer {
         // 4. Re-encode with gradients and back-propagate chunk by chunk.
         let mut grads = Gradients::new(self.vars.clone());
         self.backprop(&self.targets, &batch.targets, &d_t, &mut grads, interrupted)?;
-        self.backprop(&self.examples, &union.examples, &d_u, &mut grads, interrupted)?;
+        self.backprop(
+            &self.examples,
+            &union.examples,
+            &d_u,
+            &mut grads,
+            interrupted,
+        )?;
         let ranked = Ranked {
             loss: ranked.loss,
             kept_pairs: ranked.kept_pairs,

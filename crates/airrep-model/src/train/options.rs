@@ -186,11 +186,16 @@ impl TrainOptions {
                 "t_min" => o.t_min = number()?,
                 "t_max" => o.t_max = number()?,
                 "pooling" => {
-                    o.pooling = text()?
-                        .parse()
-                        .map_err(|e: airrep_core::group::UnknownPooling| Error::Input(e.to_string()))?
+                    o.pooling =
+                        text()?
+                            .parse()
+                            .map_err(|e: airrep_core::group::UnknownPooling| {
+                                Error::Input(e.to_string())
+                            })?
                 }
-                "train_layers" if value.is_number() => o.train_layers = count()?.to_string().parse()?,
+                "train_layers" if value.is_number() => {
+                    o.train_layers = count()?.to_string().parse()?
+                }
                 "train_layers" => o.train_layers = text()?.parse()?,
                 "projector_init" => o.projector_init = text()?.parse()?,
                 "holdout_fraction" => o.holdout_fraction = number()?,
@@ -264,10 +269,18 @@ impl TrainOptions {
                 self.holdout_fraction
             )
         })?;
-        ensure(self.eval_every > 0, || "eval_every must be at least 1".into())?;
-        ensure(self.max_seconds.is_finite() && self.max_seconds >= 0.0, || {
-            format!("max_seconds must be 0 (no budget) or more, got {}", self.max_seconds)
+        ensure(self.eval_every > 0, || {
+            "eval_every must be at least 1".into()
         })?;
+        ensure(
+            self.max_seconds.is_finite() && self.max_seconds >= 0.0,
+            || {
+                format!(
+                    "max_seconds must be 0 (no budget) or more, got {}",
+                    self.max_seconds
+                )
+            },
+        )?;
         ensure(self.max_length >= 2, || {
             format!(
                 "max_length must be at least 2 ([CLS] and [SEP]), got {}",

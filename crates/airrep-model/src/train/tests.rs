@@ -100,7 +100,13 @@ fn tokenizer_json() -> Vec<u8> {
 
 fn tiny_trainer(data: TrainData, options: TrainOptions) -> Result<Trainer> {
     let dir = golden_dir("tiny-airrep");
-    Trainer::new(&Checkpoint::from_dir(&dir)?, &tokenizer_json(), data, options, &never)
+    Trainer::new(
+        &Checkpoint::from_dir(&dir)?,
+        &tokenizer_json(),
+        data,
+        options,
+        &never,
+    )
 }
 
 fn never() -> bool {
@@ -126,7 +132,15 @@ fn assert_matrix_rel(got: &[Vec<f64>], want: &[Vec<f64>], tol: f64, what: &str) 
 }
 
 fn l2(t: &Tensor) -> f64 {
-    f64::from(t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sqrt()
+    f64::from(
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+    )
+    .sqrt()
 }
 
 /// Asserts two gradient lists agree per tensor, relative to each tensor's norm with a floor
@@ -175,7 +189,12 @@ fn train_reproduces_golden_steps() {
     let all_targets: Vec<usize> = (0..golden.targets.len()).collect();
     let all_subsets: Vec<usize> = (0..golden.subsets.len()).collect();
     let after = trainer.group_scores(&all_targets, &all_subsets).unwrap();
-    assert_matrix_rel(&after, &golden.group_scores_after, 1e-3, "group scores after");
+    assert_matrix_rel(
+        &after,
+        &golden.group_scores_after,
+        1e-3,
+        "group scores after",
+    );
 
     let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
     assert_eq!(selection.kept_step, golden.trace.len());
@@ -207,7 +226,13 @@ fn direct_loss_and_gradients(trainer: &Trainer, batch: &Batch) -> (f64, Vec<Tens
             .forward(&TokenBatch::new(&sequences, tokenizer.pad_id()))
             .unwrap()
     };
-    let t = encode(batch.targets.iter().map(|&d| data.targets[d].as_str()).collect());
+    let t = encode(
+        batch
+            .targets
+            .iter()
+            .map(|&d| data.targets[d].as_str())
+            .collect(),
+    );
     let scores: Vec<Tensor> = batch
         .members
         .iter()
@@ -246,7 +271,10 @@ fn direct_loss_and_gradients(trainer: &Trainer, batch: &Batch) -> (f64, Vec<Tens
     };
     let margin = (pick(winners) - pick(losers)).unwrap();
     // softplus(-margin) = log(1 + exp(-margin)); margins here are small.
-    let softplus = (margin.neg().unwrap().exp().unwrap() + 1.0).unwrap().log().unwrap();
+    let softplus = (margin.neg().unwrap().exp().unwrap() + 1.0)
+        .unwrap()
+        .log()
+        .unwrap();
     let weights = Tensor::from_vec(weights, n, scores.device()).unwrap();
     let loss = ((softplus * weights).unwrap().sum_all().unwrap() / n as f64).unwrap();
     let grads = loss.backward().unwrap();
@@ -316,7 +344,11 @@ fn union_gradients_equal_full_graph_gradients_with_shared_and_repeated_members()
 #[test]
 fn cached_frozen_layers_give_the_uncached_gradient() {
     let golden = golden();
-    for layers in [TrainLayers::Projector, TrainLayers::Top(1), TrainLayers::Top(2)] {
+    for layers in [
+        TrainLayers::Projector,
+        TrainLayers::Top(1),
+        TrainLayers::Top(2),
+    ] {
         let options = TrainOptions {
             targets_per_step: 3,
             ..golden_options(&golden)
@@ -343,7 +375,12 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
             .iter()
             .map(|n| grads_all[all_names.iter().position(|m| m == n).unwrap()].clone())
             .collect();
-        assert_gradients_close(&names, &grads_cached, &want, &format!("train_layers {layers}"));
+        assert_gradients_close(
+            &names,
+            &grads_cached,
+            &want,
+            &format!("train_layers {layers}"),
+        );
     }
     let too_many = TrainOptions {
         train_layers: TrainLayers::Top(3),
@@ -360,7 +397,12 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
 fn selection_data() -> TrainData {
     let golden = golden();
     let examples: Vec<String> = golden.subsets.iter().flatten().cloned().collect();
-    let targets: Vec<String> = golden.targets.iter().chain(&golden.targets).cloned().collect();
+    let targets: Vec<String> = golden
+        .targets
+        .iter()
+        .chain(&golden.targets)
+        .cloned()
+        .collect();
     let mut rng = SplitMix64(11);
     let subsets: Vec<Vec<usize>> = (0..12).map(|_| rng.sample(examples.len(), 6)).collect();
     let first_word = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
@@ -424,7 +466,8 @@ fn best_validated_weights_are_kept() {
 
     // The saved checkpoint is those weights: validated afresh, it scores the best LDS.
     let tokenizer = tokenizer_json();
-    let mut again = Trainer::new(&checkpoint, &tokenizer, selection_data(), options, &never).unwrap();
+    let mut again =
+        Trainer::new(&checkpoint, &tokenizer, selection_data(), options, &never).unwrap();
     let revalidated = again.validate(&never).unwrap();
     assert!(
         (revalidated.lds - best).abs() < 1e-9,
@@ -458,7 +501,9 @@ fn patience_stops_after_validations_without_a_new_best() {
     assert!(trainer.finished());
     let selection = trainer.selection();
     assert!(selection.stopped_early && selection.kept_step == 1);
-    assert!(selection.reason.contains("stopped early after 2 validations"));
+    assert!(selection
+        .reason
+        .contains("stopped early after 2 validations"));
 }
 
 #[test]
@@ -474,7 +519,11 @@ fn the_time_budget_ends_the_run_and_keeps_the_best_validated_weights() {
     assert!(!trainer.validation_due());
     let (_, selection) = trainer.into_checkpoint().unwrap();
     assert_eq!((selection.kept_step, selection.steps_done), (0, 0));
-    assert!(selection.reason.contains("stopped at the time budget"), "{}", selection.reason);
+    assert!(
+        selection.reason.contains("stopped at the time budget"),
+        "{}",
+        selection.reason
+    );
 }
 
 #[test]
@@ -493,11 +542,13 @@ fn identity_projector_starts_at_the_base_geometry() {
             projector_init: init,
             ..golden_options(&golden)
         };
-        let trainer = Trainer::new(&base, &tokenizer_json(), data.clone(), options, &never).unwrap();
+        let trainer =
+            Trainer::new(&base, &tokenizer_json(), data.clone(), options, &never).unwrap();
         trainer.group_scores(&targets, &subsets).unwrap()
     };
     // The base model's own group scores: mean-pooled states, no projector.
-    let encoder = crate::Encoder::new(&base, &tokenizer_json(), crate::EncoderOptions::default()).unwrap();
+    let encoder =
+        crate::Encoder::new(&base, &tokenizer_json(), crate::EncoderOptions::default()).unwrap();
     let embed = |texts: &[String]| {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         encoder.encode(&texts).unwrap()
@@ -513,9 +564,17 @@ fn identity_projector_starts_at_the_base_geometry() {
                 .collect()
         })
         .collect();
-    assert_matrix_rel(&scores(ProjectorInit::Identity), &want, 1e-4, "identity start");
+    assert_matrix_rel(
+        &scores(ProjectorInit::Identity),
+        &want,
+        1e-4,
+        "identity start",
+    );
     let random = scores(ProjectorInit::Random);
-    assert!(random[0][0] != want[0][0], "a random projector changes the scores");
+    assert!(
+        random[0][0] != want[0][0],
+        "a random projector changes the scores"
+    );
 }
 
 #[test]
@@ -551,31 +610,116 @@ fn options_validation_names_the_bad_value() {
     let good = TrainOptions::default();
     good.validate().unwrap();
     let cases: Vec<(TrainOptions, &str)> = vec![
-        (TrainOptions { lr: 0.0, ..good.clone() }, "lr must be a positive number, got 0"),
-        (TrainOptions { lr: f64::NAN, ..good.clone() }, "lr must be a positive number, got NaN"),
-        (TrainOptions { head_lr: -1.0, ..good.clone() }, "head_lr must be a positive number, got -1"),
-        (TrainOptions { weight_decay: -0.1, ..good.clone() }, "weight_decay must be 0 or more"),
-        (TrainOptions { targets_per_step: 0, ..good.clone() }, "targets_per_step must be at least 1"),
-        (TrainOptions { subsets_per_step: 1, ..good.clone() }, "subsets_per_step must be at least 2"),
         (
-            TrainOptions { max_members_per_subset: Some(0), ..good.clone() },
+            TrainOptions {
+                lr: 0.0,
+                ..good.clone()
+            },
+            "lr must be a positive number, got 0",
+        ),
+        (
+            TrainOptions {
+                lr: f64::NAN,
+                ..good.clone()
+            },
+            "lr must be a positive number, got NaN",
+        ),
+        (
+            TrainOptions {
+                head_lr: -1.0,
+                ..good.clone()
+            },
+            "head_lr must be a positive number, got -1",
+        ),
+        (
+            TrainOptions {
+                weight_decay: -0.1,
+                ..good.clone()
+            },
+            "weight_decay must be 0 or more",
+        ),
+        (
+            TrainOptions {
+                targets_per_step: 0,
+                ..good.clone()
+            },
+            "targets_per_step must be at least 1",
+        ),
+        (
+            TrainOptions {
+                subsets_per_step: 1,
+                ..good.clone()
+            },
+            "subsets_per_step must be at least 2",
+        ),
+        (
+            TrainOptions {
+                max_members_per_subset: Some(0),
+                ..good.clone()
+            },
             "max_members_per_subset must be at least 1",
         ),
-        (TrainOptions { t_min: -1.0, ..good.clone() }, "t_min must be 0 or more"),
-        (TrainOptions { t_max: 0.1, ..good.clone() }, "t_max must be greater than t_min (0.1), got 0.1"),
-        (TrainOptions { holdout_fraction: 1.0, ..good.clone() }, "holdout_fraction must be in [0, 1), got 1"),
-        (TrainOptions { eval_every: 0, ..good.clone() }, "eval_every must be at least 1"),
-        (TrainOptions { max_seconds: -1.0, ..good.clone() }, "max_seconds must be 0 (no budget) or more, got -1"),
-        (TrainOptions { max_length: 1, ..good.clone() }, "max_length must be at least 2"),
+        (
+            TrainOptions {
+                t_min: -1.0,
+                ..good.clone()
+            },
+            "t_min must be 0 or more",
+        ),
+        (
+            TrainOptions {
+                t_max: 0.1,
+                ..good.clone()
+            },
+            "t_max must be greater than t_min (0.1), got 0.1",
+        ),
+        (
+            TrainOptions {
+                holdout_fraction: 1.0,
+                ..good.clone()
+            },
+            "holdout_fraction must be in [0, 1), got 1",
+        ),
+        (
+            TrainOptions {
+                eval_every: 0,
+                ..good.clone()
+            },
+            "eval_every must be at least 1",
+        ),
+        (
+            TrainOptions {
+                max_seconds: -1.0,
+                ..good.clone()
+            },
+            "max_seconds must be 0 (no budget) or more, got -1",
+        ),
+        (
+            TrainOptions {
+                max_length: 1,
+                ..good.clone()
+            },
+            "max_length must be at least 2",
+        ),
     ];
     for (options, expected) in cases {
         let message = rejected(options);
-        assert!(message.contains(expected), "{message:?} does not say {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{message:?} does not say {expected:?}"
+        );
     }
     let warmup = good.warmup_steps;
     assert_eq!(good.lr_at(0), good.lr / warmup as f64);
     assert_eq!(good.lr_at(warmup - 1), good.lr);
-    assert_eq!(TrainOptions { warmup_steps: 0, ..good.clone() }.lr_at(0), good.lr);
+    assert_eq!(
+        TrainOptions {
+            warmup_steps: 0,
+            ..good.clone()
+        }
+        .lr_at(0),
+        good.lr
+    );
     for (text, layers) in [
         ("projector", TrainLayers::Projector),
         ("all", TrainLayers::All),
@@ -587,25 +731,53 @@ fn options_validation_names_the_bad_value() {
     let json = serde_json::json!({"steps": 7, "train_layers": 2, "max_members_per_subset": null,
                                   "projector_init": "random", "pooling": "sum"});
     let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
-    assert_eq!((parsed.steps, parsed.train_layers), (7, TrainLayers::Top(2)));
+    assert_eq!(
+        (parsed.steps, parsed.train_layers),
+        (7, TrainLayers::Top(2))
+    );
     assert_eq!(parsed.projector_init, ProjectorInit::Random);
-    assert_eq!(TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(), parsed);
+    assert_eq!(
+        TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
+        parsed
+    );
     for (json, expected) in [
-        (serde_json::json!({"stepz": 1}), "unknown training option \"stepz\" (known: steps,"),
-        (serde_json::json!({"steps": -1}), "option \"steps\" must be a non-negative integer"),
-        (serde_json::json!({"lr": "x"}), "option \"lr\" must be a number"),
-        (serde_json::json!({"pooling": "max"}), "unknown pooling \"max\""),
-        (serde_json::json!({"projector_init": "zeros"}), "unknown projector_init \"zeros\""),
-        (serde_json::json!({"holdout_fraction": 1.5}), "holdout_fraction must be in [0, 1)"),
+        (
+            serde_json::json!({"stepz": 1}),
+            "unknown training option \"stepz\" (known: steps,",
+        ),
+        (
+            serde_json::json!({"steps": -1}),
+            "option \"steps\" must be a non-negative integer",
+        ),
+        (
+            serde_json::json!({"lr": "x"}),
+            "option \"lr\" must be a number",
+        ),
+        (
+            serde_json::json!({"pooling": "max"}),
+            "unknown pooling \"max\"",
+        ),
+        (
+            serde_json::json!({"projector_init": "zeros"}),
+            "unknown projector_init \"zeros\"",
+        ),
+        (
+            serde_json::json!({"holdout_fraction": 1.5}),
+            "holdout_fraction must be in [0, 1)",
+        ),
         (serde_json::json!([1]), "options must be a JSON object"),
     ] {
         match TrainOptions::from_json(&json, good.clone()) {
-            Err(Error::Input(m)) => assert!(m.contains(expected), "{m:?} does not say {expected:?}"),
+            Err(Error::Input(m)) => {
+                assert!(m.contains(expected), "{m:?} does not say {expected:?}")
+            }
             other => panic!("{json} accepted: {other:?}"),
         }
     }
     for bad in ["0", "top", "-1"] {
-        assert!(matches!(bad.parse::<TrainLayers>(), Err(Error::Input(m)) if m.contains("train_layers must be")));
+        assert!(
+            matches!(bad.parse::<TrainLayers>(), Err(Error::Input(m)) if m.contains("train_layers must be"))
+        );
     }
 }
 
@@ -617,45 +789,81 @@ fn bad_data_and_lengths_are_rejected_with_clear_messages() {
     let options = golden_options(&golden);
     let mut data = good.clone();
     data.subsets[1].push(99);
-    cases.push((data, options.clone(), "subset 1 names example 99, but there are only 15 examples"));
+    cases.push((
+        data,
+        options.clone(),
+        "subset 1 names example 99, but there are only 15 examples",
+    ));
     let mut data = good.clone();
     data.subsets[2].clear();
     cases.push((data, options.clone(), "subset 2 is empty"));
     let mut data = good.clone();
     data.losses[0][3] = f64::INFINITY;
-    cases.push((data, options.clone(), "losses[0][3] is inf: losses must be finite"));
+    cases.push((
+        data,
+        options.clone(),
+        "losses[0][3] is inf: losses must be finite",
+    ));
     let mut data = good.clone();
     data.losses[1].pop();
-    cases.push((data, options.clone(), "losses[1] has 3 entries but there are 4 targets"));
+    cases.push((
+        data,
+        options.clone(),
+        "losses[1] has 3 entries but there are 4 targets",
+    ));
     let mut data = good.clone();
     data.losses.pop();
-    cases.push((data, options.clone(), "losses has 2 rows but there are 3 subsets"));
+    cases.push((
+        data,
+        options.clone(),
+        "losses has 2 rows but there are 3 subsets",
+    ));
     let mut data = good.clone();
     data.targets.clear();
     cases.push((data, options.clone(), "no targets"));
     cases.push((
         good.clone(),
-        TrainOptions { holdout_fraction: 0.5, ..options.clone() },
+        TrainOptions {
+            holdout_fraction: 0.5,
+            ..options.clone()
+        },
         "both the training and the held-out side need at least 2 subsets",
     ));
     cases.push((
         good.clone(),
-        TrainOptions { max_length: 100_000, ..options.clone() },
+        TrainOptions {
+            max_length: 100_000,
+            ..options.clone()
+        },
         "max_length 100000 exceeds the model's max_position_embeddings",
     ));
     for (data, options, expected) in cases {
         match tiny_trainer(data, options) {
             Err(Error::Input(message)) => {
-                assert!(message.contains(expected), "{message:?} does not say {expected:?}")
+                assert!(
+                    message.contains(expected),
+                    "{message:?} does not say {expected:?}"
+                )
             }
             Err(other) => panic!("wrong error for {expected:?}: {other}"),
             Ok(_) => panic!("accepted: {expected:?}"),
         }
     }
     let mut trainer = tiny_trainer(good, options).unwrap();
-    assert!(matches!(trainer.group_scores(&[4], &[0]), Err(Error::Input(m)) if m.contains("target 4 out of range")));
-    assert!(matches!(trainer.group_scores(&[0], &[3]), Err(Error::Input(m)) if m.contains("subset 3 out of range")));
-    assert!(matches!(trainer.validate(&never), Err(Error::Input(m)) if m.contains("no held-out subsets")));
+    assert!(
+        matches!(trainer.group_scores(&[4], &[0]), Err(Error::Input(m)) if m.contains("target 4 out of range"))
+    );
+    assert!(
+        matches!(trainer.group_scores(&[0], &[3]), Err(Error::Input(m)) if m.contains("subset 3 out of range"))
+    );
+    assert!(
+        matches!(trainer.validate(&never), Err(Error::Input(m)) if m.contains("no held-out subsets"))
+    );
+    assert_eq!(
+        trainer.group_scores(&[0, 1], &[]).unwrap(),
+        vec![Vec::<f64>::new(); 2]
+    );
+    assert!(trainer.group_scores(&[], &[0]).unwrap().is_empty());
 }
 
 #[test]
@@ -688,7 +896,12 @@ fn interrupt_stops_the_step_and_leaves_the_weights() {
     assert_eq!(trainer.steps_done(), 0);
     let after = trainer.model.to_checkpoint().unwrap();
     for (name, tensor) in before.tensors() {
-        let diff = (tensor - &after.tensors()[name]).unwrap().abs().unwrap().sum_all().unwrap();
+        let diff = (tensor - &after.tensors()[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name} changed");
     }
     // ... and the sampler too: the retried step is the one a fresh trainer takes.
@@ -729,7 +942,14 @@ fn base_model_trains_with_a_fresh_projector() {
             train_layers: layers,
             ..golden_options(&golden)
         };
-        let mut trainer = Trainer::new(&base, &tokenizer_json(), golden_data(&golden), options, &never).unwrap();
+        let mut trainer = Trainer::new(
+            &base,
+            &tokenizer_json(),
+            golden_data(&golden),
+            options,
+            &never,
+        )
+        .unwrap();
         let log = trainer.step(&never).unwrap();
         assert!(log.loss.is_finite() && log.grad_norm > 0.0 && log.kept_pairs > 0);
         assert!(trainer.into_checkpoint().unwrap().0.has_projector());
