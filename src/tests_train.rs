@@ -112,7 +112,7 @@ mod tests {
         assert!(train(r#"{"stepz": 3}"#).starts_with("unknown training option \"stepz\""));
         assert!(train(r#"{"pooling": "max"}"#).contains("unknown pooling"));
         assert!(train(r#"{"holdout_fraction": 1.5}"#).contains("holdout_fraction"));
-        assert_eq!(train(r#"{"train_layers": 3}"#), "train_layers 3 exceeds the model's 2 layers");
+        assert_eq!(train(r#"{"train_layers": 3, "holdout_fraction": 0}"#), "train_layers 3 exceeds the model's 2 layers");
         assert!(train(r#"{"holdout_fraction": 0.2}"#).contains("both the training and the held-out side need at least 2 subsets"));
 
         Spi::run("UPDATE losses SET loss = 'NaN' WHERE subset_id = 2 AND target_id = 3").unwrap();
