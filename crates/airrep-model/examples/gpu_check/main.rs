@@ -664,7 +664,7 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
         &(0..n_subsets).collect::<Vec<_>>(),
     )?;
     let after_err = worst_rel(&after, &f64_rows(&golden["group_scores_after"]));
-    let row = trainer.into_checkpoint()?.tensors()["projector.weight"]
+    let row = trainer.into_checkpoint()?.0.tensors()["projector.weight"]
         .get(0)?
         .to_vec1::<f32>()?;
     let want_row = f64s(&golden["projector_weight_after_first_row"]);
