@@ -109,6 +109,15 @@ fn tiny_trainer(data: TrainData, options: TrainOptions) -> Result<Trainer> {
     )
 }
 
+/// tiny-airrep without its projector: a base model, as `airrep.load_model` of a plain
+/// BERT gives.
+fn base_checkpoint() -> Checkpoint {
+    let airrep = Checkpoint::from_dir(golden_dir("tiny-airrep")).unwrap();
+    let mut tensors = airrep.tensors().clone();
+    tensors.retain(|name, _| !name.starts_with("projector."));
+    Checkpoint::new(airrep.config.clone(), tensors).unwrap()
+}
+
 fn never() -> bool {
     false
 }
@@ -529,11 +538,7 @@ fn the_time_budget_ends_the_run_and_keeps_the_best_validated_weights() {
 #[test]
 fn identity_projector_starts_at_the_base_geometry() {
     let golden = golden();
-    let dir = golden_dir("tiny-airrep");
-    let airrep = Checkpoint::from_dir(&dir).unwrap();
-    let mut tensors = airrep.tensors().clone();
-    tensors.retain(|name, _| !name.starts_with("projector."));
-    let base = Checkpoint::new(airrep.config.clone(), tensors).unwrap();
+    let base = base_checkpoint();
     let data = golden_data(&golden);
     let targets: Vec<usize> = (0..data.targets.len()).collect();
     let subsets: Vec<usize> = (0..data.subsets.len()).collect();
@@ -932,11 +937,7 @@ fn interrupt_stops_the_step_and_leaves_the_weights() {
 #[test]
 fn base_model_trains_with_a_fresh_projector() {
     let golden = golden();
-    let dir = golden_dir("tiny-airrep");
-    let airrep = Checkpoint::from_dir(&dir).unwrap();
-    let mut tensors = airrep.tensors().clone();
-    tensors.retain(|name, _| !name.starts_with("projector."));
-    let base = Checkpoint::new(airrep.config.clone(), tensors).unwrap();
+    let base = base_checkpoint();
     for layers in [TrainLayers::Projector, TrainLayers::All] {
         let options = TrainOptions {
             train_layers: layers,
