@@ -117,8 +117,6 @@ pub struct Trainer {
     validations: Vec<Validation>,
     /// Copies of `vars` at the best validation.
     best_weights: Option<Vec<Tensor>>,
-    /// [`TrainOptions::chunk_rows`]; a field so tests can force several chunks on tiny data.
-    chunk_rows: usize,
     /// When [`Trainer::new`] began: `max_seconds` counts from here.
     started: Instant,
 }
@@ -186,7 +184,6 @@ impl Trainer {
             head: adamw(head_vars, options.head_lr)?,
             body: adamw(body_vars, options.lr)?,
             rng: SplitMix64(options.seed),
-            chunk_rows: options.chunk_rows,
             vars,
             model,
             data,
@@ -278,7 +275,7 @@ impl Trainer {
             ));
         }
         let all_targets: Vec<usize> = (0..self.data.targets.len()).collect();
-        let scores = self.scores(&all_targets, &self.held_out.clone(), interrupted)?;
+        let scores = self.scores(&all_targets, &self.held_out, interrupted)?;
         let losses: Vec<Vec<f64>> = self
             .held_out
             .iter()
@@ -468,7 +465,7 @@ impl Trainer {
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Tensor> {
         let parts = rows
-            .chunks(inputs.chunk_rows(self.chunk_rows))
+            .chunks(inputs.chunk_rows(self.options.chunk_rows))
             .map(|chunk| {
                 checked(interrupted)?;
                 Ok(inputs.forward(&self.model, chunk)?.detach())
@@ -487,7 +484,7 @@ impl Trainer {
         grads: &mut Gradients,
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<()> {
-        let chunk_rows = inputs.chunk_rows(self.chunk_rows);
+        let chunk_rows = inputs.chunk_rows(self.options.chunk_rows);
         for (c, chunk) in rows.chunks(chunk_rows).enumerate() {
             checked(interrupted)?;
             let upstream = upstream.narrow(0, c * chunk_rows, chunk.len())?;

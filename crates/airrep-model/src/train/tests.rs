@@ -333,10 +333,10 @@ fn union_gradients_equal_full_graph_gradients_with_shared_and_repeated_members()
                 targets_per_step: 3,
                 max_members_per_subset: max_members,
                 pooling,
+                chunk_rows: 3, // several chunks for the targets and the union
                 ..golden_options(&golden)
             };
-            let mut trainer = tiny_trainer(overlapping_data(&golden), options).unwrap();
-            trainer.chunk_rows = 3; // several chunks for the targets and the union
+            let trainer = tiny_trainer(overlapping_data(&golden), options).unwrap();
             let (loss, batch, trick) = trick_gradients(&trainer);
             if max_members.is_none() {
                 let union: usize = batch.members.iter().map(Vec::len).sum();
@@ -360,10 +360,11 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
     ] {
         let options = TrainOptions {
             targets_per_step: 3,
+            chunk_rows: 4,
             ..golden_options(&golden)
         };
-        let mut all = tiny_trainer(overlapping_data(&golden), options.clone()).unwrap();
-        let mut cached = tiny_trainer(
+        let all = tiny_trainer(overlapping_data(&golden), options.clone()).unwrap();
+        let cached = tiny_trainer(
             overlapping_data(&golden),
             TrainOptions {
                 train_layers: layers,
@@ -371,8 +372,6 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
             },
         )
         .unwrap();
-        all.chunk_rows = 4;
-        cached.chunk_rows = 4;
         let names = trainable_names(&cached);
         assert!(names.len() < trainable_names(&all).len());
         assert!(names.iter().any(|n| n.starts_with("projector.")));
