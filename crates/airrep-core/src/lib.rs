@@ -1,8 +1,11 @@
 //! The math of AirRep (Sun et al., NeurIPS 2025) without Postgres or a network: the vector
-//! value rules, attention-pooled group influence, ranking-loss labels and gradients, and LDS.
+//! value rules, attention-pooled group influence, ranking-loss labels and gradients, LDS,
+//! and exact top-k and budgeted selection over streamed scores.
 
 pub mod group;
 pub mod lds;
 pub mod ranking;
+pub mod select;
 pub mod state;
+pub mod topk;
 pub mod vector;
