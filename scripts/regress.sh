@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PG_MAJOR=15
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 PG_REGRESS=$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress
-SUITE=(setup vector_type group_influence embed train)
+# AIRREP_REGRESS="setup selection" runs a part of the suite while iterating.
+read -ra SUITE <<<"${AIRREP_REGRESS:-setup vector_type group_influence selection embed train}"
 
 # The same build `cargo pgrx test` installs: cheap when that ran first.
 cargo pgrx install --test --pg-config "$PG_CONFIG" --features "pg_test pg$PG_MAJOR" --no-default-features >/dev/null

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::error::raise;
+use crate::relation::{qualified, require_columns, Kind};
 
 /// The label tables, loaded and cross-checked. Subsets and targets are in id order.
 pub struct LabelSet {
@@ -18,54 +19,6 @@ pub struct LabelSet {
     pub subsets: Vec<Vec<usize>>,
     /// measured losses `[subset][target]`
     pub losses: Vec<Vec<f64>>,
-}
-
-/// The column types each role accepts (read through casts to bigint, text and float8).
-#[derive(Clone, Copy)]
-enum Kind {
-    Id,
-    Text,
-    Loss,
-}
-
-impl Kind {
-    fn accepts(self, oid: pg_sys::Oid) -> bool {
-        let allowed: &[pg_sys::Oid] = match self {
-            Kind::Id => &[pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID],
-            Kind::Text => &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID],
-            Kind::Loss => &[pg_sys::FLOAT4OID, pg_sys::FLOAT8OID, pg_sys::NUMERICOID],
-        };
-        allowed.contains(&oid)
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Kind::Id => "an integer type",
-            Kind::Text => "text",
-            Kind::Loss => "double precision, real or numeric",
-        }
-    }
-}
-
-/// Fail unless `relation` has each column with an acceptable type.
-fn require_columns(relation: &PgRelation, role: &str, columns: &[(&str, Kind)]) {
-    let name = relation.name();
-    let expected: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-    let tuple_desc = relation.tuple_desc();
-    for &(column, kind) in columns {
-        let attribute = tuple_desc.iter().find(|a| !a.is_dropped() && a.name() == column);
-        match attribute {
-            None => raise(
-                "42703",
-                &format!("{role} relation \"{name}\" has no column \"{column}\" (expected columns: {})", expected.join(", ")),
-            ),
-            Some(a) if !kind.accepts(a.type_oid().value()) => raise(
-                "42804",
-                &format!("column \"{column}\" of {role} relation \"{name}\" must be {}", kind.describe()),
-            ),
-            Some(_) => {}
-        }
-    }
 }
 
 fn select<T>(query: &str, mut row: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> T) -> Vec<T> {
@@ -101,14 +54,6 @@ fn texts(relation: &PgRelation, role: &str) -> Vec<(i64, String)> {
         raise("22023", &format!("{role} relation \"{name}\" is empty"));
     }
     rows
-}
-
-pub fn qualified(relation: &PgRelation) -> String {
-    format!("{}.{}", quote_ident(relation.namespace()), quote_ident(relation.name()))
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl LabelSet {

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use crate::encode::{device, thread_pool};
 use crate::error::raise;
-use crate::labels::{qualified, LabelSet};
+use crate::labels::LabelSet;
+use crate::relation::qualified;
 use crate::registry;
 
 extension_sql!(

@@ -27,7 +27,7 @@ impl<'a> VectorRef<'a> {
 
     /// # Safety
     /// `datum` must be a non-null `airrep_vector` datum.
-    unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
+    pub(crate) unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
         let varlena = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
         let base = varlena as *const u8;
         let dim = (base.add(4) as *const i16).read() as usize;
@@ -71,7 +71,7 @@ impl IntoDatum for Vector {
     }
 
     fn type_oid() -> pg_sys::Oid {
-        pgrx::regtypein("airrep_vector")
+        type_oid()
     }
 }
 
@@ -82,6 +82,11 @@ unsafe impl BoxRet for Vector {
             None => fcinfo.return_null(),
         }
     }
+}
+
+/// The oid of `airrep_vector` in this database.
+pub fn type_oid() -> pg_sys::Oid {
+    pgrx::regtypein("airrep_vector")
 }
 
 pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(VectorRef<'_>, "airrep_vector");

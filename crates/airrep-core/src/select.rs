@@ -206,7 +206,8 @@ impl BudgetedBest {
 /// Greedy selection by marginal gain of `Σ_t group(S, t)`, the attention-pooled group
 /// score of the picked set S on each target (0 for the empty set). `scores[t][c]` is
 /// candidate `c`'s influence on target `t`; `ids[c]` and `costs[c]` its id and cost.
-/// Each pick takes the candidate with the largest gain (ties to the smaller id) and stops
+/// Each pick takes the candidate with the largest gain (ties, up to a relative 1e-12 of
+/// rounding, to the smaller id) and stops
 /// at the first whose cost would exceed the budget, or when no candidate is left.
 /// `interrupted` is polled before every pick; `Err(())` means it returned true.
 ///
@@ -237,9 +238,13 @@ pub fn greedy_group(
                 .zip(&current)
                 .map(|((group, row), now)| with_member(group, row[c] as f64) - now)
                 .sum();
+            // Gains equal up to rounding (the same scores summed in another order) tie.
             let better = match best {
                 None => true,
-                Some((b, g)) => gain > g || (gain == g && ids[c] < ids[b]),
+                Some((b, g)) => {
+                    let tolerance = 1e-12 * g.abs().max(1.0);
+                    gain > g + tolerance || (gain >= g - tolerance && ids[c] < ids[b])
+                }
             };
             if better {
                 best = Some((c, gain));

@@ -84,19 +84,15 @@ impl Queries {
 }
 
 /// Exact top-k rows per query over a stream of blocks (ties to the smaller id).
-pub struct TopKSearch {
-    queries: Queries,
+pub struct TopKSearch<'q> {
+    queries: &'q Queries,
     heaps: Vec<TopK>,
 }
 
-impl TopKSearch {
-    pub fn new(queries: Queries, k: usize) -> Self {
+impl<'q> TopKSearch<'q> {
+    pub fn new(queries: &'q Queries, k: usize) -> Self {
         let heaps = (0..queries.len()).map(|_| TopK::new(k)).collect();
         TopKSearch { queries, heaps }
-    }
-
-    pub fn queries(&self) -> &Queries {
-        &self.queries
     }
 
     /// Score one block of rows (`ids[i]` is row `i` of `block`) and keep the best.
@@ -151,7 +147,8 @@ mod tests {
             let q = ints(queries * dim);
             let r = ints(rows * dim);
             let ids: Vec<i64> = (0..rows as i64).map(|i| (i * 37) % 101 - 50).collect();
-            let mut search = TopKSearch::new(Queries::new(q.clone(), dim).unwrap(), k);
+            let queries = Queries::new(q.clone(), dim).unwrap();
+            let mut search = TopKSearch::new(&queries, k);
             for (chunk, chunk_ids) in r.chunks(block * dim).zip(ids.chunks(block)) {
                 search.add_block(chunk_ids, chunk).unwrap();
             }

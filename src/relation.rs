@@ -1,0 +1,79 @@
+//! Checking and naming the relations that SQL functions read: required columns with
+//! acceptable types, and a quoted, schema-qualified name to put in a query.
+
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::error::raise;
+
+/// The column types each role accepts (read through casts to bigint, text and float8).
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Id,
+    Text,
+    Loss,
+    /// `airrep_vector` (any dimension)
+    Vector,
+    /// A cost to budget: any numeric type
+    Cost,
+}
+
+impl Kind {
+    fn accepts(self, oid: pg_sys::Oid) -> bool {
+        let allowed: &[pg_sys::Oid] = match self {
+            Kind::Id => &[pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID],
+            Kind::Text => &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::BPCHAROID],
+            Kind::Loss => &[pg_sys::FLOAT4OID, pg_sys::FLOAT8OID, pg_sys::NUMERICOID],
+            Kind::Cost => &[
+                pg_sys::INT2OID,
+                pg_sys::INT4OID,
+                pg_sys::INT8OID,
+                pg_sys::FLOAT4OID,
+                pg_sys::FLOAT8OID,
+                pg_sys::NUMERICOID,
+            ],
+            Kind::Vector => return oid == crate::vector_type::type_oid(),
+        };
+        allowed.contains(&oid)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Id => "an integer type",
+            Kind::Text => "text",
+            Kind::Loss => "double precision, real or numeric",
+            Kind::Cost => "a numeric type",
+            Kind::Vector => "airrep_vector",
+        }
+    }
+}
+
+/// Fail unless `relation` has each column with an acceptable type.
+pub fn require_columns(relation: &PgRelation, role: &str, columns: &[(&str, Kind)]) {
+    let name = relation.name();
+    let expected: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    let tuple_desc = relation.tuple_desc();
+    for &(column, kind) in columns {
+        let attribute = tuple_desc.iter().find(|a| !a.is_dropped() && a.name() == column);
+        match attribute {
+            None => raise(
+                "42703",
+                &format!("{role} relation \"{name}\" has no column \"{column}\" (expected columns: {})", expected.join(", ")),
+            ),
+            Some(a) if !kind.accepts(a.type_oid().value()) => raise(
+                "42804",
+                &format!("column \"{column}\" of {role} relation \"{name}\" must be {}", kind.describe()),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+pub fn qualified(relation: &PgRelation) -> String {
+    format!("{}.{}", quote_ident(relation.namespace()), quote_ident(relation.name()))
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+

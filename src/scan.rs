@@ -1,0 +1,230 @@
+//! Reading a relation's `(id, vector)` rows in blocks for the search functions
+//! (`airrep.top_k`, `airrep.select_data`, `airrep.near_duplicates`).
+//!
+//! Rows come through an SPI cursor, so a table or a view works and the caller's privileges
+//! apply. NULL vectors are skipped, a NULL id is an error, and every vector must have the
+//! dimension the first one (or the caller) fixed. Between blocks the scan checks for
+//! cancellation and, on long runs, reports progress with an ETA. Each block's tuples and
+//! detoasted values are freed before the next, so memory is one block.
+
+use std::time::{Duration, Instant};
+
+use pgrx::prelude::*;
+use pgrx::{PgMemoryContexts, PgRelation};
+
+use crate::error::raise;
+use crate::relation::{qualified, quote_ident, require_columns, Kind};
+use crate::vector_type::VectorRef;
+
+/// Rows of one block: ids, vectors (row-major, `dim` wide) and, when a cost column was
+/// named, costs.
+#[derive(Default)]
+pub struct Block {
+    pub ids: Vec<i64>,
+    pub rows: Vec<f32>,
+    pub costs: Vec<f64>,
+}
+
+impl Block {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.rows.clear();
+        self.costs.clear();
+    }
+
+    pub fn extend(&mut self, other: &Block) {
+        self.ids.extend_from_slice(&other.ids);
+        self.rows.extend_from_slice(&other.rows);
+        self.costs.extend_from_slice(&other.costs);
+    }
+}
+
+/// A relation checked for an integer `id` column, an `airrep_vector` column and, if
+/// named, a numeric cost column.
+pub struct Source {
+    /// "targets", "pool", ...: how messages name the relation's role.
+    role: &'static str,
+    name: String,
+    from: String,
+    vector: String,
+    cost: Option<String>,
+    /// pg_class.reltuples for a table, for progress; None for a view or an unanalysed table.
+    estimated_rows: Option<f64>,
+}
+
+impl Source {
+    pub fn new(relation: &PgRelation, role: &'static str, vector_column: &str, cost_column: Option<&str>) -> Self {
+        let mut columns = vec![("id", Kind::Id), (vector_column, Kind::Vector)];
+        if let Some(cost) = cost_column {
+            columns.push((cost, Kind::Cost));
+        }
+        require_columns(relation, role, &columns);
+        // SAFETY: an open relation's rd_rel is valid.
+        let reltuples = unsafe { (*relation.rd_rel).reltuples } as f64;
+        Source {
+            role,
+            name: relation.name().to_string(),
+            from: qualified(relation),
+            vector: quote_ident(vector_column),
+            cost: cost_column.map(quote_ident),
+            estimated_rows: (reltuples > 0.0).then_some(reltuples),
+        }
+    }
+
+
+    fn select_list(&self) -> String {
+        let cost = self.cost.as_ref().map(|c| format!(", {c}::float8")).unwrap_or_default();
+        format!("SELECT id::bigint, {}{cost} FROM {} WHERE {} IS NOT NULL", self.vector, self.from, self.vector)
+    }
+
+    /// Every row in blocks of `block_rows`, in id order when `ordered`. `dim` is the
+    /// dimension every vector must have; None takes it from the first row (and sets it).
+    /// `progress` names the work in NOTICEs.
+    pub fn scan(&self, dim: &mut Option<usize>, block_rows: usize, ordered: bool, progress: &str, mut each: impl FnMut(&Block)) {
+        let order = if ordered { " ORDER BY 1" } else { "" };
+        let query = format!("{}{order}", self.select_list());
+        self.read(&query, &[], dim, block_rows, progress, &mut each);
+    }
+
+    /// The rows whose ids are in `ids` (one block, in id order).
+    pub fn lookup(&self, ids: &[i64], dim: &mut Option<usize>) -> Block {
+        let query = format!("{} AND id::bigint = ANY($1) ORDER BY 1", self.select_list());
+        let mut found = Block::default();
+        let args = [ids.to_vec().into()];
+        self.read(&query, &args, dim, usize::MAX, "", &mut |block: &Block| found.extend(block));
+        found
+    }
+
+    fn read(
+        &self,
+        query: &str,
+        args: &[pgrx::datum::DatumWithOid],
+        dim: &mut Option<usize>,
+        block_rows: usize,
+        progress: &str,
+        each: &mut dyn FnMut(&Block),
+    ) {
+        let fetch = block_rows.clamp(1, 1 << 20) as i64;
+        let mut progress = Progress::new(progress, self.role, self.estimated_rows);
+        let mut block = Block::default();
+        let mut scratch = PgMemoryContexts::new("airrep scan block");
+        Spi::connect(|client| {
+            let mut cursor = client.open_cursor(query, args);
+            loop {
+                pgrx::check_for_interrupts!();
+                block.clear();
+                let table = cursor.fetch(fetch).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+                // SAFETY: the fetch just set it; it stays valid until freed below.
+                let tuples = unsafe { pg_sys::SPI_tuptable };
+                // Detoasted copies go to a context reset per block.
+                unsafe {
+                    scratch.switch_to(|_| self.fill(table, &mut block, dim));
+                    scratch.reset();
+                    pg_sys::SPI_freetuptable(tuples);
+                }
+                if block.is_empty() {
+                    break;
+                }
+                each(&block);
+                progress.advance(block.len());
+            }
+        });
+    }
+
+    fn fill(&self, mut table: pgrx::spi::SpiTupleTable<'_>, block: &mut Block, dim: &mut Option<usize>) {
+        while table.next().is_some() {
+            let id = match table.get::<i64>(1) {
+                Ok(Some(id)) => id,
+                Ok(None) => raise("22004", &format!("{} relation \"{}\" has a row whose id is NULL", self.role, self.name)),
+                Err(e) => raise("XX000", &e.to_string()),
+            };
+            let datum = table.get_datum_by_ordinal(2).ok().flatten().expect("the query skips NULL vectors");
+            // SAFETY: column 2 is a non-null airrep_vector (checked by require_columns).
+            let vector = unsafe { VectorRef::from_raw(datum) };
+            let v = vector.as_slice();
+            match *dim {
+                None => *dim = Some(v.len()),
+                Some(d) if d != v.len() => raise(
+                    "22000",
+                    &format!(
+                        "different vector dimensions {d} and {}: row {id} of {} relation \"{}\" (column {})",
+                        v.len(),
+                        self.role,
+                        self.name,
+                        self.vector
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if self.cost.is_some() {
+                let cost = match table.get::<f64>(3) {
+                    Ok(c) => c,
+                    Err(e) => raise("XX000", &e.to_string()),
+                };
+                match cost {
+                    Some(c) if c.is_finite() && c >= 0.0 => block.costs.push(c),
+                    other => raise(
+                        "22023",
+                        &format!(
+                            "cost column {} of row {id} of {} relation \"{}\" is {}; costs must be finite and 0 or more",
+                            self.cost.as_deref().unwrap_or_default(),
+                            self.role,
+                            self.name,
+                            other.map_or("NULL".to_string(), |c| c.to_string())
+                        ),
+                    ),
+                }
+            }
+            block.ids.push(id);
+            block.rows.extend_from_slice(v);
+        }
+    }
+}
+
+/// NOTICEs about a long scan: rows done and, when the size is known, percent and ETA.
+struct Progress<'a> {
+    what: &'a str,
+    role: &'static str,
+    estimated_rows: Option<f64>,
+    started: Instant,
+    last: Instant,
+    rows: usize,
+}
+
+/// A scan quieter than this reports nothing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl<'a> Progress<'a> {
+    fn new(what: &'a str, role: &'static str, estimated_rows: Option<f64>) -> Self {
+        let now = Instant::now();
+        Progress { what, role, estimated_rows, started: now, last: now, rows: 0 }
+    }
+
+    fn advance(&mut self, rows: usize) {
+        self.rows += rows;
+        if self.what.is_empty() || self.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match self.estimated_rows.filter(|&n| n >= self.rows as f64) {
+            Some(total) => notice!(
+                "{}: {} of about {total:.0} {} rows, {:.0}%, ETA {:.0} s",
+                self.what,
+                self.rows,
+                self.role,
+                100.0 * self.rows as f64 / total,
+                elapsed * (total / self.rows as f64 - 1.0)
+            ),
+            None => notice!("{}: {} {} rows in {elapsed:.0} s", self.what, self.rows, self.role),
+        }
+    }
+}
