@@ -9,7 +9,12 @@ PG_MAJOR=15
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 PG_REGRESS=$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress
 # AIRREP_REGRESS="setup selection" runs a part of the suite while iterating.
-read -ra SUITE <<<"${AIRREP_REGRESS:-setup vector_type group_influence selection embed train}"
+read -ra SUITE <<<"${AIRREP_REGRESS:-setup vector_type group_influence selection embed train pgvector}"
+# pgvector interop needs pgvector (scripts/test.sh builds it from ../shared/vendor when there).
+if [[ " ${SUITE[*]} " == *" pgvector "* && ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]]; then
+    echo "SKIP pgvector.sql: pgvector is not installed (no ../shared/vendor/pgvector-*.tar.gz to build it from)"
+    for i in "${!SUITE[@]}"; do [ "${SUITE[$i]}" = pgvector ] && unset "SUITE[$i]"; done
+fi
 
 # The same build `cargo pgrx test` installs: cheap when that ran first.
 cargo pgrx install --test --pg-config "$PG_CONFIG" --features "pg_test pg$PG_MAJOR" --no-default-features >/dev/null

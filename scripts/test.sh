@@ -29,6 +29,7 @@ rm -rf "$PGDATA_DIR"
 cargo pgrx test pg15 --runas postgres --pgdata "$PGDATA_DIR"
 
 echo "==> SQL regression tests"
+scripts/vendor.sh pgvector  # for pgvector.sql; regress.sh skips it, saying why, without
 scripts/regress.sh
 
 # The attribution quality pipeline end to end on tiny sizes: every method must produce a

@@ -13,6 +13,7 @@ mod evaluate;
 mod group_influence;
 mod gucs;
 mod labels;
+mod pgvector;
 mod registry;
 mod relation;
 mod scan;
