@@ -51,6 +51,9 @@ for attempt in 1 2; do
     echo "==> retrying with a fresh install"
 done
 
+echo "==> data selection: fine-tune the tiny GPT on each 10% selection"
+"${CARGO_TARGET_DIR:-target}/release/airrep-quality" $QUICK --out "$WORK/data" --select-from "$WORK/data"
+
 echo "==> report"
 out=docs; [ -n "$QUICK" ] && out="$WORK/report"
 mkdir -p "$out"

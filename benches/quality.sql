@@ -2,8 +2,9 @@
 -- AirRep encoders on the training subsets/targets and score every encoder on the held-out
 -- ones. Variables: data (CSV dir), minilm (model dir), train_options (jsonb, no pooling).
 -- Ends by printing one row per method (method, lds, encode_ms, bytes, train_s), then
--- per-target Spearman rows ('per_target', method, target_id, spearman) and each trained
--- model's selection note ('selection', name, note).
+-- per-target Spearman rows ('per_target', method, target_id, spearman), the selection
+-- experiment's picks ('selected', method, strategy, example_id, in pick order) and each
+-- trained model's selection note ('selection', name, note).
 \set QUIET on
 CREATE EXTENSION airrep;
 -- Load the library into this backend at once: others reinstall airrep.so in the same
@@ -74,9 +75,26 @@ SELECT extract(epoch FROM clock_timestamp()) - :t0 - :train_sum_s AS train_atten
 SELECT score('AirRep trained (sum)', 'airrep-sum', 'sum', :train_sum_s),
        score('AirRep trained (attention)', 'airrep-attention', 'attention', :train_attention_s);
 
+-- The selection experiment's AirRep side: each encoder picks 10% of the pool for the
+-- held-out targets with every strategy of airrep.select_data (selection.rs fine-tunes on them).
+CREATE TABLE selected (method text, strategy text, example_id bigint, pick_order int);
+CREATE FUNCTION select_with(method text, model text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DROP TABLE IF EXISTS sel_pool, sel_targets;
+    CREATE TABLE sel_pool AS SELECT id, airrep.encode(model, text) AS embedding FROM examples;
+    CREATE TABLE sel_targets AS SELECT id, airrep.encode(model, text) AS embedding FROM eval_targets;
+    INSERT INTO selected SELECT method, s, d.example_id, d.pick_order
+        FROM unnest(ARRAY['round_robin', 'max', 'mean', 'group']) s,
+             LATERAL airrep.select_data('sel_targets', 'sel_pool', (SELECT count(*) / 10 FROM examples), s) d;
+END $$;
+SET client_min_messages = warning;
+SELECT select_with('MiniLM-L6 base', 'minilm'), select_with('AirRep trained (attention)', 'airrep-attention');
+RESET client_min_messages;
+
 \pset format unaligned
 \pset fieldsep '\t'
 \pset tuples_only on
 SELECT * FROM results;
 SELECT 'per_target', * FROM per_target ORDER BY 2, 3;
+SELECT 'selected', method, strategy, example_id FROM selected ORDER BY method, strategy, pick_order;
 SELECT 'selection', name, config -> 'airrep_training' ->> 'selection' FROM airrep.models WHERE parent_id IS NOT NULL ORDER BY name;

@@ -52,6 +52,33 @@ def read_tables(data):
     return rows, per_target, notes
 
 
+def selection_table(data):
+    """The data-selection experiment (selection.tsv from `airrep-quality --select-from`)."""
+    rows = [line.split("\t") for line in open(f"{data}/selection.tsv").read().splitlines()[1:]]
+    if not rows or any(not math.isfinite(float(r[3])) for r in rows):
+        sys.exit("quality: the selection experiment gave no or non-finite losses")
+    random_loss = float(rows[0][3])
+    lines = [
+        "",
+        "## Data selection: fine-tuning on 10% of the pool",
+        "",
+        f"For the held-out targets, each scorer picks {rows[0][2]} pool rows with each strategy of "
+        "`airrep.select_data` (AirRep's encoders through the extension; the baselines with the same "
+        "rules over their own scores). The tiny GPT is fine-tuned on each selection with the labels' "
+        "recipe (two seeds, averaged) and scored on the held-out targets. \"better than random\" is "
+        "the share of held-out targets whose loss is below their mean loss over four random "
+        "selections of the same size.",
+        "",
+        "| scorer | strategy | mean target loss | vs random | better than random |",
+        "|---|---|---:|---:|---:|",
+        f"| random | uniform | {random_loss:.4f} | | |",
+    ]
+    for method, strategy, _, loss, better in rows[1:]:
+        lines.append(f"| {method} | {strategy} | {float(loss):.4f} | {float(loss) - random_loss:+.4f} | "
+                     f"{100 * float(better):.0f}% |")
+    return lines
+
+
 def bootstrap(per_target, methods):
     """95% interval of each method's mean over targets, and of paired differences."""
     targets = sorted(per_target[methods[0]])
@@ -129,6 +156,7 @@ def main(data, options, md_path, png_path):
             f"- {baseline}: {lds[TRAINED_ATTENTION] - lds[baseline]:+.2f} ({pct(d_lo):+.2f} to {pct(d_hi):+.2f}); "
             f"trained attention's interval is {where} the baseline's."
         )
+    lines += selection_table(data)
     if notes:
         lines += ["", "Model selection (from each trained model's config):", ""]
         lines += [f"- `{name}`: {note}" for name, note in sorted(notes.items())]

@@ -18,6 +18,9 @@ pub struct Measured {
     pub encode_ms: f64,
     pub bytes: f64,
     pub train_s: f64,
+    /// The vectors scored: pool examples and all targets (for the selection experiment).
+    pub pool: Vec<Vec<f32>>,
+    pub targets: Vec<Vec<f32>>,
 }
 
 /// LDS (and per-target Spearman) of sum-pooled dot products of `embed`ded pool examples and
@@ -95,7 +98,7 @@ pub fn tfidf(setup: &Setup) -> Measured {
     // stored sparse: a u32 index and an f32 value per non-zero
     let nnz = docs.iter().map(|d| d.len()).sum::<usize>() as f64 / n;
     let (lds, per_target) = sum_pooled_lds(setup, &pool, &targets);
-    Measured { method: "TF-IDF cosine (sum)".into(), lds, per_target, encode_ms, bytes: nnz * 8.0, train_s: 0.0 }
+    Measured { method: "TF-IDF cosine (sum)".into(), lds, per_target, encode_ms, bytes: nnz * 8.0, train_s: 0.0, pool, targets }
 }
 
 /// A CountSketch: parameter i adds sign_i * g_i to coordinate bucket_i. A JL-style random
@@ -161,9 +164,9 @@ pub fn gradient(setup: &Setup, model: &Gpt, dims: &[usize]) -> Result<Vec<Measur
     eprintln!("gradient baseline: {params} LM parameters projected to {dims:?} dimensions");
     Ok(dims
         .iter()
-        .zip(pool.iter().zip(&targets))
+        .zip(pool.into_iter().zip(targets))
         .map(|(&dim, (pool, targets))| {
-            let (lds, per_target) = sum_pooled_lds(setup, pool, targets);
+            let (lds, per_target) = sum_pooled_lds(setup, &pool, &targets);
             Measured {
                 method: format!("TracIn gradient, CountSketch {dim} (sum)"),
                 lds,
@@ -171,6 +174,8 @@ pub fn gradient(setup: &Setup, model: &Gpt, dims: &[usize]) -> Result<Vec<Measur
                 encode_ms,
                 bytes: (dim * 4) as f64,
                 train_s: 0.0,
+                pool,
+                targets,
             }
         })
         .collect())

@@ -42,33 +42,13 @@ pub fn pretrain(setup: &Setup) -> Result<Gpt> {
 
 /// losses[subset][target] after fine-tuning `base` on each subset for a fixed number of steps.
 pub fn retrain_all(setup: &Setup, base: &Gpt) -> Result<Vec<Vec<f64>>> {
-    let p = &setup.params;
     let targets: Vec<_> = setup.targets.iter().map(sft_sequence).collect();
     let start = Instant::now();
     let done = AtomicUsize::new(0);
     // Subsets are independent and each has its own seed: run them in parallel (small ops
     // keep one core busy badly), results in subset order whatever the schedule.
     setup.subsets.par_iter().enumerate().map(|(s, members)| {
-        let model = base.fork()?;
-        let mut opt = AdamW::new(model.vars(), ParamsAdamW { lr: p.finetune_lr, weight_decay: 0.0, ..Default::default() })?;
-        let mut rng = Rng::new(p.seed ^ (s as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-        let mut order: Vec<usize> = members.clone();
-        let mut next = order.len();
-        for _ in 0..p.finetune_steps() {
-            // epochs over the subset in a fresh random order each time
-            let seqs: Vec<_> = (0..p.batch)
-                .map(|_| {
-                    if next == order.len() {
-                        rng.shuffle(&mut order);
-                        next = 0;
-                    }
-                    next += 1;
-                    sft_sequence(&setup.pool[order[next - 1]])
-                })
-                .collect();
-            opt.backward_step(&batch_loss(&model, &Batch::new(&seqs)?)?)?;
-        }
-        let losses = evaluate(&model, &targets)?;
+        let losses = fine_tune(setup, base, members, s as u64, &targets)?;
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_multiple_of(10) || n == setup.subsets.len() {
             let secs = start.elapsed().as_secs_f64();
@@ -77,6 +57,33 @@ pub fn retrain_all(setup: &Setup, base: &Gpt) -> Result<Vec<Vec<f64>>> {
         }
         Ok(losses)
     }).collect()
+}
+
+/// Fine-tune a fresh copy of `base` on the pool rows `members` (the labels' recipe:
+/// `finetune_steps` batches, epochs in a fresh order drawn from `run`'s seed) and return
+/// the loss on each of `targets`.
+pub fn fine_tune(setup: &Setup, base: &Gpt, members: &[usize], run: u64, targets: &[(Vec<u32>, usize)]) -> Result<Vec<f64>> {
+    let p = &setup.params;
+    let model = base.fork()?;
+    let mut opt = AdamW::new(model.vars(), ParamsAdamW { lr: p.finetune_lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut rng = Rng::new(p.seed ^ (run + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut order: Vec<usize> = members.to_vec();
+    let mut next = order.len();
+    for _ in 0..p.finetune_steps() {
+        // epochs over the members in a fresh random order each time
+        let seqs: Vec<_> = (0..p.batch)
+            .map(|_| {
+                if next == order.len() {
+                    rng.shuffle(&mut order);
+                    next = 0;
+                }
+                next += 1;
+                sft_sequence(&setup.pool[order[next - 1]])
+            })
+            .collect();
+        opt.backward_step(&batch_loss(&model, &Batch::new(&seqs)?)?)?;
+    }
+    evaluate(&model, targets)
 }
 
 fn evaluate(model: &Gpt, seqs: &[(Vec<u32>, usize)]) -> Result<Vec<f64>> {

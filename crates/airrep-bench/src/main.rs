@@ -5,7 +5,9 @@
 //! (TF-IDF and gradient LDS, measured here). The expensive part, the retraining labels and
 //! the pretrained LM, is cached under DIR_CACHE/<hash of the parameters>; the corpus and the
 //! subsets are cheap and recomputed from the seed every time. With
-//! `--explore MODEL_DIR OPTIONS...` (last), it compares training recipes instead (explore.rs).
+//! `--explore MODEL_DIR OPTIONS...` (last), it compares training recipes instead (explore.rs);
+//! with `--select-from DIR` it runs the data-selection experiment on the selections in DIR
+//! (selection.rs) and writes `selection.tsv` to the --out DIR.
 
 mod baselines;
 mod data;
@@ -13,6 +15,7 @@ mod explore;
 mod gpt;
 mod labels;
 mod rng;
+mod selection;
 
 use gpt::{Config, Gpt};
 use rng::Rng;
@@ -118,7 +121,7 @@ fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn write_file(path: &Path, header: &str, rows: impl Iterator<Item = String>) -> std::io::Result<()> {
+pub fn write_file(path: &Path, header: &str, rows: impl Iterator<Item = String>) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(f, "{header}")?;
     for row in rows {
@@ -192,6 +195,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let at = args.iter().position(|a| a == "--explore").expect("flag present") + 2;
         return explore::run(&setup, Path::new(&model_dir), &args[at..]);
     }
+    if let Some(data) = value("--select-from") {
+        // After quality.sql: AirRep's selections from its output, the baselines' from ours.
+        let data = Path::new(&data);
+        let mut selections = selection::read(&std::fs::read_to_string(data.join("baseline_selections.tsv"))?, None);
+        selections.extend(selection::read(&std::fs::read_to_string(data.join("airrep.tsv"))?, Some("selected")));
+        return selection::evaluate(&setup, &model, selections, &out);
+    }
     write_tables(&setup, &out)?;
     // The gradient baseline at its stored size, and at the encoder's width (384) for a
     // comparison at equal dimension.
@@ -199,6 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     measured.extend(baselines::gradient(&setup, &model, &[setup.params.projection_dim, ENCODER_DIM])?);
     write_file(&out.join("baselines.tsv"), "method\tlds\tencode_ms\tbytes\ttrain_s", measured.iter()
         .map(|m| format!("{}\t{}\t{:.4}\t{:.0}\t{:.1}", m.method, m.lds, m.encode_ms, m.bytes, m.train_s)))?;
+    selection::write(&selection::baseline_selections(&setup, &measured), &out.join("baseline_selections.tsv"))?;
     let (_, eval_targets) = setup.eval();
     write_file(&out.join("baselines_per_target.tsv"), "method\ttarget_id\tspearman", measured.iter()
         .flat_map(|m| m.per_target.iter().zip(&eval_targets).map(move |(r, t)| format!("{}\t{}\t{r}", m.method, t + 1))))?;
