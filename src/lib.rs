@@ -7,12 +7,14 @@
 use pgrx::prelude::*;
 
 mod aggstate;
+mod contamination;
 mod encode;
 mod error;
 mod evaluate;
 mod group_influence;
 mod gucs;
 mod labels;
+mod near_duplicates;
 mod pgvector;
 mod registry;
 mod relation;

@@ -1,9 +1,11 @@
-//! Reading a relation's `(id, vector)` rows in blocks for the search functions
-//! (`airrep.top_k`, `airrep.select_data`, `airrep.near_duplicates`).
+//! Reading a relation's rows in blocks for the search and cleaning functions
+//! (`airrep.top_k`, `airrep.select_data`, `airrep.near_duplicates`,
+//! `airrep.contamination`): an integer `id` and any of a vector, a text and a cost column.
 //!
 //! Rows come through an SPI cursor, so a table or a view works and the caller's privileges
-//! apply. NULL vectors are skipped, a NULL id is an error, and every vector must have the
-//! dimension the first one (or the caller) fixed. Between blocks the scan checks for
+//! apply. Rows whose vector or text is NULL are skipped, a NULL id is an error, and every
+//! vector must have the dimension the first one (or the caller) fixed. Texts are read
+//! NFKC-normalised and case-folded (`lower(normalize(text, NFKC))`). Between blocks the scan checks for
 //! cancellation and, on long runs, reports progress with an ETA. Each block's tuples and
 //! detoasted values are freed before the next, so memory is one block.
 
@@ -16,12 +18,13 @@ use crate::error::raise;
 use crate::relation::{qualified, quote_ident, require_columns, Kind};
 use crate::vector_type::VectorRef;
 
-/// Rows of one block: ids, vectors (row-major, `dim` wide) and, when a cost column was
-/// named, costs.
+/// Rows of one block: ids and, for the columns read, vectors (row-major, `dim` wide),
+/// texts and costs.
 #[derive(Default)]
 pub struct Block {
     pub ids: Vec<i64>,
     pub rows: Vec<f32>,
+    pub texts: Vec<String>,
     pub costs: Vec<f64>,
 }
 
@@ -37,68 +40,120 @@ impl Block {
     fn clear(&mut self) {
         self.ids.clear();
         self.rows.clear();
+        self.texts.clear();
         self.costs.clear();
     }
 
     pub fn extend(&mut self, other: &Block) {
         self.ids.extend_from_slice(&other.ids);
         self.rows.extend_from_slice(&other.rows);
+        self.texts.extend_from_slice(&other.texts);
         self.costs.extend_from_slice(&other.costs);
     }
 }
 
-/// A relation checked for an integer `id` column, an `airrep_vector` column and, if
-/// named, a numeric cost column.
+/// The columns to read besides `id`, by name.
+#[derive(Default, Clone, Copy)]
+pub struct Columns<'a> {
+    pub vector: Option<&'a str>,
+    pub text: Option<&'a str>,
+    pub cost: Option<&'a str>,
+}
+
+/// A relation checked for an integer `id` column and the requested columns.
 pub struct Source {
     /// "targets", "pool", ...: how messages name the relation's role.
     role: &'static str,
     name: String,
     from: String,
-    vector: String,
+    /// quoted column names
+    vector: Option<String>,
+    text: Option<String>,
     cost: Option<String>,
     /// pg_class.reltuples for a table, for progress; None for a view or an unanalysed table.
     estimated_rows: Option<f64>,
 }
 
 impl Source {
-    pub fn new(relation: &PgRelation, role: &'static str, vector_column: &str, cost_column: Option<&str>) -> Self {
-        let mut columns = vec![("id", Kind::Id), (vector_column, Kind::Vector)];
-        if let Some(cost) = cost_column {
-            columns.push((cost, Kind::Cost));
-        }
-        require_columns(relation, role, &columns);
+    /// `id` and an `airrep_vector` column.
+    pub fn vectors(relation: &PgRelation, role: &'static str, vector_column: &str) -> Self {
+        Self::new(relation, role, Columns { vector: Some(vector_column), ..Columns::default() })
+    }
+
+    pub fn new(relation: &PgRelation, role: &'static str, columns: Columns) -> Self {
+        let mut required = vec![("id", Kind::Id)];
+        required.extend(columns.vector.map(|c| (c, Kind::Vector)));
+        required.extend(columns.text.map(|c| (c, Kind::Text)));
+        required.extend(columns.cost.map(|c| (c, Kind::Cost)));
+        require_columns(relation, role, &required);
         // SAFETY: an open relation's rd_rel is valid.
         let reltuples = unsafe { (*relation.rd_rel).reltuples } as f64;
         Source {
             role,
             name: relation.name().to_string(),
             from: qualified(relation),
-            vector: quote_ident(vector_column),
-            cost: cost_column.map(quote_ident),
+            vector: columns.vector.map(quote_ident),
+            text: columns.text.map(quote_ident),
+            cost: columns.cost.map(quote_ident),
             estimated_rows: (reltuples > 0.0).then_some(reltuples),
         }
     }
 
 
+    /// `SELECT id, [vector,] [text,] [cost] FROM ... WHERE id > $1` (NULL vectors and texts
+    /// skipped; `$1` NULL for all rows).
     fn select_list(&self) -> String {
-        let cost = self.cost.as_ref().map(|c| format!(", {c}::float8")).unwrap_or_default();
-        format!("SELECT id::bigint, {}{cost} FROM {} WHERE {} IS NOT NULL", self.vector, self.from, self.vector)
+        let mut list = String::from("SELECT id::bigint");
+        let mut filter = String::from("($1::bigint IS NULL OR id::bigint > $1)");
+        if let Some(v) = &self.vector {
+            list += &format!(", {v}");
+            filter += &format!(" AND {v} IS NOT NULL");
+        }
+        if let Some(t) = &self.text {
+            list += &format!(", lower(normalize({t}::text, NFKC))");
+            filter += &format!(" AND {t} IS NOT NULL");
+        }
+        if let Some(c) = &self.cost {
+            list += &format!(", {c}::float8");
+        }
+        format!("{list} FROM {} WHERE {filter}", self.from)
     }
 
     /// Every row in blocks of `block_rows`, in id order when `ordered`. `dim` is the
     /// dimension every vector must have; None takes it from the first row (and sets it).
     /// `progress` names the work in NOTICEs.
-    pub fn scan(&self, dim: &mut Option<usize>, block_rows: usize, ordered: bool, progress: &str, mut each: impl FnMut(&Block)) {
+    pub fn scan(&self, dim: &mut Option<usize>, block_rows: usize, ordered: bool, progress: &str, each: impl FnMut(&Block)) {
+        self.scan_after(None, dim, block_rows, ordered, progress, each)
+    }
+
+    /// As [`Source::scan`], only the rows whose id is greater than `after` (if given).
+    pub fn scan_after(
+        &self,
+        after: Option<i64>,
+        dim: &mut Option<usize>,
+        block_rows: usize,
+        ordered: bool,
+        progress: &str,
+        mut each: impl FnMut(&Block),
+    ) {
         let order = if ordered { " ORDER BY 1" } else { "" };
         let query = format!("{}{order}", self.select_list());
-        self.read(&query, &[], dim, block_rows, progress, &mut each);
+        self.read(&query, &[after.into()], dim, block_rows, progress, &mut each);
+    }
+
+    /// The first `limit` rows in id order whose id is greater than `after` (if given).
+    pub fn next_rows(&self, after: Option<i64>, limit: usize, dim: &mut Option<usize>) -> Block {
+        let query = format!("{} ORDER BY 1 LIMIT {limit}", self.select_list());
+        let mut found = Block::default();
+        self.read(&query, &[after.into()], dim, limit, "", &mut |block: &Block| found.extend(block));
+        found
     }
 
     /// The rows whose ids are in `ids` (one block, in id order).
     pub fn lookup(&self, ids: &[i64], dim: &mut Option<usize>) -> Block {
-        let query = format!("{} AND id::bigint = ANY($1) ORDER BY 1", self.select_list());
+        let query = format!("{} AND id::bigint = ANY($2) ORDER BY 1", self.select_list());
         let mut found = Block::default();
-        let args = [ids.to_vec().into()];
+        let args = [Option::<i64>::None.into(), ids.to_vec().into()];
         self.read(&query, &args, dim, usize::MAX, "", &mut |block: &Block| found.extend(block));
         found
     }
@@ -146,26 +201,39 @@ impl Source {
                 Ok(None) => raise("22004", &format!("{} relation \"{}\" has a row whose id is NULL", self.role, self.name)),
                 Err(e) => raise("XX000", &e.to_string()),
             };
-            let datum = table.get_datum_by_ordinal(2).ok().flatten().expect("the query skips NULL vectors");
-            // SAFETY: column 2 is a non-null airrep_vector (checked by require_columns).
-            let vector = unsafe { VectorRef::from_raw(datum) };
-            let v = vector.as_slice();
-            match *dim {
-                None => *dim = Some(v.len()),
-                Some(d) if d != v.len() => raise(
-                    "22000",
-                    &format!(
-                        "different vector dimensions {d} and {}: row {id} of {} relation \"{}\" (column {})",
-                        v.len(),
-                        self.role,
-                        self.name,
-                        self.vector
+            let mut column = 2;
+            if self.vector.is_some() {
+                let datum = table.get_datum_by_ordinal(column).ok().flatten().expect("the query skips NULL vectors");
+                column += 1;
+                // SAFETY: a non-null airrep_vector (checked by require_columns).
+                let vector = unsafe { VectorRef::from_raw(datum) };
+                let v = vector.as_slice();
+                match *dim {
+                    None => *dim = Some(v.len()),
+                    Some(d) if d != v.len() => raise(
+                        "22000",
+                        &format!(
+                            "different vector dimensions {d} and {}: row {id} of {} relation \"{}\" (column {})",
+                            v.len(),
+                            self.role,
+                            self.name,
+                            self.vector.as_deref().unwrap_or_default()
+                        ),
                     ),
-                ),
-                Some(_) => {}
+                    Some(_) => {}
+                }
+                block.rows.extend_from_slice(v);
+            }
+            if self.text.is_some() {
+                match table.get::<String>(column) {
+                    Ok(Some(text)) => block.texts.push(text),
+                    Ok(None) => unreachable!("the query skips NULL texts"),
+                    Err(e) => raise("XX000", &e.to_string()),
+                }
+                column += 1;
             }
             if self.cost.is_some() {
-                let cost = match table.get::<f64>(3) {
+                let cost = match table.get::<f64>(column) {
                     Ok(c) => c,
                     Err(e) => raise("XX000", &e.to_string()),
                 };
@@ -184,7 +252,6 @@ impl Source {
                 }
             }
             block.ids.push(id);
-            block.rows.extend_from_slice(v);
         }
     }
 }

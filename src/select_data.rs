@@ -19,7 +19,7 @@ use pgrx::PgRelation;
 
 use crate::encode::thread_pool;
 use crate::error::raise;
-use crate::scan::{Block, Source};
+use crate::scan::{Block, Columns, Source};
 use crate::top_k::{read_targets, search};
 
 /// Candidate-by-target scores the `group` strategy holds at most (256 MB of f32).
@@ -105,8 +105,9 @@ fn select_data(
     }
     let strategy = strategy(strategy_name.unwrap_or_else(|| required("strategy")));
     let vector_column = vector_column.unwrap_or_else(|| required("vector_column"));
-    let targets = Source::new(&targets, "targets", vector_column, None);
-    let pool = Source::new(&pool, "pool", vector_column, cost_column);
+    let targets = Source::vectors(&targets, "targets", vector_column);
+    let columns = Columns { vector: Some(vector_column), cost: cost_column, ..Columns::default() };
+    let pool = Source::new(&pool, "pool", columns);
     let costed = cost_column.is_some();
     let Some((target_ids, queries)) = read_targets(&targets) else {
         return TableIterator::new(Vec::new());

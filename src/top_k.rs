@@ -54,8 +54,8 @@ fn top_k(
     vector_column: &str,
 ) -> TableIterator<'static, (name!(target_id, i64), name!(example_id, i64), name!(rank, i32), name!(influence, f64))> {
     let k = check_k(k);
-    let targets = Source::new(&targets, "targets", vector_column, None);
-    let pool = Source::new(&pool, "pool", vector_column, None);
+    let targets = Source::vectors(&targets, "targets", vector_column);
+    let pool = Source::vectors(&pool, "pool", vector_column);
     let Some((target_ids, queries)) = read_targets(&targets) else {
         return TableIterator::new(Vec::new());
     };

@@ -26,6 +26,6 @@ pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
-pub use search::{Queries, TopKSearch};
+pub use search::{unit_rows, Queries, TopKSearch};
 pub use train::{Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer, Validation};
 pub use trainable::TrainableModel;

@@ -81,6 +81,37 @@ impl Queries {
         let scores = linear(&self.matrix, &packed, Epilogue::None)?;
         Ok(scores.flatten_all()?.to_vec1::<f32>()?)
     }
+
+    /// Every `(query, row of block, score)` whose score is at least `threshold`, in query
+    /// then row order: a threshold join (near duplicates, contamination by embedding).
+    pub fn pairs_at_least(&self, block: &[f32], threshold: f32) -> Result<Vec<(usize, usize, f32)>> {
+        let scores = self.dots(block)?;
+        if scores.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = scores.len() / self.count;
+        Ok(scores
+            .par_chunks_exact(rows)
+            .enumerate()
+            .flat_map_iter(|(q, row)| {
+                row.iter()
+                    .enumerate()
+                    .filter(move |&(_, &s)| s >= threshold)
+                    .map(move |(r, &s)| (q, r, s))
+            })
+            .collect())
+    }
+}
+
+/// `rows` (row-major, `dim` wide) scaled to unit length for cosine similarity; a zero row
+/// stays zero (it is similar to nothing).
+pub fn unit_rows(rows: &mut [f32], dim: usize) {
+    for row in rows.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+        }
+    }
 }
 
 /// Exact top-k rows per query over a stream of blocks (ties to the smaller id).
@@ -171,6 +202,31 @@ mod tests {
                 assert!((dots[i * 70 + j] as f64 - exact).abs() <= bound, "query {i} row {j}");
             }
         }
+    }
+
+    #[test]
+    fn threshold_pairs_are_the_brute_force_pairs() {
+        let mut rng = SplitMix64(3);
+        let dim = 6;
+        let mut rows: Vec<f32> = (0..40 * dim).map(|_| (rng.next_u64() % 3) as f32 - 1.0).collect();
+        unit_rows(&mut rows, dim);
+        let queries = Queries::new(rows[..10 * dim].to_vec(), dim).unwrap();
+        let got = queries.pairs_at_least(&rows, 0.7).unwrap();
+        let mut want = Vec::new();
+        for q in 0..10 {
+            for r in 0..40 {
+                let s = airrep_core::vector::dot(&rows[q * dim..(q + 1) * dim], &rows[r * dim..(r + 1) * dim]);
+                // Pairs within f32 rounding of the threshold may go either way.
+                if s >= 0.7 + 1e-6 {
+                    want.push((q, r));
+                }
+            }
+        }
+        let got_pairs: Vec<(usize, usize)> = got.iter().map(|&(q, r, _)| (q, r)).collect();
+        assert!(want.iter().all(|p| got_pairs.contains(p)));
+        assert!(got.iter().all(|&(q, r, s)| s >= 0.7 && (s as f64 - airrep_core::vector::dot(&rows[q * dim..(q + 1) * dim], &rows[r * dim..(r + 1) * dim])).abs() < 1e-6));
+        // every row is its own pair (norm 1) unless it is zero
+        assert!((0..10).all(|q| got_pairs.contains(&(q, q)) || rows[q * dim..(q + 1) * dim].iter().all(|&x| x == 0.0)));
     }
 
     #[test]

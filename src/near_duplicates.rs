@@ -1,0 +1,136 @@
+//! `airrep.near_duplicates`: clusters of rows whose vectors are near copies.
+//!
+//! Clusters are the connected components of cosine similarity >= threshold. The relation
+//! is read in chunks of rows in id order; each chunk is the query set of a streamed search
+//! ([`airrep_model::Queries::pairs_at_least`], the top-k engine's product) over the rows
+//! from that chunk on, so each pair is compared once and memory is one chunk, one block
+//! and the rows that have a near copy. For `keep => 'central'` a member's mean similarity
+//! to the rest of its cluster is `(<v_i, Σ_j v_j> − 1) / (n − 1)` over unit vectors: exact,
+//! and linear in the cluster's size.
+
+use std::collections::HashMap;
+
+use airrep_core::clusters::{Clusters, Keep};
+use airrep_model::{unit_rows, Queries};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::encode::thread_pool;
+use crate::error::raise;
+use crate::scan::{Block, Source};
+
+/// Query rows per chunk: 16 Mi floats (64 MB) of query vectors.
+const CHUNK_FLOATS: usize = 16 << 20;
+/// Cosines this close below the threshold count as reaching it: f32 dot products of unit
+/// vectors are within about 1e-6 of the exact cosine, so identical rows meet threshold 1.
+const COSINE_SLACK: f64 = 2e-6;
+
+pub fn check_threshold(threshold: f64) -> f32 {
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        raise("22023", &format!("threshold must be in (0, 1], got {threshold}"));
+    }
+    (threshold - COSINE_SLACK) as f32
+}
+
+/// A block's vectors scaled to unit length.
+pub fn unit(block: &Block, dim: usize) -> Vec<f32> {
+    let mut rows = block.rows.clone();
+    unit_rows(&mut rows, dim);
+    rows
+}
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(schema = "airrep", name = "near_duplicates_by_column", stable, strict, parallel_restricted)]
+fn near_duplicates(
+    relation: PgRelation,
+    threshold: f64,
+    keep: &str,
+    vector_column: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(cluster_id, i64),
+        name!(keep, bool),
+        name!(nearest_id, i64),
+        name!(similarity, f64),
+    ),
+> {
+    let cutoff = check_threshold(threshold);
+    let keep: Keep = keep.parse().unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| raise("22023", &e.to_string()));
+    let source = Source::vectors(&relation, "input", vector_column);
+    let threads = thread_pool();
+    let mut dim: Option<usize> = None;
+    let mut clusters = Clusters::new();
+    let mut after = None;
+    loop {
+        pgrx::check_for_interrupts!();
+        let chunk_rows = dim.map_or(4096, |d| (CHUNK_FLOATS / d).max(1));
+        let chunk = source.next_rows(after, chunk_rows, &mut dim);
+        let (Some(&last), Some(d)) = (chunk.ids.last(), dim) else {
+            break;
+        };
+        let queries = Queries::new(unit(&chunk, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        // Rows from this chunk on: pairs before it were found with an earlier chunk.
+        source.scan_after(after, &mut dim, queries.block_rows(), false, "airrep.near_duplicates", |block| {
+            let rows = unit(block, d);
+            let pairs = threads
+                .install(|| queries.pairs_at_least(&rows, cutoff))
+                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            for (q, r, s) in pairs {
+                let (a, b) = (chunk.ids[q], block.ids[r]);
+                if b > a {
+                    clusters.add_edge(a, b, (s as f64).min(1.0));
+                }
+            }
+        });
+        after = Some(last);
+    }
+    let clusters = clusters.finish();
+    // Mean similarity within each cluster, from the members' unit vectors.
+    let mut mean_similarity: HashMap<i64, f64> = HashMap::new();
+    if keep == Keep::Central && !clusters.is_empty() {
+        let d = dim.expect("clusters need rows");
+        let ids: Vec<i64> = clusters.iter().flat_map(|c| c.members.iter().map(|m| m.id)).collect();
+        let found = source.lookup(&ids, &mut dim);
+        let rows = unit(&found, d);
+        let vector: HashMap<i64, &[f32]> = found.ids.iter().copied().zip(rows.chunks_exact(d)).collect();
+        for c in &clusters {
+            let mut sum = vec![0f64; d];
+            for m in &c.members {
+                sum.iter_mut().zip(vector[&m.id]).for_each(|(s, &x)| *s += x as f64);
+            }
+            let n = c.members.len() as f64;
+            for m in &c.members {
+                let v = vector[&m.id];
+                let own: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
+                let with_all: f64 = v.iter().zip(&sum).map(|(&x, s)| x as f64 * s).sum();
+                mean_similarity.insert(m.id, (with_all - own) / (n - 1.0));
+            }
+        }
+    }
+    let rows: Vec<_> = clusters
+        .iter()
+        .flat_map(|c| {
+            let keeper = c.keeper(keep, |id| mean_similarity.get(&id).copied().unwrap_or(0.0));
+            c.members
+                .iter()
+                .map(move |m| (m.id, c.id(), m.id == keeper, m.nearest_id, m.similarity))
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION airrep.near_duplicates(relation regclass, threshold double precision DEFAULT 0.9,
+                                       keep text DEFAULT 'lowest_id', vector_column name DEFAULT 'embedding')
+RETURNS TABLE(id bigint, cluster_id bigint, keep boolean, nearest_id bigint, similarity double precision)
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
+AS $$ SELECT * FROM airrep.near_duplicates_by_column(relation, threshold, keep, vector_column::text) $$;
+COMMENT ON FUNCTION airrep.near_duplicates(regclass, double precision, text, name) IS
+    'clusters of rows with cosine similarity >= threshold (connected components), one row per member, one kept per cluster';
+"#,
+    name = "near_duplicates_wrapper",
+    requires = [near_duplicates]
+);
