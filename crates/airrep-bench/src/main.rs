@@ -6,6 +6,7 @@
 //! the pretrained LM, is cached under DIR_CACHE/<hash of the parameters>; the corpus and the
 //! subsets are cheap and recomputed from the seed every time. With
 //! `--explore MODEL_DIR OPTIONS...` (last), it compares training recipes instead (explore.rs);
+//! with `--texts-only` it writes only the pool's `examples.csv` (no labels);
 //! with `--select-from DIR` it runs the data-selection experiment on the selections in DIR
 //! (selection.rs) and writes `selection.tsv` to the --out DIR.
 
@@ -161,11 +162,15 @@ fn labels(setup: &mut Setup, cache: &Path) -> Result<Gpt, Box<dyn std::error::Er
     Ok(model)
 }
 
+fn write_examples(setup: &Setup, out: &Path) -> std::io::Result<()> {
+    write_file(&out.join("examples.csv"), "id,task,text", setup.pool.iter().enumerate().map(|(i, p)| format!("{},{},{}", i + 1, p.task, csv_field(&p.text()))))
+}
+
 fn write_tables(setup: &Setup, out: &Path) -> std::io::Result<()> {
     let n_train_subsets = setup.params.train_subsets;
     let n_train_targets = setup.params.train_targets;
     let split = |train: bool| if train { "train" } else { "eval" };
-    write_file(&out.join("examples.csv"), "id,task,text", setup.pool.iter().enumerate().map(|(i, p)| format!("{},{},{}", i + 1, p.task, csv_field(&p.text()))))?;
+    write_examples(setup, out)?;
     write_file(&out.join("targets.csv"), "id,split,task,text", setup.targets.iter().enumerate()
         .map(|(i, p)| format!("{},{},{},{}", i + 1, split(i < n_train_targets), p.task, csv_field(&p.text()))))?;
     write_file(&out.join("subsets.csv"), "subset_id,example_id", setup.subsets.iter().enumerate()
@@ -187,6 +192,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
 
     let mut setup = Setup::new(Params::new(quick, seed))?;
+    if args.iter().any(|a| a == "--texts-only") {
+        // The pool's real text for other benchmarks (benches/dedup.sh): no labels needed.
+        return Ok(write_examples(&setup, &out)?);
+    }
     let model = labels(&mut setup, &cache)?;
     // "pretrain_s X" and "retrain_s Y", measured when the labels were made (maybe cached)
     let made = std::fs::read_to_string(cache.join(setup.params.hash()).join("params.txt"))?;
