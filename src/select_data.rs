@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use airrep_core::select::{greedy_group, round_robin, BudgetedBest, Pick};
+use airrep_core::select::{greedy_group, round_robin, BudgetedBest, Cancelled, Pick};
 use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -211,7 +211,7 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
         pgrx::check_for_interrupts!();
         false
     };
-    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted).unwrap_or_else(|()| raise("57014", "canceling statement due to user request"))
+    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted).unwrap_or_else(|Cancelled| raise("57014", "canceling statement due to user request"))
 }
 
 extension_sql!(

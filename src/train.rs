@@ -30,6 +30,10 @@ CREATE TABLE airrep.training_log (
     PRIMARY KEY (model_id, step)
 );
 COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.train; grad_norm is before clipping; validation_lds is the held-out LDS of the weights after the step, on validation steps';
+-- Models are data: pg_dump carries the registry's rows (and the id sequence's position).
+SELECT pg_catalog.pg_extension_config_dump('airrep.models', '');
+SELECT pg_catalog.pg_extension_config_dump('airrep.model_files', '');
+SELECT pg_catalog.pg_extension_config_dump('airrep.training_log', '');
 "#,
     name = "training_log",
     requires = ["registry_tables"]

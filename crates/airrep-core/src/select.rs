@@ -33,6 +33,10 @@ pub struct Pick {
     pub cumulative_cost: f64,
 }
 
+/// A selection stopped because its `interrupted` callback returned true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
 /// Round robin stopped because a target used up its ranking before the budget or the
 /// pool did: rank deeper (at least this many rows per target) and run it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +213,7 @@ impl BudgetedBest {
 /// Each pick takes the candidate with the largest gain (ties, up to a relative 1e-12 of
 /// rounding, to the smaller id) and stops
 /// at the first whose cost would exceed the budget, or when no candidate is left.
-/// `interrupted` is polled before every pick; `Err(())` means it returned true.
+/// `interrupted` is polled before every pick.
 ///
 /// Cost: O(picks x candidates x targets) pooled-score updates.
 pub fn greedy_group(
@@ -218,7 +222,7 @@ pub fn greedy_group(
     costs: &[f64],
     budget: f64,
     interrupted: &dyn Fn() -> bool,
-) -> Result<Vec<Pick>, ()> {
+) -> Result<Vec<Pick>, Cancelled> {
     debug_assert!(scores.iter().all(|row| row.len() == ids.len()));
     debug_assert_eq!(ids.len(), costs.len());
     let mut groups = vec![GroupState::default(); scores.len()];
@@ -228,7 +232,7 @@ pub fn greedy_group(
     let mut total = 0.0;
     loop {
         if interrupted() {
-            return Err(());
+            return Err(Cancelled);
         }
         let mut best: Option<(usize, f64)> = None;
         for c in (0..ids.len()).filter(|&c| !taken[c]) {
@@ -260,7 +264,9 @@ pub fn greedy_group(
         taken[c] = true;
         for ((group, row), now) in groups.iter_mut().zip(scores).zip(current.iter_mut()) {
             group.push(row[c] as f64);
-            *now = group.result(Pooling::Attention).expect("a member was pushed");
+            *now = group
+                .result(Pooling::Attention)
+                .expect("a member was pushed");
         }
         picks.push(Pick {
             id: ids[c],

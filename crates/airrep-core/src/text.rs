@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn words_collapse_whitespace_and_punctuation() {
-        assert_eq!(words("  Hello,\tworld!! it's  née-1 "), ["Hello", "world", "it", "s", "née", "1"]);
+        assert_eq!(
+            words("  Hello,\tworld!! it's  née-1 "),
+            ["Hello", "world", "it", "s", "née", "1"]
+        );
         assert_eq!(exact_key("a  b\n\nc."), exact_key("a, b; c"));
         assert_eq!(exact_key("... !!"), "");
     }
@@ -145,7 +148,10 @@ mod tests {
         index.add("lazy dog"); // shorter than n: its one gram is "lazy dog"
         index.add("");
         assert_eq!(index.matches("a quick brown fox sat"), [(0, 1.0 / 3.0)]);
-        assert_eq!(index.matches("THE quick brown fox jumps".to_lowercase().as_str()), [(0, 1.0)]);
+        assert_eq!(
+            index.matches("THE quick brown fox jumps".to_lowercase().as_str()),
+            [(0, 1.0)]
+        );
         assert_eq!(index.matches("over the lazy dog today"), [(1, 1.0)]);
         assert!(index.matches("lazy cat").is_empty());
         assert!(index.matches("").is_empty());

@@ -35,9 +35,9 @@ proptest! {
             component[start] = start;
             let mut stack = vec![start];
             while let Some(i) = stack.pop() {
-                for j in 0..n {
-                    if j != i && component[j] == usize::MAX && sim(i, j) >= threshold {
-                        component[j] = start;
+                for (j, c) in component.iter_mut().enumerate() {
+                    if j != i && *c == usize::MAX && sim(i, j) >= threshold {
+                        *c = start;
                         stack.push(j);
                     }
                 }

@@ -10,8 +10,11 @@ use proptest::prelude::*;
 fn scored_rows(max: usize) -> impl Strategy<Value = Vec<Hit>> {
     prop::collection::vec(-4i32..4, 0..max).prop_flat_map(|scores| {
         let n = scores.len();
-        (Just(scores), Just((0..n as i64).collect::<Vec<_>>()).prop_shuffle()).prop_map(
-            |(scores, ids)| {
+        (
+            Just(scores),
+            Just((0..n as i64).collect::<Vec<_>>()).prop_shuffle(),
+        )
+            .prop_map(|(scores, ids)| {
                 ids.into_iter()
                     .zip(scores)
                     .map(|(id, s)| Hit {
@@ -19,8 +22,7 @@ fn scored_rows(max: usize) -> impl Strategy<Value = Vec<Hit>> {
                         score: s as f32 * 0.5,
                     })
                     .collect()
-            },
-        )
+            })
     })
 }
 
@@ -153,7 +155,12 @@ proptest! {
 
 /// The reference's round robin over full rankings: targets take turns in order, each its
 /// best row not yet picked, until a pick would exceed the budget or nothing is left.
-fn reference_round_robin(scores: &[Vec<i32>], ids: &[i64], cost: &dyn Fn(i64) -> f64, budget: f64) -> Vec<Pick> {
+fn reference_round_robin(
+    scores: &[Vec<i32>],
+    ids: &[i64],
+    cost: &dyn Fn(i64) -> f64,
+    budget: f64,
+) -> Vec<Pick> {
     let mut picks: Vec<Pick> = Vec::new();
     let mut total = 0.0;
     loop {
@@ -167,7 +174,12 @@ fn reference_round_robin(scores: &[Vec<i32>], ids: &[i64], cost: &dyn Fn(i64) ->
                 return picks;
             }
             total += cost(ids[i]);
-            picks.push(Pick { id: ids[i], target: Some(t), score: row[i] as f64, cumulative_cost: total });
+            picks.push(Pick {
+                id: ids[i],
+                target: Some(t),
+                score: row[i] as f64,
+                cumulative_cost: total,
+            });
         }
         if picks.len() == before {
             return picks;

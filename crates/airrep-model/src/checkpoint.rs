@@ -124,6 +124,15 @@ impl Checkpoint {
             )));
         }
         check_projector(&tensors, config.hidden_size)?;
+        let width = tensors
+            .get(PROJECTOR_BIAS)
+            .map_or(config.hidden_size, |b| b.dims()[0]);
+        if width > airrep_core::vector::MAX_DIM {
+            return Err(Error::Checkpoint(format!(
+                "the model's embeddings would have {width} dimensions; airrep_vector holds at most {}",
+                airrep_core::vector::MAX_DIM
+            )));
+        }
         let tensors = tensors
             .into_iter()
             .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
@@ -384,6 +393,38 @@ mod tests {
         }
         let b = ckpt.tensors()[PROJECTOR_BIAS].to_vec1::<f32>().unwrap();
         assert!(b.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn rejects_embeddings_wider_than_the_vector_type() {
+        let (config, _) = tiny();
+        let dev = Device::Cpu;
+        for (width, ok) in [
+            (16_000, true),
+            (16_001, false),
+            (32_768, false),
+            (65_536, false),
+        ] {
+            let mut wide = tiny_tensors();
+            wide.insert(
+                PROJECTOR_WEIGHT.into(),
+                Tensor::zeros((width, 32), DType::F32, &dev).unwrap(),
+            );
+            wide.insert(
+                PROJECTOR_BIAS.into(),
+                Tensor::zeros(width, DType::F32, &dev).unwrap(),
+            );
+            let bytes = safetensors::serialize(&wide, None).unwrap();
+            match Checkpoint::from_bytes(&config, &bytes) {
+                Ok(ckpt) => assert!(ok && ckpt.output_dim() == width),
+                Err(e) => assert!(
+                    !ok && e
+                        .to_string()
+                        .contains(&format!("would have {width} dimensions")),
+                    "{e}"
+                ),
+            }
+        }
     }
 
     #[test]

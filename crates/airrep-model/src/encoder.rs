@@ -157,6 +157,14 @@ impl Encoder {
             let (input_ids, mask) = batch.to_tensors(&self.device)?;
             let rows = self.model.forward(&input_ids, &mask)?.to_vec2::<f32>()?;
             for (&i, row) in chunk.iter().zip(rows) {
+                // Weights near f32's limit overflow: such a vector cannot be stored or
+                // printed, so no caller may receive one.
+                if row.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Input(format!(
+                        "the model produced a non-finite embedding for text {} (its weights overflow float4)",
+                        i + 1
+                    )));
+                }
                 embeddings[i] = row;
             }
         }
@@ -186,6 +194,27 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn overflowing_weights_are_an_error_not_a_vector() {
+        let dir = golden_dir("tiny-airrep");
+        let checkpoint = Checkpoint::from_dir(&dir).unwrap();
+        let mut tensors = checkpoint.tensors().clone();
+        let huge = (tensors[crate::checkpoint::PROJECTOR_WEIGHT]
+            .ones_like()
+            .unwrap()
+            * 3e38)
+            .unwrap();
+        tensors.insert(crate::checkpoint::PROJECTOR_WEIGHT.into(), huge);
+        let overflowing = Checkpoint::new(checkpoint.config.clone(), tensors).unwrap();
+        let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let encoder = Encoder::new(&overflowing, &tokenizer, EncoderOptions::default()).unwrap();
+        let err = encoder
+            .encode(&["fine", "hello world"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("non-finite embedding"), "{err}");
     }
 
     /// Batched and one text at a time, with f32 FMA products and with AMX split products

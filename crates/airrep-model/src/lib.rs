@@ -25,7 +25,7 @@ pub use cpu_kernels::Product;
 pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
-pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use search::{unit_rows, Queries, TopKSearch};
+pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer, Validation};
 pub use trainable::TrainableModel;

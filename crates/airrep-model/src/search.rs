@@ -84,7 +84,11 @@ impl Queries {
 
     /// Every `(query, row of block, score)` whose score is at least `threshold`, in query
     /// then row order: a threshold join (near duplicates, contamination by embedding).
-    pub fn pairs_at_least(&self, block: &[f32], threshold: f32) -> Result<Vec<(usize, usize, f32)>> {
+    pub fn pairs_at_least(
+        &self,
+        block: &[f32],
+        threshold: f32,
+    ) -> Result<Vec<(usize, usize, f32)>> {
         let scores = self.dots(block)?;
         if scores.is_empty() {
             return Ok(Vec::new());
@@ -151,7 +155,13 @@ mod tests {
     use crate::rng::SplitMix64;
 
     /// Brute force: every dot product in f64, sorted by score then id.
-    fn brute_force(queries: &[f32], rows: &[f32], ids: &[i64], dim: usize, k: usize) -> Vec<Vec<Hit>> {
+    fn brute_force(
+        queries: &[f32],
+        rows: &[f32],
+        ids: &[i64],
+        dim: usize,
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
         queries
             .chunks(dim)
             .map(|q| {
@@ -163,7 +173,10 @@ mod tests {
                 hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 hits.into_iter()
                     .take(k)
-                    .map(|(score, id)| Hit { id, score: score as f32 })
+                    .map(|(score, id)| Hit {
+                        id,
+                        score: score as f32,
+                    })
                     .collect()
             })
             .collect()
@@ -172,9 +185,13 @@ mod tests {
     #[test]
     fn blocks_of_any_size_give_the_brute_force_top_k() {
         let mut rng = SplitMix64(7);
-        for (queries, rows, dim, k, block) in [(3, 50, 5, 4, 7), (40, 300, 33, 10, 64), (1, 9, 2, 20, 4)] {
+        for (queries, rows, dim, k, block) in
+            [(3, 50, 5, 4, 7), (40, 300, 33, 10, 64), (1, 9, 2, 20, 4)]
+        {
             // Small integers: products and sums are exact in f32, and many scores tie.
-            let mut ints = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_u64() % 5) as f32 - 2.0).collect() };
+            let mut ints = |n: usize| -> Vec<f32> {
+                (0..n).map(|_| (rng.next_u64() % 5) as f32 - 2.0).collect()
+            };
             let q = ints(queries * dim);
             let r = ints(rows * dim);
             let ids: Vec<i64> = (0..rows as i64).map(|i| (i * 37) % 101 - 50).collect();
@@ -191,15 +208,25 @@ mod tests {
     fn dots_are_f32_accurate() {
         let mut rng = SplitMix64(11);
         let dim = 384;
-        let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_unit() * 2.0 - 1.0).collect() };
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_unit() * 2.0 - 1.0).collect() };
         let (q, r) = (uniform(5 * dim), uniform(70 * dim));
         let queries = Queries::new(q.clone(), dim).unwrap();
         let dots = queries.dots(&r).unwrap();
         for (i, qi) in q.chunks(dim).enumerate() {
             for (j, rj) in r.chunks(dim).enumerate() {
                 let exact = airrep_core::vector::dot(qi, rj);
-                let bound: f64 = qi.iter().zip(rj).map(|(a, b)| (a * b).abs() as f64).sum::<f64>() * dim as f64 * f32::EPSILON as f64;
-                assert!((dots[i * 70 + j] as f64 - exact).abs() <= bound, "query {i} row {j}");
+                let bound: f64 = qi
+                    .iter()
+                    .zip(rj)
+                    .map(|(a, b)| (a * b).abs() as f64)
+                    .sum::<f64>()
+                    * dim as f64
+                    * f32::EPSILON as f64;
+                assert!(
+                    (dots[i * 70 + j] as f64 - exact).abs() <= bound,
+                    "query {i} row {j}"
+                );
             }
         }
     }
@@ -208,14 +235,19 @@ mod tests {
     fn threshold_pairs_are_the_brute_force_pairs() {
         let mut rng = SplitMix64(3);
         let dim = 6;
-        let mut rows: Vec<f32> = (0..40 * dim).map(|_| (rng.next_u64() % 3) as f32 - 1.0).collect();
+        let mut rows: Vec<f32> = (0..40 * dim)
+            .map(|_| (rng.next_u64() % 3) as f32 - 1.0)
+            .collect();
         unit_rows(&mut rows, dim);
         let queries = Queries::new(rows[..10 * dim].to_vec(), dim).unwrap();
         let got = queries.pairs_at_least(&rows, 0.7).unwrap();
         let mut want = Vec::new();
         for q in 0..10 {
             for r in 0..40 {
-                let s = airrep_core::vector::dot(&rows[q * dim..(q + 1) * dim], &rows[r * dim..(r + 1) * dim]);
+                let s = airrep_core::vector::dot(
+                    &rows[q * dim..(q + 1) * dim],
+                    &rows[r * dim..(r + 1) * dim],
+                );
                 // Pairs within f32 rounding of the threshold may go either way.
                 if s >= 0.7 + 1e-6 {
                     want.push((q, r));
@@ -224,9 +256,17 @@ mod tests {
         }
         let got_pairs: Vec<(usize, usize)> = got.iter().map(|&(q, r, _)| (q, r)).collect();
         assert!(want.iter().all(|p| got_pairs.contains(p)));
-        assert!(got.iter().all(|&(q, r, s)| s >= 0.7 && (s as f64 - airrep_core::vector::dot(&rows[q * dim..(q + 1) * dim], &rows[r * dim..(r + 1) * dim])).abs() < 1e-6));
+        assert!(got.iter().all(|&(q, r, s)| s >= 0.7
+            && (s as f64
+                - airrep_core::vector::dot(
+                    &rows[q * dim..(q + 1) * dim],
+                    &rows[r * dim..(r + 1) * dim]
+                ))
+            .abs()
+                < 1e-6));
         // every row is its own pair (norm 1) unless it is zero
-        assert!((0..10).all(|q| got_pairs.contains(&(q, q)) || rows[q * dim..(q + 1) * dim].iter().all(|&x| x == 0.0)));
+        assert!((0..10).all(|q| got_pairs.contains(&(q, q))
+            || rows[q * dim..(q + 1) * dim].iter().all(|&x| x == 0.0)));
     }
 
     #[test]

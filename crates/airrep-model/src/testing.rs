@@ -53,7 +53,10 @@ pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
 
 /// The largest [`relative_error`] over pairs of embeddings.
 pub fn worst_relative_error(got: &[Vec<f32>], want: &[Vec<f64>]) -> f64 {
-    got.iter().zip(want).map(|(g, w)| relative_error(g, w)).fold(0.0, f64::max)
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| relative_error(g, w))
+        .fold(0.0, f64::max)
 }
 
 /// The MiniLM-L6 model directory of `scripts/fetch-minilm.sh`, or None when the
