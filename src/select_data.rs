@@ -140,13 +140,14 @@ fn select_round_robin(queries: &Queries, pool: &Source, budget: f64, costed: boo
     loop {
         let mut stats = PoolStats::default();
         let rankings = search(queries, pool, depth, "airrep.select_data", |block| stats.add(block, costed));
-        let complete: Vec<bool> = rankings.iter().map(|r| r.len() < depth).collect();
+        // A ranking holds every row when the pool ran out before the depth did.
+        let complete: Vec<bool> = rankings.iter().map(|r| r.len() < depth || r.len() >= stats.rows).collect();
         let costs = costs_of(pool, rankings.iter().flatten().map(|h| h.id).collect(), queries.dim(), costed);
         let cost = |id: i64| costs[&id];
         match round_robin(&rankings, &complete, cost, budget) {
             Ok(picks) => return picks,
             Err(short) => {
-                depth = short.depth.max(depth_for(stats.picks(budget), queries.len()));
+                depth = short.depth.max(depth_for(stats.picks(budget), queries.len())).min(stats.rows.max(1));
                 notice!("airrep.select_data: a target used up its ranking; reading the pool again, {depth} rows deep");
             }
         }

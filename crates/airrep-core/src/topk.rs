@@ -64,7 +64,8 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k.min(1 << 16)),
+            // Grows as rows arrive: a huge k costs nothing until the stream fills it.
+            heap: BinaryHeap::with_capacity(k.min(1024)),
         }
     }
 
