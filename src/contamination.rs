@@ -17,7 +17,7 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::encode::thread_pool;
+use crate::runtime::thread_pool;
 use crate::error::raise;
 use crate::near_duplicates::{check_threshold, unit};
 use crate::scan::{Block, Columns, Source};

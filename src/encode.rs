@@ -1,8 +1,8 @@
 //! Encoding text with a registry model: `airrep.encode`, `airrep.format`, `airrep.embed`.
 //!
 //! Models are cached per backend (never in the postmaster), keyed by registry id, version and
-//! max length. Compute runs on a per-backend rayon pool bounded by `airrep.threads`; only the
-//! backend's own thread talks to Postgres, and interrupts are checked between batches.
+//! max length. Compute runs on the backend's pool (`runtime.rs`); only the backend's own
+//! thread talks to Postgres, and interrupts are checked between batches.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +11,7 @@ use airrep_model::{DeviceSpec, Encoder, EncoderOptions, Precision};
 use pgrx::prelude::*;
 
 use crate::error::raise;
+use crate::runtime::{device, precision, thread_pool};
 use crate::vector_type::Vector;
 use crate::{gucs, registry};
 
@@ -28,40 +29,6 @@ struct CacheKey {
 thread_local! {
     /// Most recently used last; bounded by `airrep.model_cache_size`.
     static MODELS: RefCell<Vec<(CacheKey, Rc<Encoder>)>> = const { RefCell::new(Vec::new()) };
-    static POOL: RefCell<Option<(usize, Rc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
-}
-
-/// The backend's compute pool, created on first use and rebuilt if `airrep.threads` changed.
-pub fn thread_pool() -> Rc<rayon::ThreadPool> {
-    let threads = gucs::THREADS.get() as usize;
-    POOL.with_borrow_mut(|pool| match pool {
-        Some((n, pool)) if *n == threads => pool.clone(),
-        _ => {
-            let built = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("airrep-{i}"))
-                .build()
-                .unwrap_or_else(|e| raise("53000", &format!("could not start {threads} threads: {e}")));
-            let built = Rc::new(built);
-            *pool = Some((threads, built.clone()));
-            built
-        }
-    })
-}
-
-/// The device named by `airrep.device`.
-pub fn device() -> DeviceSpec {
-    gucs::device().parse().unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
-}
-
-/// The precision named by `airrep.precision`; None for `auto`.
-pub fn precision() -> Option<Precision> {
-    match gucs::precision().trim() {
-        p if p.eq_ignore_ascii_case("auto") => None,
-        p => Some(p.parse().unwrap_or_else(|e: airrep_model::Error| {
-            raise("22023", &format!("airrep.precision: {e} (or auto)"))
-        })),
-    }
 }
 
 /// The loaded encoder for model `name`, from the backend cache or the registry.

@@ -18,6 +18,7 @@ mod near_duplicates;
 mod pgvector;
 mod registry;
 mod relation;
+mod runtime;
 mod scan;
 mod select_data;
 mod top_k;

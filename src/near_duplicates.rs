@@ -15,7 +15,7 @@ use airrep_model::{unit_rows, Queries};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::encode::thread_pool;
+use crate::runtime::thread_pool;
 use crate::error::raise;
 use crate::scan::{Block, Source};
 

@@ -166,7 +166,7 @@ fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serd
     let config_json: serde_json::Value = serde_json::from_slice(config)
         .unwrap_or_else(|e| raise("22P02", &format!("model \"{name}\": config.json is not valid JSON: {e}")));
     let options = airrep_model::EncoderOptions::default();
-    crate::encode::thread_pool()
+    crate::runtime::thread_pool()
         .install(|| airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ()))
         .unwrap_or_else(|e| raise("22023", &format!("model \"{name}\" cannot be loaded: {e}")));
     config_json

@@ -9,7 +9,7 @@ use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::encode::thread_pool;
+use crate::runtime::thread_pool;
 use crate::error::raise;
 use crate::scan::{Block, Source};
 

@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
 
-use crate::encode::{device, thread_pool};
+use crate::runtime::{device, thread_pool};
 use crate::error::raise;
 use crate::labels::LabelSet;
 use crate::relation::qualified;

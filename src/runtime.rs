@@ -1,0 +1,50 @@
+//! The backend's compute runtime: its rayon pool (bounded by `airrep.threads`), and the
+//! device and precision that `airrep.device` and `airrep.precision` name. Everything that
+//! computes (encoding, training, search) takes its threads and device from here; nothing
+//! here reads the model registry.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use airrep_model::{DeviceSpec, Precision};
+
+use crate::error::raise;
+use crate::gucs;
+
+thread_local! {
+    static POOL: RefCell<Option<(usize, Rc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
+}
+
+/// The backend's compute pool, created on first use and rebuilt if `airrep.threads` changed.
+pub fn thread_pool() -> Rc<rayon::ThreadPool> {
+    let threads = gucs::THREADS.get() as usize;
+    POOL.with_borrow_mut(|pool| match pool {
+        Some((n, pool)) if *n == threads => pool.clone(),
+        _ => {
+            let built = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("airrep-{i}"))
+                .build()
+                .unwrap_or_else(|e| raise("53000", &format!("could not start {threads} threads: {e}")));
+            let built = Rc::new(built);
+            *pool = Some((threads, built.clone()));
+            built
+        }
+    })
+}
+
+/// The device named by `airrep.device`.
+pub fn device() -> DeviceSpec {
+    gucs::device().parse().unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
+}
+
+/// The precision named by `airrep.precision`; None for `auto`.
+pub fn precision() -> Option<Precision> {
+    match gucs::precision().trim() {
+        p if p.eq_ignore_ascii_case("auto") => None,
+        p => Some(p.parse().unwrap_or_else(|e: airrep_model::Error| {
+            raise("22023", &format!("airrep.precision: {e} (or auto)"))
+        })),
+    }
+}
+
