@@ -1,7 +1,7 @@
 //! Encoding text with a registry model: `airrep.encode`, `airrep.format`, `airrep.embed`.
 //!
-//! Models are cached per backend (never in the postmaster), keyed by registry id, version and
-//! max length. Compute runs on the backend's pool (`runtime.rs`); only the backend's own
+//! Models are cached per backend (never in the postmaster), keyed by the model's identity
+//! (registry id, version and writing transaction) and the settings it was loaded with. Compute runs on the backend's pool (`runtime.rs`); only the backend's own
 //! thread talks to Postgres, and interrupts are checked between batches.
 
 use std::cell::RefCell;
@@ -17,8 +17,7 @@ use crate::{gucs, registry};
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct CacheKey {
-    model_id: i64,
-    version: i64,
+    model: registry::ModelIdentity,
     max_length: usize,
     device: DeviceSpec,
     /// None: the device's default (`airrep.precision = auto`).
@@ -27,34 +26,36 @@ struct CacheKey {
 }
 
 thread_local! {
-    /// Most recently used last; bounded by `airrep.model_cache_size`.
-    static MODELS: RefCell<Vec<(CacheKey, Rc<Encoder>)>> = const { RefCell::new(Vec::new()) };
+    /// Most recently used last, with the bytes of its weights; bounded by
+    /// [`gucs::model_cache_size`] and [`gucs::model_cache_bytes`].
+    static MODELS: RefCell<Vec<(CacheKey, Rc<Encoder>, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The loaded encoder for model `name`, from the backend cache or the registry.
 pub fn encoder(name: &str) -> Rc<Encoder> {
     let device = device();
-    let (model_id, version) = registry::model_key(name);
+    let model = registry::model_identity(name);
+    let model_id = model.id;
     let key = CacheKey {
-        model_id,
-        version,
+        model,
         max_length: gucs::MAX_LENGTH.get() as usize,
         device,
         precision: precision(),
         amx: gucs::AMX.get(),
     };
     if let Some(hit) = MODELS.with_borrow_mut(|models| {
-        let index = models.iter().position(|(k, _)| *k == key)?;
+        let index = models.iter().position(|(k, _, _)| *k == key)?;
         let entry = models.remove(index);
         models.push(entry);
-        models.last().map(|(_, e)| e.clone())
+        models.last().map(|(_, e, _)| e.clone())
     }) {
         return hit;
     }
     let (config, weights, tokenizer) = registry::model_files(model_id);
     let options = EncoderOptions {
         max_length: key.max_length,
-        batch_size: gucs::BATCH_SIZE.get() as usize,
+        // `encode_texts` batches by the current airrep.batch_size; each call is one batch.
+        batch_size: usize::MAX,
         device,
         dtype: key.precision,
         amx: key.amx,
@@ -64,11 +65,15 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         .unwrap_or_else(|e| raise("XX000", &format!("could not load model \"{name}\": {e}")));
     let loaded = Rc::new(loaded);
     MODELS.with_borrow_mut(|models| {
-        models.retain(|(k, _)| k.model_id != model_id);
-        models.push((key, loaded.clone()));
-        let capacity = gucs::MODEL_CACHE_SIZE.get() as usize;
-        let excess = models.len().saturating_sub(capacity);
-        models.drain(..excess);
+        models.retain(|(k, _, _)| k.model.id != model_id);
+        models.push((key, loaded.clone(), weights.len()));
+        // Evict the least recently used beyond either bound; the new model always stays.
+        let (count, bytes) = (gucs::model_cache_size(), gucs::model_cache_bytes());
+        while models.len() > 1
+            && (models.len() > count || models.iter().map(|(_, _, b)| b).sum::<usize>() > bytes)
+        {
+            models.remove(0);
+        }
     });
     loaded
 }
@@ -78,7 +83,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
 pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
     let pool = thread_pool();
     let mut out = Vec::with_capacity(texts.len());
-    for batch in texts.chunks(gucs::BATCH_SIZE.get() as usize) {
+    for batch in texts.chunks(gucs::batch_size()) {
         pgrx::check_for_interrupts!();
         let embedded = pool
             .install(|| encoder.encode(batch))

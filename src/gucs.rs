@@ -1,4 +1,9 @@
 //! Settings a DBA tunes per backend (`SET airrep.threads = 4`) or per cluster.
+//!
+//! The settings that cost the server (threads, batch size, cached models) are capped by
+//! ceilings only a superuser sets (`airrep.max_*`, in postgresql.conf or ALTER SYSTEM):
+//! any role may lower its own, none may take more than the ceiling. Read them through
+//! [`threads`], [`batch_size`], [`model_cache_size`] and [`model_cache_bytes`], never raw.
 
 use std::ffi::CString;
 
@@ -12,6 +17,12 @@ pub static MAX_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(512);
 pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// Texts per forward pass when encoding arrays.
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(32);
+/// Ceilings (superuser only). `airrep.max_threads` 0 means the number of CPUs.
+pub static MAX_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static MAX_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(256);
+pub static MAX_MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4);
+/// Total weights a backend keeps cached, in MB.
+pub static MODEL_CACHE_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
 /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 /// Whether CPU encoding may use AMX tile units: f32 from split bf16 products (~1e-5
@@ -62,6 +73,46 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"airrep.max_threads",
+        c"Ceiling on airrep.threads (superuser only); 0 is the number of CPUs.",
+        c"",
+        &MAX_THREADS,
+        0,
+        1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.max_batch_size",
+        c"Ceiling on airrep.batch_size (superuser only).",
+        c"",
+        &MAX_BATCH_SIZE,
+        1,
+        4096,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.max_model_cache_size",
+        c"Ceiling on airrep.model_cache_size (superuser only).",
+        c"",
+        &MAX_MODEL_CACHE_SIZE,
+        1,
+        64,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.model_cache_mb",
+        c"Most model weights, in MB, a backend keeps cached (superuser only).",
+        c"Least recently used models are evicted beyond it; the model in use always stays.",
+        &MODEL_CACHE_MB,
+        1,
+        1 << 20,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"airrep.device",
         c"Device for encoding and training: cpu, cuda or cuda:N.",
@@ -94,4 +145,32 @@ pub fn device() -> String {
 
 pub fn precision() -> String {
     PRECISION.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "auto".into())
+}
+
+fn capped(setting: &GucSetting<i32>, ceiling: usize) -> usize {
+    (setting.get().max(1) as usize).min(ceiling.max(1))
+}
+
+/// CPU threads a backend uses: `airrep.threads` within `airrep.max_threads`.
+pub fn threads() -> usize {
+    let ceiling = match MAX_THREADS.get() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    capped(&THREADS, ceiling)
+}
+
+/// Texts per forward pass: `airrep.batch_size` within `airrep.max_batch_size`.
+pub fn batch_size() -> usize {
+    capped(&BATCH_SIZE, MAX_BATCH_SIZE.get() as usize)
+}
+
+/// Models a backend keeps: `airrep.model_cache_size` within `airrep.max_model_cache_size`.
+pub fn model_cache_size() -> usize {
+    capped(&MODEL_CACHE_SIZE, MAX_MODEL_CACHE_SIZE.get() as usize)
+}
+
+/// Bytes of model weights a backend keeps cached.
+pub fn model_cache_bytes() -> usize {
+    MODEL_CACHE_MB.get().max(1) as usize * (1 << 20)
 }

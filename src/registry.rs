@@ -62,15 +62,29 @@ GROUP BY m.id, p.name;
     name = "registry_tables"
 );
 
-/// `(id, version)` of `name`: the key under which backends cache the loaded model.
-pub fn model_key(name: &str) -> (i64, i64) {
+/// What names one content of a model for a cache: its id and version, and the
+/// transaction that last wrote its row (`xmin`). Ids restart after DROP/CREATE EXTENSION
+/// and a rolled-back file change leaves the version where it was, but no two contents share
+/// a writing transaction (until xid wraparound, which a backend's cache never lives to see).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ModelIdentity {
+    pub id: i64,
+    pub version: i64,
+    pub written_by: i64,
+}
+
+pub fn model_identity(name: &str) -> ModelIdentity {
     Spi::connect(|client| {
         let rows = client
-            .select("SELECT id, version FROM airrep.models WHERE name = $1", Some(1), &[name.into()])
+            .select(
+                "SELECT id, version, xmin::text::bigint FROM airrep.models WHERE name = $1",
+                Some(1),
+                &[name.into()],
+            )
             .unwrap_or_else(|e| raise("XX000", &e.to_string()));
         let row = rows.first();
-        match (row.get::<i64>(1), row.get::<i64>(2)) {
-            (Ok(Some(id)), Ok(Some(version))) => (id, version),
+        match (row.get::<i64>(1), row.get::<i64>(2), row.get::<i64>(3)) {
+            (Ok(Some(id)), Ok(Some(version)), Ok(Some(written_by))) => ModelIdentity { id, version, written_by },
             _ => raise("42704", &format!("model \"{name}\" does not exist")),
         }
     })
@@ -222,7 +236,7 @@ fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8
 
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn drop_model(name: &str) {
-    let (id, _) = model_key(name);
+    let id = model_identity(name).id;
     Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
         .unwrap_or_else(|e| raise("XX000", &e.to_string()));
 }

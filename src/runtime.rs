@@ -15,9 +15,10 @@ thread_local! {
     static POOL: RefCell<Option<(usize, Rc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
 }
 
-/// The backend's compute pool, created on first use and rebuilt if `airrep.threads` changed.
+/// The backend's compute pool, created on first use and rebuilt if its size
+/// ([`gucs::threads`]) changed.
 pub fn thread_pool() -> Rc<rayon::ThreadPool> {
-    let threads = gucs::THREADS.get() as usize;
+    let threads = gucs::threads();
     POOL.with_borrow_mut(|pool| match pool {
         Some((n, pool)) if *n == threads => pool.clone(),
         _ => {

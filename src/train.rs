@@ -98,7 +98,7 @@ fn train(
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
     registry::require_insert_privileges("airrep.train");
-    let (base_id, _) = registry::model_key(base_model);
+    let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
     let defaults = TrainOptions { max_length: crate::gucs::MAX_LENGTH.get() as usize, ..TrainOptions::default() };
     let mut opts = TrainOptions::from_json(&options_json.0, defaults).unwrap_or_else(|e| fail("reading the options", e));

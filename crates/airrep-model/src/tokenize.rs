@@ -3,6 +3,11 @@
 //! A tokenizer.json may carry its own settings (MiniLM's truncate and pad to a fixed
 //! 128); they are replaced: truncate on the right at `max_length` keeping [CLS] and
 //! [SEP], and pad each batch only to its longest member.
+//!
+//! Only the first `max_length x` [`CHARS_PER_TOKEN`] characters of a text are tokenised:
+//! every WordPiece token but [UNK] covers at most 100 characters (BERT's
+//! `max_input_chars_per_word`), so the kept tokens are unchanged for any text whose words
+//! are at most that long, and a 40 MB text costs what 51 KB does.
 
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -11,6 +16,8 @@ use crate::config::BertConfig;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_MAX_LENGTH: usize = 512;
+/// Characters read per token of `max_length` (see the module docs).
+pub const CHARS_PER_TOKEN: usize = 100;
 
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -94,19 +101,26 @@ impl TextTokenizer {
     }
 
     /// Token ids with [CLS] and [SEP], truncated.
+    /// The part of `text` that is tokenised (see the module docs).
+    fn head<'t>(&self, text: &'t str) -> &'t str {
+        let limit = self.max_length * CHARS_PER_TOKEN;
+        text.char_indices().nth(limit).map_or(text, |(end, _)| &text[..end])
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, true)
+            .encode(self.head(text), true)
             .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Token ids of many texts (in parallel on the current rayon pool), unpadded.
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let heads: Vec<&str> = texts.iter().map(|t| self.head(t)).collect();
         let encodings = self
             .inner
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(heads, true)
             .map_err(|e| Error::Tokenizer(format!("encoding texts: {e}")))?;
         Ok(encodings
             .into_iter()
@@ -184,6 +198,18 @@ mod tests {
         }
         let texts: Vec<&str> = golden.texts.iter().map(String::as_str).collect();
         assert_eq!(tokenizer.encode_all(&texts).unwrap(), golden.token_ids);
+    }
+
+    #[test]
+    fn only_the_head_of_a_huge_text_is_read() {
+        let tokenizer = tiny_tokenizer(DEFAULT_MAX_LENGTH);
+        // 12 MB of text gives the same 512 ids as the few KB that reach the limit.
+        let huge = "hello, world ".repeat(1_000_000);
+        let enough = "hello, world ".repeat(300);
+        let got = tokenizer.encode_all(&[huge.as_str(), enough.as_str()]).unwrap();
+        assert_eq!(got[0].len(), DEFAULT_MAX_LENGTH);
+        assert_eq!(got[0], got[1]);
+        assert_eq!(tokenizer.encode(&huge).unwrap(), got[0]);
     }
 
     #[test]
