@@ -174,3 +174,31 @@ pub fn model_cache_size() -> usize {
 pub fn model_cache_bytes() -> usize {
     MODEL_CACHE_MB.get().max(1) as usize * (1 << 20)
 }
+
+/// The settings in force for this backend: each costly setting as asked for and as
+/// applied within its ceiling.
+#[pgrx::pg_extern(schema = "airrep", stable, parallel_safe)]
+fn settings() -> pgrx::iter::TableIterator<
+    'static,
+    (
+        pgrx::name!(name, String),
+        pgrx::name!(requested, i64),
+        pgrx::name!(effective, i64),
+    ),
+> {
+    let rows = vec![
+        ("airrep.threads".to_string(), THREADS.get() as i64, threads() as i64),
+        ("airrep.batch_size".to_string(), BATCH_SIZE.get() as i64, batch_size() as i64),
+        (
+            "airrep.model_cache_size".to_string(),
+            MODEL_CACHE_SIZE.get() as i64,
+            model_cache_size() as i64,
+        ),
+        (
+            "airrep.model_cache_mb".to_string(),
+            MODEL_CACHE_MB.get() as i64,
+            MODEL_CACHE_MB.get() as i64,
+        ),
+    ];
+    pgrx::iter::TableIterator::new(rows)
+}

@@ -21,7 +21,9 @@ CREATE TABLE airrep.models (
     parent_id   bigint REFERENCES airrep.models (id) ON DELETE SET NULL,
     description text,
     -- bumped whenever the model's files change, so backend caches notice
-    version     bigint NOT NULL DEFAULT 1
+    version     bigint NOT NULL DEFAULT 1,
+    -- only this role (or its members, or a superuser) may change or drop the model
+    owner       regrole NOT NULL DEFAULT current_user::regrole
 );
 COMMENT ON TABLE airrep.models IS 'airrep encoder models; files in airrep.model_files';
 
@@ -33,6 +35,22 @@ CREATE TABLE airrep.model_files (
     PRIMARY KEY (model_id, file, chunk)
 );
 ALTER TABLE airrep.model_files ALTER COLUMN data SET STORAGE EXTERNAL;
+
+-- Ownership: anyone may list models and encode with them, only a model's owner (or a
+-- member of the owning role, or a superuser) may change or drop it. The weights are not
+-- readable by PUBLIC: airrep reads them for encoding as the extension's owner, and a DBA
+-- grants SELECT on airrep.model_files to roles that may copy models out.
+ALTER TABLE airrep.models ENABLE ROW LEVEL SECURITY;
+CREATE POLICY models_visible ON airrep.models FOR SELECT USING (true);
+CREATE POLICY models_added_as_self ON airrep.models FOR INSERT WITH CHECK (owner = current_user::regrole);
+CREATE POLICY models_changed_by_owner ON airrep.models FOR UPDATE
+    USING (pg_has_role(current_user, owner::oid, 'MEMBER')) WITH CHECK (pg_has_role(current_user, owner::oid, 'MEMBER'));
+CREATE POLICY models_dropped_by_owner ON airrep.models FOR DELETE USING (pg_has_role(current_user, owner::oid, 'MEMBER'));
+ALTER TABLE airrep.model_files ENABLE ROW LEVEL SECURITY;
+CREATE POLICY files_visible ON airrep.model_files FOR SELECT USING (true);
+CREATE POLICY files_written_by_owner ON airrep.model_files FOR ALL
+    USING (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')));
 
 CREATE FUNCTION airrep.bump_model_version() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -48,7 +66,7 @@ CREATE TRIGGER model_files_changed_delete AFTER DELETE ON airrep.model_files
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
 
 CREATE VIEW airrep.model_list AS
-SELECT m.id, m.name, p.name AS parent, m.created_at, m.description,
+SELECT m.id, m.name, m.owner, p.name AS parent, m.created_at, m.description,
        (m.config ->> 'num_hidden_layers')::int AS layers,
        (m.config ->> 'hidden_size')::int AS hidden_size,
        coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'model.safetensors'), 0) AS weights_bytes,
@@ -90,8 +108,31 @@ pub fn model_identity(name: &str) -> ModelIdentity {
     })
 }
 
+/// Run `read` with the extension owner's privileges (as a SECURITY DEFINER function would):
+/// encoding reads weights that the caller may use but not SELECT. An error inside restores
+/// the caller's identity with the (sub)transaction's abort.
+fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'")
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+        .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
+    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+    // SAFETY: plain calls into the backend on its own thread.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let result = read();
+    // SAFETY: as above; restores what was saved.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
 /// The bytes of every stored file of a model: (config.json, weights, tokenizer.json).
 pub fn model_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    as_extension_owner(|| stored_files(id))
+}
+
+fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let file = |name: &str| -> Vec<u8> {
         Spi::get_one_with_args::<Vec<u8>>(
             "SELECT string_agg(data, ''::bytea ORDER BY chunk) FROM airrep.model_files
@@ -124,18 +165,23 @@ pub fn require_unused_name(name: &str) {
     }
 }
 
-/// Fail with 42501 unless the current role may add a model with its files and training
-/// log: checked before expensive work (training, validation), so a role without grants
-/// learns it at once.
-pub fn require_insert_privileges(action: &str) {
-    let missing: Vec<String> = ["airrep.models", "airrep.model_files", "airrep.training_log"]
-        .into_iter()
+/// Fail with 42501 unless the current role may add a model with its files (and, when
+/// training, its log): checked before expensive work (training, validation), so a role
+/// without grants learns it at once.
+pub fn require_insert_privileges(action: &str, with_log: bool) {
+    let tables: &[&str] = if with_log {
+        &["airrep.models", "airrep.model_files", "airrep.training_log"]
+    } else {
+        &["airrep.models", "airrep.model_files"]
+    };
+    let missing: Vec<&str> = tables
+        .iter()
+        .copied()
         .filter(|table| {
             !Spi::get_one_with_args::<bool>("SELECT has_table_privilege($1, 'INSERT')", &[(*table).into()])
                 .unwrap_or_else(|e| raise("XX000", &e.to_string()))
                 .unwrap_or(false)
         })
-        .map(String::from)
         .collect();
     if !missing.is_empty() {
         raise("42501", &format!("permission denied: {action} needs INSERT on {}", missing.join(", ")));
@@ -213,6 +259,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
              only superusers and members of pg_read_server_files may; others can use airrep.import_model",
         );
     }
+    require_insert_privileges("airrep.load_model", false);
     let dir = std::path::Path::new(dir);
     if !dir.is_absolute() {
         raise("22023", &format!("model directory must be an absolute path, not \"{}\"", dir.display()));
@@ -228,6 +275,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
 /// Import a model from bytes sent by the client (no server file access needed).
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8]) -> i64 {
+    require_insert_privileges("airrep.import_model", false);
     require_unused_name(name);
     let config_bytes = serde_json::to_vec(&config.0).expect("jsonb serialises");
     let config_json = validate(name, &config_bytes, weights, tokenizer);
@@ -237,6 +285,15 @@ fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn drop_model(name: &str) {
     let id = model_identity(name).id;
+    let owns = Spi::get_one_with_args::<bool>(
+        "SELECT pg_has_role(current_user, owner::oid, 'MEMBER') FROM airrep.models WHERE id = $1",
+        &[id.into()],
+    )
+    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or(false);
+    if !owns {
+        raise("42501", &format!("must be owner of model \"{name}\""));
+    }
     Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
         .unwrap_or_else(|e| raise("XX000", &e.to_string()));
 }
@@ -247,7 +304,7 @@ REVOKE ALL ON FUNCTION airrep.load_model(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION airrep.load_model(text, text) TO pg_read_server_files;
 -- Everyone may encode with registered models; changing the registry takes explicit grants.
 GRANT USAGE ON SCHEMA airrep TO PUBLIC;
-GRANT SELECT ON airrep.models, airrep.model_files, airrep.model_list TO PUBLIC;
+GRANT SELECT ON airrep.models, airrep.model_list TO PUBLIC;
 "#,
     name = "load_model_privileges",
     requires = [load_model]

@@ -183,7 +183,7 @@ mod tests {
         // the file privilege alone is not enough to write the registry
         Spi::run("RESET ROLE; GRANT pg_read_server_files TO airrep_tester; SET ROLE airrep_tester").unwrap();
         let message = sql_error(&format!("SELECT airrep.load_model('x', '{FIXTURES}/tiny-airrep')"));
-        assert_eq!(message, "permission denied for table models");
+        assert_eq!(message, "permission denied: airrep.load_model needs INSERT on airrep.models, airrep.model_files");
         Spi::run(
             "RESET ROLE; GRANT INSERT ON airrep.models, airrep.model_files TO airrep_tester;
              GRANT UPDATE ON airrep.models TO airrep_tester; SET ROLE airrep_tester",
@@ -195,6 +195,39 @@ mod tests {
         let dims = Spi::get_one::<i32>("SELECT airrep_dims(airrep.encode('granted', 'x'))").unwrap();
         assert_eq!(dims, Some(32));
         Spi::run("RESET ROLE").unwrap();
+    }
+
+    #[pg_test]
+    fn models_belong_to_their_owner_and_weights_are_not_public() {
+        Spi::run(
+            "CREATE ROLE airrep_alice; CREATE ROLE airrep_bob;
+             GRANT pg_read_server_files TO airrep_alice;
+             GRANT INSERT, UPDATE, DELETE ON airrep.models, airrep.model_files TO airrep_alice, airrep_bob;
+             SET ROLE airrep_alice",
+        )
+        .unwrap();
+        load("alices", "tiny-airrep");
+        let owner = Spi::get_one::<String>("SELECT owner::text FROM airrep.models WHERE name = 'alices'").unwrap();
+        assert_eq!(owner.as_deref(), Some("airrep_alice"));
+        Spi::run("SET ROLE airrep_bob").unwrap();
+        // bob may use the model, not read its weights, change them or drop it
+        let dims = Spi::get_one::<i32>("SELECT airrep_dims(airrep.encode('alices', 'x'))").unwrap();
+        assert_eq!(dims, Some(32));
+        assert_eq!(sql_error("SELECT count(*) FROM airrep.model_files"), "permission denied for table model_files");
+        assert_eq!(sql_error("SELECT airrep.drop_model('alices')"), "must be owner of model \"alices\"");
+        Spi::run("DELETE FROM airrep.models WHERE name = 'alices'").unwrap();
+        Spi::run("UPDATE airrep.models SET name = 'bobs' WHERE name = 'alices'").unwrap();
+        // nor claim a model in someone else's name
+        let message = sql_error(&format!(
+            "INSERT INTO airrep.models (name, config, owner) VALUES ('forged', '{{}}', 'airrep_alice')"
+        ));
+        assert!(message.contains("row-level security"), "{message}");
+        Spi::run("RESET ROLE").unwrap();
+        let left = Spi::get_one::<i64>("SELECT count(*) FROM airrep.models WHERE name = 'alices'").unwrap();
+        assert_eq!(left, Some(1));
+        // the owner, or a superuser, may drop it
+        Spi::run("SET ROLE airrep_alice; SELECT airrep.drop_model('alices'); RESET ROLE").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM airrep.models").unwrap(), Some(0));
     }
 
     #[pg_test]

@@ -97,7 +97,7 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
-    registry::require_insert_privileges("airrep.train");
+    registry::require_insert_privileges("airrep.train", true);
     let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
     let defaults = TrainOptions { max_length: crate::gucs::MAX_LENGTH.get() as usize, ..TrainOptions::default() };

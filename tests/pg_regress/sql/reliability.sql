@@ -1,0 +1,59 @@
+-- What must hold under misuse (issue 12): costly settings stay within superuser ceilings,
+-- a backend never serves a stale model from its cache, and the server never restarts
+-- (the crash canary of setup.sql is checked by canary.sql, last in the suite).
+
+-- costly settings: any role may ask, none gets more than the ceiling
+CREATE ROLE airrep_plain LOGIN;
+SET ROLE airrep_plain;
+SET airrep.threads = 1000;
+SET airrep.batch_size = 4096;
+SET airrep.model_cache_size = 64;
+SELECT name, requested, effective < requested AS capped FROM airrep.settings() WHERE name <> 'airrep.model_cache_mb' ORDER BY 1;
+SET airrep.max_threads = 1000;
+SET airrep.max_batch_size = 4096;
+SET airrep.model_cache_mb = 100000;
+RESET ROLE;
+RESET airrep.threads; RESET airrep.batch_size; RESET airrep.model_cache_size;
+-- a superuser may raise them
+SET airrep.max_batch_size = 512;
+SET airrep.batch_size = 400;
+SELECT requested, effective FROM airrep.settings() WHERE name = 'airrep.batch_size';
+RESET airrep.max_batch_size; RESET airrep.batch_size;
+DROP ROLE airrep_plain;
+
+-- the model cache: after DROP/CREATE EXTENSION ids and versions start over, and the same
+-- (id, version) names other weights; this backend must load them, not reuse its cache
+SELECT airrep.load_model('probe', '/tmp/airrep-fixtures/tiny-airrep') AS probe_id \gset
+SELECT airrep.encode('probe', 'cache probe')::text AS first \gset
+DROP EXTENSION airrep CASCADE;
+CREATE EXTENSION airrep;
+SELECT airrep.load_model('probe', '/tmp/airrep-fixtures/tiny-airrep-bf16') = :probe_id AS same_id;
+SELECT airrep.encode('probe', 'cache probe')::text <> :'first' AS reloaded;
+-- a rolled-back change of the files leaves the version where it was; the next real change
+-- has that version again, and must not be served the rolled-back weights. Three weights
+-- of one shape: tiny (f32), tiny-bf16 (probe), and one training step from probe.
+SELECT airrep.load_model('other', '/tmp/airrep-fixtures/tiny-airrep') IS NOT NULL AS loaded;
+CREATE TABLE cp_examples AS SELECT i AS id, 'example ' || i AS text FROM generate_series(1, 8) i;
+CREATE TABLE cp_targets AS SELECT i AS id, 'target ' || i AS text FROM generate_series(1, 2) i;
+CREATE TABLE cp_subsets AS SELECT * FROM airrep.sample_subsets('cp_examples', 4, 3, 1);
+CREATE TABLE cp_losses AS SELECT s.subset_id, t.id AS target_id, ((s.subset_id * 5 + t.id) % 3)::float8 AS loss
+FROM (SELECT DISTINCT subset_id FROM cp_subsets) s, cp_targets t;
+SET client_min_messages = warning;
+SELECT airrep.train('third', 'probe', 'cp_examples', 'cp_targets', 'cp_subsets', 'cp_losses',
+                    '{"steps": 1, "holdout_fraction": 0, "train_layers": "all", "lr": 0.01}') IS NOT NULL AS trained;
+RESET client_min_messages;
+CREATE FUNCTION copy_files(source text, target text) RETURNS void LANGUAGE sql AS $$
+    DELETE FROM airrep.model_files WHERE model_id = (SELECT id FROM airrep.models WHERE name = target);
+    INSERT INTO airrep.model_files SELECT (SELECT id FROM airrep.models WHERE name = target), file, chunk, data
+    FROM airrep.model_files WHERE model_id = (SELECT id FROM airrep.models WHERE name = source) $$;
+SELECT airrep.encode('probe', 'cache probe')::text AS bf16, airrep.encode('third', 'cache probe')::text AS third \gset
+SELECT :'bf16' <> :'third' AND :'bf16' <> :'first' AND :'third' <> :'first' AS three_distinct;
+BEGIN;
+SELECT copy_files('other', 'probe');
+SELECT airrep.encode('probe', 'cache probe')::text = :'first' AS sees_its_own_change;
+ROLLBACK;
+SELECT copy_files('third', 'probe');
+SELECT airrep.encode('probe', 'cache probe')::text = :'third' AS fresh_after_rollback;
+SELECT airrep.drop_model(name) FROM airrep.models WHERE name IN ('other', 'third') ORDER BY name;
+DROP FUNCTION copy_files;
+DROP TABLE cp_examples, cp_targets, cp_subsets, cp_losses;
