@@ -32,6 +32,9 @@ echo "==> SQL regression tests"
 scripts/vendor.sh pgvector  # for pgvector.sql; regress.sh skips it, saying why, without
 scripts/regress.sh
 
+echo "==> pg_dump and restore carry the models"
+tests/dump_restore.sh
+
 # The attribution quality pipeline end to end on tiny sizes: every method must produce a
 # finite LDS (which one wins is not asserted). Its own cluster dir and port.
 echo "==> quality benchmark, quick mode"
