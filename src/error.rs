@@ -4,7 +4,9 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use airrep_core::vector::VectorError;
 use pgrx::prelude::*;
 
-/// Raise `message` as an ERROR with the given five-character SQLSTATE.
+/// Raise `message` as an ERROR with the given five-character SQLSTATE. The report's
+/// LOCATION is the caller's file and line (`#[track_caller]` all the way up).
+#[track_caller]
 pub fn raise(sqlstate: &str, message: &str) -> ! {
     pgrx::pg_sys::panic::ErrorReport::new(error_code(sqlstate), message.to_string(), "airrep")
         .report(PgLogLevel::ERROR);
@@ -24,11 +26,16 @@ pub trait OrRaise<T> {
 }
 
 impl<T> OrRaise<T> for Result<T, VectorError> {
+    #[track_caller]
     fn or_raise(self) -> T {
-        self.unwrap_or_else(|e| raise_vector(e))
+        match self {
+            Ok(value) => value,
+            Err(e) => raise_vector(e),
+        }
     }
 }
 
+#[track_caller]
 pub fn raise_vector(e: VectorError) -> ! {
     raise(e.sqlstate(), &e.to_string())
 }

@@ -53,9 +53,15 @@ impl fmt::Display for VectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VectorError::InvalidSyntax(input) => {
+                // Quote at most the start of the input: an error must not echo megabytes.
+                const SHOWN: usize = 64;
+                let (shown, more) = match input.char_indices().nth(SHOWN) {
+                    Some((end, _)) => (&input[..end], "..."),
+                    None => (input.as_str(), ""),
+                };
                 write!(
                     f,
-                    "invalid input syntax for type airrep_vector: \"{input}\""
+                    "invalid input syntax for type airrep_vector: \"{shown}{more}\""
                 )
             }
             VectorError::NaN => write!(f, "NaN not allowed in airrep_vector"),
@@ -489,6 +495,18 @@ mod tests {
             "[123456,1.234567e+06,0.0001,1.5e-05,0]"
         );
         assert_eq!(format(&[f32::MAX, -1e-45]), "[3.4028235e+38,-1e-45]");
+    }
+
+    #[test]
+    fn syntax_errors_quote_only_the_start_of_the_input() {
+        let huge = format!("[x{}]", ",1".repeat(1_000_000));
+        let message = parse(&huge).unwrap_err().to_string();
+        assert!(message.len() < 150, "{} bytes", message.len());
+        assert!(message.ends_with("...\""), "{message}");
+        assert_eq!(
+            parse("[1,x]").unwrap_err().to_string(),
+            "invalid input syntax for type airrep_vector: \"[1,x]\""
+        );
     }
 
     #[test]

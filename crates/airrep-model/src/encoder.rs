@@ -106,7 +106,9 @@ impl Encoder {
         if opts.batch_size == 0 {
             return Err(Error::Input("batch_size must be positive".into()));
         }
-        let tokenizer = TextTokenizer::for_model(tokenizer_json, opts.max_length, config)?;
+        // airrep.max_length is a ceiling: a model with fewer positions reads fewer tokens.
+        let max_length = opts.max_length.min(config.max_position_embeddings);
+        let tokenizer = TextTokenizer::for_model(tokenizer_json, max_length, config)?;
         let precision = opts.dtype.unwrap_or(Precision::default_for(opts.device));
         // Everything above is cheap validation; the device (a CUDA context) comes last.
         let device = opts.device.create()?;

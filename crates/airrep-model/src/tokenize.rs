@@ -57,6 +57,16 @@ impl TextTokenizer {
                 config.vocab_size
             )));
         }
+        // A sparse vocabulary can be small and still name ids past the embedding table.
+        let vocab = tokenizer.inner.get_vocab(true);
+        if let Some((token, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if id as usize >= config.vocab_size {
+                return Err(Error::Tokenizer(format!(
+                    "token {token:?} has id {id}, outside the model's vocab_size {}",
+                    config.vocab_size
+                )));
+            }
+        }
         Ok(tokenizer)
     }
 
@@ -198,6 +208,20 @@ mod tests {
         }
         let texts: Vec<&str> = golden.texts.iter().map(String::as_str).collect();
         assert_eq!(tokenizer.encode_all(&texts).unwrap(), golden.token_ids);
+    }
+
+    #[test]
+    fn ids_outside_the_model_vocabulary_are_rejected() {
+        let dir = golden_dir("tiny-airrep");
+        let config = BertConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let bytes = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        // same number of tokens, one of them renumbered past the embedding table
+        json["model"]["vocab"]["[unused0]"] = serde_json::json!(config.vocab_size + 7);
+        let sparse = serde_json::to_vec(&json).unwrap();
+        let err = TextTokenizer::for_model(&sparse, 16, &config).err().unwrap().to_string();
+        assert!(err.contains("outside the model's vocab_size"), "{err}");
+        assert!(TextTokenizer::for_model(&bytes, 16, &config).is_ok());
     }
 
     #[test]
