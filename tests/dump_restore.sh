@@ -31,7 +31,7 @@ as_postgres pg_restore -h /tmp -p "$CLUSTER_PORT" -U postgres -d restored "$work
 
 snapshot() {  # everything that must survive, as text
     psql_in "$1" <<'SQL'
-SELECT id, name, parent_id, version, md5(config::text) FROM airrep.models ORDER BY id;
+SELECT id, name, parent_id, owner, md5(config::text) FROM airrep.models ORDER BY id;  -- version: a cache counter that COPY into model_files bumps
 SELECT model_id, file, chunk, md5(data) FROM airrep.model_files ORDER BY 1, 2, 3;
 SELECT model_id, step, loss, grad_norm FROM airrep.training_log ORDER BY 1, 2;
 SELECT id, embedding::text FROM docs ORDER BY id;
