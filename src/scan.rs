@@ -5,7 +5,7 @@
 //! Rows come through an SPI cursor, so a table or a view works and the caller's privileges
 //! apply. Rows whose vector or text is NULL are skipped, a NULL id is an error, and every
 //! vector must have the dimension the first one (or the caller) fixed. Texts are read
-//! NFKC-normalised and case-folded (`lower(normalize(text, NFKC))`). Between blocks the scan checks for
+//! NFKC-normalised (`normalize(text, NFKC)`) and lower-cased with Unicode's rules. Between blocks the scan checks for
 //! cancellation and, on long runs, reports progress with an ETA. Each block's tuples and
 //! detoasted values are freed before the next, so memory is one block.
 
@@ -110,7 +110,7 @@ impl Source {
             filter += &format!(" AND {v} IS NOT NULL");
         }
         if let Some(t) = &self.text {
-            list += &format!(", lower(normalize({t}::text, NFKC))");
+            list += &format!(", normalize({t}::text, NFKC)");
             filter += &format!(" AND {t} IS NOT NULL");
         }
         if let Some(c) = &self.cost {
@@ -226,7 +226,9 @@ impl Source {
             }
             if self.text.is_some() {
                 match table.get::<String>(column) {
-                    Ok(Some(text)) => block.texts.push(text),
+                    // Unicode lower case here, not SQL's lower(): under the C collation
+                    // that folds ASCII letters only.
+                    Ok(Some(text)) => block.texts.push(text.to_lowercase()),
                     Ok(None) => unreachable!("the query skips NULL texts"),
                     Err(e) => raise("XX000", &e.to_string()),
                 }

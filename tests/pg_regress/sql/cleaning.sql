@@ -8,7 +8,8 @@ INSERT INTO bench (id, suite, text) VALUES
     (2, 'trivia', 'Water boils at one hundred degrees Celsius at sea level under normal atmospheric pressure.'),
     (3, 'math', 'If a train travels sixty miles in one hour, how far does it travel in three and a half hours?'),
     (4, 'math', 'Question: what is the derivative of x squared with respect to x? Answer: two times x.'),
-    (5, 'trivia', 'The largest planet in our solar system is Jupiter, a gas giant.');
+    (5, 'trivia', 'The largest planet in our solar system is Jupiter, a gas giant.'),
+    (6, 'trivia', 'école normale supérieure à Paris');
 CREATE TABLE train (id int, kind text, text text, embedding airrep_vector(384));
 INSERT INTO train (id, kind, text) VALUES
     (10, 'verbatim of 1', 'The capital city of Australia is Canberra, not Sydney as many people believe.'),
@@ -19,7 +20,8 @@ INSERT INTO train (id, kind, text) VALUES
     (15, 'unrelated', 'Bananas are rich in potassium and make a good snack before exercise.'),
     (16, 'verbatim of 1', 'The capital city of Australia is Canberra, not Sydney as many people believe.'),
     (17, 'unrelated', 'Knitting a scarf takes patience, soft wool and a pair of long needles.'),
-    (18, 'fullwidth and ligature of 5', 'ＴＨＥ largest planet in our solar system is Jupiter, a gas ﬁant.');
+    (18, 'fullwidth and ligature of 5', 'ＴＨＥ largest planet in our solar system is Jupiter, a gas ﬁant.'),
+    (19, 'accented capitals of 6', 'ÉCOLE NORMALE SUPÉRIEURE, À PARIS.');
 UPDATE bench SET embedding = airrep.encode('minilm', text);
 UPDATE train SET embedding = airrep.encode('minilm', text);
 
