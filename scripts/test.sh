@@ -18,6 +18,10 @@ cp -r tests/golden/tiny-airrep tests/golden/tiny-airrep-bf16 "$AIRREP_FIXTURES/"
 cp -r "$AIRREP_MINILM_DIR" "$AIRREP_FIXTURES/minilm"
 chmod -R a+rX "$AIRREP_FIXTURES"
 
+echo "==> lint: rustfmt and clippy (warnings are errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "==> pure-Rust tests (airrep-core, airrep-model)"
 cargo test -p airrep-core -p airrep-model
 

@@ -2,8 +2,8 @@
 //! context (dropped with it), and serialises to bytea so parallel workers (or a distributed
 //! Postgres) can ship partial states to be combined.
 
-use pgrx::pg_sys;
 use pgrx::datum::Internal;
+use pgrx::pg_sys;
 use pgrx::PgMemoryContexts;
 
 use crate::error::raise;
@@ -19,7 +19,10 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
     let mut context = std::ptr::null_mut();
     // SAFETY: fcinfo is the live call's FunctionCallInfo; Postgres only reads it.
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut context) } == 0 {
-        raise("0A000", "aggregate function called in non-aggregate context");
+        raise(
+            "0A000",
+            "aggregate function called in non-aggregate context",
+        );
     }
     context
 }
@@ -47,13 +50,18 @@ pub fn state_ref<T>(internal: &Internal) -> Option<&T> {
 }
 
 pub fn serialize<T: PartialState>(internal: Internal) -> Vec<u8> {
-    state_ref::<T>(&internal).expect("serialfunc is strict").to_bytes()
+    state_ref::<T>(&internal)
+        .expect("serialfunc is strict")
+        .to_bytes()
 }
 
 pub fn deserialize<T: PartialState>(bytes: &[u8]) -> Internal {
     match T::from_bytes(bytes) {
         Ok(state) => Internal::new(state),
-        Err(message) => raise("08P01", &format!("invalid partial aggregate state: {message}")),
+        Err(message) => raise(
+            "08P01",
+            &format!("invalid partial aggregate state: {message}"),
+        ),
     }
 }
 

@@ -17,9 +17,9 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::runtime::thread_pool;
 use crate::error::raise;
 use crate::near_duplicates::{check_threshold, unit};
+use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,7 +58,10 @@ fn parse_methods(methods: &[Option<String>]) -> Vec<Method> {
     out.sort();
     out.dedup();
     if out.is_empty() {
-        raise("22023", "methods must name at least one of 'exact', 'ngram', 'embedding'");
+        raise(
+            "22023",
+            "methods must name at least one of 'exact', 'ngram', 'embedding'",
+        );
     }
     out
 }
@@ -66,7 +69,13 @@ fn parse_methods(methods: &[Option<String>]) -> Vec<Method> {
 type Row = (i64, i64, String, f64);
 
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-#[pg_extern(schema = "airrep", name = "contamination_by_column", stable, strict, parallel_restricted)]
+#[pg_extern(
+    schema = "airrep",
+    name = "contamination_by_column",
+    stable,
+    strict,
+    parallel_restricted
+)]
 fn contamination(
     train: PgRelation,
     benchmark: PgRelation,
@@ -75,21 +84,37 @@ fn contamination(
     threshold: f64,
     text_column: &str,
     vector_column: &str,
-) -> TableIterator<'static, (name!(train_id, i64), name!(benchmark_id, i64), name!(method, String), name!(score, f64))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(train_id, i64),
+        name!(benchmark_id, i64),
+        name!(method, String),
+        name!(score, f64),
+    ),
+> {
     let methods = parse_methods(&methods);
     if ngram < 1 {
         raise("22023", &format!("ngram must be at least 1, got {ngram}"));
     }
     let cutoff = check_threshold(threshold);
     // Each kind of match reads only its own column; all are checked before any work.
-    let text = Columns { text: Some(text_column), ..Columns::default() };
-    let by_text = methods
-        .iter()
-        .any(|&m| m != Method::Embedding)
-        .then(|| (Source::new(&train, "train", text), Source::new(&benchmark, "benchmark", text)));
-    let by_vector = methods
-        .contains(&Method::Embedding)
-        .then(|| (Source::vectors(&train, "train", vector_column), Source::vectors(&benchmark, "benchmark", vector_column)));
+    let text = Columns {
+        text: Some(text_column),
+        ..Columns::default()
+    };
+    let by_text = methods.iter().any(|&m| m != Method::Embedding).then(|| {
+        (
+            Source::new(&train, "train", text),
+            Source::new(&benchmark, "benchmark", text),
+        )
+    });
+    let by_vector = methods.contains(&Method::Embedding).then(|| {
+        (
+            Source::vectors(&train, "train", vector_column),
+            Source::vectors(&benchmark, "benchmark", vector_column),
+        )
+    });
     let mut rows: Vec<Row> = Vec::new();
     if let Some((train, benchmark)) = &by_text {
         rows.extend(text_matches(train, benchmark, &methods, ngram as usize));
@@ -115,7 +140,10 @@ fn text_matches(train: &Source, benchmark: &Source, methods: &[Method], n: usize
         }
         index.add(text);
     }
-    let (exact, ngram) = (methods.contains(&Method::Exact), methods.contains(&Method::Ngram));
+    let (exact, ngram) = (
+        methods.contains(&Method::Exact),
+        methods.contains(&Method::Ngram),
+    );
     let mut rows = Vec::new();
     let mut dim = None;
     train.scan(&mut dim, 4096, false, "airrep.contamination", |block| {
@@ -143,17 +171,29 @@ fn embedding_matches(train: &Source, benchmark: &Source, cutoff: f32) -> Vec<Row
     let Some(d) = dim else {
         return Vec::new();
     };
-    let queries = Queries::new(unit(&items, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let queries =
+        Queries::new(unit(&items, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
     let threads = thread_pool();
     let mut rows = Vec::new();
-    train.scan(&mut dim, queries.block_rows(), false, "airrep.contamination", |block| {
-        let pairs = threads
-            .install(|| queries.pairs_at_least(&unit(block, d), cutoff))
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
-        for (q, r, s) in pairs {
-            rows.push((block.ids[r], items.ids[q], Method::Embedding.name().to_string(), (s as f64).min(1.0)));
-        }
-    });
+    train.scan(
+        &mut dim,
+        queries.block_rows(),
+        false,
+        "airrep.contamination",
+        |block| {
+            let pairs = threads
+                .install(|| queries.pairs_at_least(&unit(block, d), cutoff))
+                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            for (q, r, s) in pairs {
+                rows.push((
+                    block.ids[r],
+                    items.ids[q],
+                    Method::Embedding.name().to_string(),
+                    (s as f64).min(1.0),
+                ));
+            }
+        },
+    );
     rows
 }
 

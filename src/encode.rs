@@ -96,7 +96,11 @@ pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
 #[pg_extern(schema = "airrep", stable, strict, parallel_safe, requires = ["airrep_vector_type"])]
 fn encode(model: &str, input: &str) -> Vector {
     let encoder = encoder(model);
-    Vector(encode_texts(&encoder, &[input]).pop().expect("one text, one embedding"))
+    Vector(
+        encode_texts(&encoder, &[input])
+            .pop()
+            .expect("one text, one embedding"),
+    )
 }
 
 #[pg_extern(schema = "airrep", name = "encode", stable, strict, parallel_safe, requires = ["airrep_vector_type"])]
@@ -106,7 +110,10 @@ fn encode_array(model: &str, inputs: Array<'_, &str>) -> Vec<Option<Vector>> {
     let present: Vec<&str> = texts.iter().flatten().copied().collect();
     let mut embeddings = encode_texts(&encoder, &present).into_iter();
     // NULL texts give NULL embeddings, in place.
-    texts.iter().map(|t| t.map(|_| Vector(embeddings.next().expect("one per text")))).collect()
+    texts
+        .iter()
+        .map(|t| t.map(|_| Vector(embeddings.next().expect("one per text"))))
+        .collect()
 }
 
 /// The text AirRep encodes for an instruction pair (DESIGN section 1).

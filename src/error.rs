@@ -1,7 +1,7 @@
 //! One place that turns the pure crates' errors into Postgres errors with the right SQLSTATE.
 
-use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use airrep_core::vector::VectorError;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 /// Raise `message` as an ERROR with the given five-character SQLSTATE. The report's
@@ -16,7 +16,9 @@ pub fn raise(sqlstate: &str, message: &str) -> ! {
 /// Postgres' MAKE_SQLSTATE: six bits per character.
 fn error_code(sqlstate: &str) -> PgSqlErrorCode {
     debug_assert_eq!(sqlstate.len(), 5, "SQLSTATEs have five characters");
-    let packed = sqlstate.bytes().enumerate().fold(0i32, |code, (i, c)| code | ((((c - b'0') & 0x3F) as i32) << (6 * i)));
+    let packed = sqlstate.bytes().enumerate().fold(0i32, |code, (i, c)| {
+        code | ((((c - b'0') & 0x3F) as i32) << (6 * i))
+    });
     PgSqlErrorCode::from(packed)
 }
 

@@ -30,7 +30,12 @@ impl PartialState for SpearmanState {
 }
 
 #[pg_extern(schema = "airrep", parallel_safe)]
-fn spearman_step(mut internal: Internal, x: Option<f64>, y: Option<f64>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+fn spearman_step(
+    mut internal: Internal,
+    x: Option<f64>,
+    y: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
     if let (Some(x), Some(y)) = (x, y) {
         if x.is_nan() || y.is_nan() {
             raise("22023", "airrep.spearman does not accept NaN");
@@ -71,16 +76,33 @@ COMMENT ON AGGREGATE airrep.spearman(double precision, double precision) IS
     'Spearman rank correlation (average ranks for ties); NULL pairs skipped; 0 when undefined';
 "#,
     name = "spearman_aggregate",
-    requires = [spearman_step, spearman_final, spearman_serialize, spearman_deserialize, spearman_combine]
+    requires = [
+        spearman_step,
+        spearman_final,
+        spearman_serialize,
+        spearman_deserialize,
+        spearman_combine
+    ]
 );
 
 /// Group scores `[target][subset]` of the chosen subsets for every target, encoding each
 /// example once.
-pub fn group_scores(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> Vec<Vec<f64>> {
-    let mut used: Vec<usize> = subsets.iter().flat_map(|&s| labels.subsets[s].iter().copied()).collect();
+pub fn group_scores(
+    encoder: &Encoder,
+    labels: &LabelSet,
+    subsets: &[usize],
+    pooling: Pooling,
+) -> Vec<Vec<f64>> {
+    let mut used: Vec<usize> = subsets
+        .iter()
+        .flat_map(|&s| labels.subsets[s].iter().copied())
+        .collect();
     used.sort_unstable();
     used.dedup();
-    let texts: Vec<&str> = used.iter().map(|&e| labels.example_texts[e].as_str()).collect();
+    let texts: Vec<&str> = used
+        .iter()
+        .map(|&e| labels.example_texts[e].as_str())
+        .collect();
     let embedded = encode_texts(encoder, &texts);
     let example = |e: usize| &embedded[used.binary_search(&e).expect("encoded above")];
     let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
@@ -89,24 +111,44 @@ pub fn group_scores(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], poo
         .map(|t| {
             subsets
                 .iter()
-                .map(|&s| pool(labels.subsets[s].iter().map(|&m| dot(t, example(m))), pooling).expect("subsets are non-empty"))
+                .map(|&s| {
+                    pool(
+                        labels.subsets[s].iter().map(|&m| dot(t, example(m))),
+                        pooling,
+                    )
+                    .expect("subsets are non-empty")
+                })
                 .collect()
         })
         .collect()
 }
 
 /// LDS over the chosen subsets: (mean, per target).
-fn subset_lds(encoder: &Encoder, labels: &LabelSet, subsets: &[usize], pooling: Pooling) -> (f64, Vec<f64>) {
+fn subset_lds(
+    encoder: &Encoder,
+    labels: &LabelSet,
+    subsets: &[usize],
+    pooling: Pooling,
+) -> (f64, Vec<f64>) {
     let scores = group_scores(encoder, labels, subsets, pooling);
     let losses: Vec<Vec<f64>> = subsets.iter().map(|&s| labels.losses[s].clone()).collect();
     lds(&scores, &losses)
 }
 
 fn parse_pooling(pooling: &str) -> Pooling {
-    pooling.parse().unwrap_or_else(|e: airrep_core::group::UnknownPooling| raise("22023", &e.to_string()))
+    pooling
+        .parse()
+        .unwrap_or_else(|e: airrep_core::group::UnknownPooling| raise("22023", &e.to_string()))
 }
 
-fn per_target(model: &str, examples: PgRelation, targets: PgRelation, subsets: PgRelation, losses: PgRelation, pooling: &str) -> (LabelSet, f64, Vec<f64>) {
+fn per_target(
+    model: &str,
+    examples: PgRelation,
+    targets: PgRelation,
+    subsets: PgRelation,
+    losses: PgRelation,
+    pooling: &str,
+) -> (LabelSet, f64, Vec<f64>) {
     let pooling = parse_pooling(pooling);
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
     let all: Vec<usize> = (0..labels.subsets.len()).collect();

@@ -3,8 +3,8 @@
 
 use airrep_core::group::{GroupState, Pooling};
 use airrep_core::vector;
-use pgrx::pg_sys;
 use pgrx::datum::Internal;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState};
@@ -55,9 +55,16 @@ impl PartialState for GroupAgg {
         let (dims, rest) = rest.split_at_checked(4).ok_or("truncated state")?;
         let dims = u32::from_le_bytes(dims.try_into().unwrap()) as usize;
         let (target, scores) = rest.split_at_checked(4 * dims).ok_or("truncated state")?;
-        let target = target.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let target = target
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         let scores = GroupState::from_bytes(scores).map_err(|e| e.to_string())?;
-        Ok(GroupAgg { target, pooling, scores })
+        Ok(GroupAgg {
+            target,
+            pooling,
+            scores,
+        })
     }
 
     fn merge(&mut self, other: &Self) {
@@ -131,7 +138,11 @@ fn group_influence_deserialize(bytes: &[u8], _unused: Internal) -> Internal {
 }
 
 #[pg_extern(parallel_safe)]
-fn group_influence_combine(left: Internal, right: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+fn group_influence_combine(
+    left: Internal,
+    right: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
     aggstate::combine::<GroupAgg>(fcinfo, left, right)
 }
 
@@ -158,7 +169,11 @@ CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector, poo
 "#,
     name = "group_influence_aggregate",
     requires = [
-        group_influence_step, group_influence_pooled_step, group_influence_final,
-        group_influence_combine, group_influence_serialize, group_influence_deserialize
+        group_influence_step,
+        group_influence_pooled_step,
+        group_influence_final,
+        group_influence_combine,
+        group_influence_serialize,
+        group_influence_deserialize
     ]
 );

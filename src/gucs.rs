@@ -140,11 +140,17 @@ pub fn register() {
 }
 
 pub fn device() -> String {
-    DEVICE.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "cpu".into())
+    DEVICE
+        .get()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cpu".into())
 }
 
 pub fn precision() -> String {
-    PRECISION.get().map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "auto".into())
+    PRECISION
+        .get()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "auto".into())
 }
 
 fn capped(setting: &GucSetting<i32>, ceiling: usize) -> usize {
@@ -187,8 +193,16 @@ fn settings() -> pgrx::iter::TableIterator<
     ),
 > {
     let rows = vec![
-        ("airrep.threads".to_string(), THREADS.get() as i64, threads() as i64),
-        ("airrep.batch_size".to_string(), BATCH_SIZE.get() as i64, batch_size() as i64),
+        (
+            "airrep.threads".to_string(),
+            THREADS.get() as i64,
+            threads() as i64,
+        ),
+        (
+            "airrep.batch_size".to_string(),
+            BATCH_SIZE.get() as i64,
+            batch_size() as i64,
+        ),
         (
             "airrep.model_cache_size".to_string(),
             MODEL_CACHE_SIZE.get() as i64,

@@ -44,11 +44,25 @@ fn texts(relation: &PgRelation, role: &str) -> Vec<(i64, String)> {
     require_columns(relation, role, &[("id", Kind::Id), ("text", Kind::Text)]);
     let name = relation.name();
     let rows = select(
-        &format!("SELECT id::bigint, text::text FROM {} ORDER BY 1", qualified(relation)),
-        |r| (non_null(r.get::<i64>(1), &format!("{name}.id")), non_null(r.get::<String>(2), &format!("{name}.text"))),
+        &format!(
+            "SELECT id::bigint, text::text FROM {} ORDER BY 1",
+            qualified(relation)
+        ),
+        |r| {
+            (
+                non_null(r.get::<i64>(1), &format!("{name}.id")),
+                non_null(r.get::<String>(2), &format!("{name}.text")),
+            )
+        },
     );
     if let Some(pair) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
-        raise("23505", &format!("{role} relation \"{name}\" has id {} more than once", pair[0].0));
+        raise(
+            "23505",
+            &format!(
+                "{role} relation \"{name}\" has id {} more than once",
+                pair[0].0
+            ),
+        );
     }
     if rows.is_empty() {
         raise("22023", &format!("{role} relation \"{name}\" is empty"));
@@ -57,16 +71,36 @@ fn texts(relation: &PgRelation, role: &str) -> Vec<(i64, String)> {
 }
 
 impl LabelSet {
-    pub fn load(examples: &PgRelation, targets: &PgRelation, subsets: &PgRelation, losses: &PgRelation) -> LabelSet {
+    pub fn load(
+        examples: &PgRelation,
+        targets: &PgRelation,
+        subsets: &PgRelation,
+        losses: &PgRelation,
+    ) -> LabelSet {
         let examples = texts(examples, "examples");
         let targets = texts(targets, "targets");
-        let example_index: HashMap<i64, usize> = examples.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
-        let target_index: HashMap<i64, usize> = targets.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let example_index: HashMap<i64, usize> = examples
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        let target_index: HashMap<i64, usize> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
 
-        require_columns(subsets, "subsets", &[("subset_id", Kind::Id), ("example_id", Kind::Id)]);
+        require_columns(
+            subsets,
+            "subsets",
+            &[("subset_id", Kind::Id), ("example_id", Kind::Id)],
+        );
         let subsets_name = subsets.name().to_string();
         let memberships = select(
-            &format!("SELECT subset_id::bigint, example_id::bigint FROM {} ORDER BY 1, 2", qualified(subsets)),
+            &format!(
+                "SELECT subset_id::bigint, example_id::bigint FROM {} ORDER BY 1, 2",
+                qualified(subsets)
+            ),
             |r| {
                 (
                     non_null(r.get::<i64>(1), &format!("{subsets_name}.subset_id")),
@@ -87,15 +121,33 @@ impl LabelSet {
             members.last_mut().expect("pushed above").push(index);
         }
         if subset_ids.is_empty() {
-            raise("22023", &format!("subsets relation \"{subsets_name}\" is empty"));
+            raise(
+                "22023",
+                &format!("subsets relation \"{subsets_name}\" is empty"),
+            );
         }
-        let subset_index: HashMap<i64, usize> = subset_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let subset_index: HashMap<i64, usize> = subset_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i))
+            .collect();
 
-        require_columns(losses, "losses", &[("subset_id", Kind::Id), ("target_id", Kind::Id), ("loss", Kind::Loss)]);
+        require_columns(
+            losses,
+            "losses",
+            &[
+                ("subset_id", Kind::Id),
+                ("target_id", Kind::Id),
+                ("loss", Kind::Loss),
+            ],
+        );
         let losses_name = losses.name().to_string();
         let mut matrix = vec![vec![f64::NAN; targets.len()]; subset_ids.len()];
         let rows = select(
-            &format!("SELECT subset_id::bigint, target_id::bigint, loss::float8 FROM {}", qualified(losses)),
+            &format!(
+                "SELECT subset_id::bigint, target_id::bigint, loss::float8 FROM {}",
+                qualified(losses)
+            ),
             |r| {
                 (
                     non_null(r.get::<i64>(1), &format!("{losses_name}.subset_id")),
@@ -106,16 +158,27 @@ impl LabelSet {
         );
         for (subset, target, loss) in rows {
             let s = *subset_index.get(&subset).unwrap_or_else(|| {
-                raise("23503", &format!("losses name subset {subset}, which has no members in the subsets relation"))
+                raise(
+                    "23503",
+                    &format!(
+                        "losses name subset {subset}, which has no members in the subsets relation"
+                    ),
+                )
             });
             let t = *target_index.get(&target).unwrap_or_else(|| {
-                raise("23503", &format!("losses name target {target}, which is not in the targets relation"))
+                raise(
+                    "23503",
+                    &format!("losses name target {target}, which is not in the targets relation"),
+                )
             });
             if !loss.is_finite() {
                 raise("22023", &format!("loss of subset {subset} on target {target} is {loss}; losses must be finite"));
             }
             if !matrix[s][t].is_nan() {
-                raise("23505", &format!("loss of subset {subset} on target {target} is given more than once"));
+                raise(
+                    "23505",
+                    &format!("loss of subset {subset} on target {target} is given more than once"),
+                );
             }
             matrix[s][t] = loss;
         }

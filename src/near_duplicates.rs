@@ -15,8 +15,8 @@ use airrep_model::{unit_rows, Queries};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::runtime::thread_pool;
 use crate::error::raise;
+use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
 
 /// Query rows per chunk: 16 Mi floats (64 MB) of query vectors.
@@ -27,7 +27,10 @@ const COSINE_SLACK: f64 = 2e-6;
 
 pub fn check_threshold(threshold: f64) -> f32 {
     if !(threshold > 0.0 && threshold <= 1.0) {
-        raise("22023", &format!("threshold must be in (0, 1], got {threshold}"));
+        raise(
+            "22023",
+            &format!("threshold must be in (0, 1], got {threshold}"),
+        );
     }
     (threshold - COSINE_SLACK) as f32
 }
@@ -40,7 +43,13 @@ pub fn unit(block: &Block, dim: usize) -> Vec<f32> {
 }
 
 #[allow(clippy::type_complexity)]
-#[pg_extern(schema = "airrep", name = "near_duplicates_by_column", stable, strict, parallel_restricted)]
+#[pg_extern(
+    schema = "airrep",
+    name = "near_duplicates_by_column",
+    stable,
+    strict,
+    parallel_restricted
+)]
 fn near_duplicates(
     relation: PgRelation,
     threshold: f64,
@@ -57,7 +66,9 @@ fn near_duplicates(
     ),
 > {
     let cutoff = check_threshold(threshold);
-    let keep: Keep = keep.parse().unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| raise("22023", &e.to_string()));
+    let keep: Keep = keep
+        .parse()
+        .unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| raise("22023", &e.to_string()));
     let source = Source::vectors(&relation, "input", vector_column);
     let threads = thread_pool();
     let mut dim: Option<usize> = None;
@@ -70,20 +81,28 @@ fn near_duplicates(
         let (Some(&last), Some(d)) = (chunk.ids.last(), dim) else {
             break;
         };
-        let queries = Queries::new(unit(&chunk, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        let queries =
+            Queries::new(unit(&chunk, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
         // Rows from this chunk on: pairs before it were found with an earlier chunk.
-        source.scan_after(after, &mut dim, queries.block_rows(), false, "airrep.near_duplicates", |block| {
-            let rows = unit(block, d);
-            let pairs = threads
-                .install(|| queries.pairs_at_least(&rows, cutoff))
-                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
-            for (q, r, s) in pairs {
-                let (a, b) = (chunk.ids[q], block.ids[r]);
-                if b > a {
-                    clusters.add_edge(a, b, (s as f64).min(1.0));
+        source.scan_after(
+            after,
+            &mut dim,
+            queries.block_rows(),
+            false,
+            "airrep.near_duplicates",
+            |block| {
+                let rows = unit(block, d);
+                let pairs = threads
+                    .install(|| queries.pairs_at_least(&rows, cutoff))
+                    .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+                for (q, r, s) in pairs {
+                    let (a, b) = (chunk.ids[q], block.ids[r]);
+                    if b > a {
+                        clusters.add_edge(a, b, (s as f64).min(1.0));
+                    }
                 }
-            }
-        });
+            },
+        );
         after = Some(last);
     }
     let clusters = clusters.finish();
@@ -91,14 +110,24 @@ fn near_duplicates(
     let mut mean_similarity: HashMap<i64, f64> = HashMap::new();
     if keep == Keep::Central && !clusters.is_empty() {
         let d = dim.expect("clusters need rows");
-        let ids: Vec<i64> = clusters.iter().flat_map(|c| c.members.iter().map(|m| m.id)).collect();
+        let ids: Vec<i64> = clusters
+            .iter()
+            .flat_map(|c| c.members.iter().map(|m| m.id))
+            .collect();
         let found = source.lookup(&ids, &mut dim);
         let rows = unit(&found, d);
-        let vector: HashMap<i64, &[f32]> = found.ids.iter().copied().zip(rows.chunks_exact(d)).collect();
+        let vector: HashMap<i64, &[f32]> = found
+            .ids
+            .iter()
+            .copied()
+            .zip(rows.chunks_exact(d))
+            .collect();
         for c in &clusters {
             let mut sum = vec![0f64; d];
             for m in &c.members {
-                sum.iter_mut().zip(vector[&m.id]).for_each(|(s, &x)| *s += x as f64);
+                sum.iter_mut()
+                    .zip(vector[&m.id])
+                    .for_each(|(s, &x)| *s += x as f64);
             }
             let n = c.members.len() as f64;
             for m in &c.members {

@@ -102,7 +102,11 @@ pub fn model_identity(name: &str) -> ModelIdentity {
             .unwrap_or_else(|e| raise("XX000", &e.to_string()));
         let row = rows.first();
         match (row.get::<i64>(1), row.get::<i64>(2), row.get::<i64>(3)) {
-            (Ok(Some(id)), Ok(Some(version)), Ok(Some(written_by))) => ModelIdentity { id, version, written_by },
+            (Ok(Some(id)), Ok(Some(version)), Ok(Some(written_by))) => ModelIdentity {
+                id,
+                version,
+                written_by,
+            },
             _ => raise("42704", &format!("model \"{name}\" does not exist")),
         }
     })
@@ -112,14 +116,18 @@ pub fn model_identity(name: &str) -> ModelIdentity {
 /// encoding reads weights that the caller may use but not SELECT. An error inside restores
 /// the caller's identity with the (sub)transaction's abort.
 fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'")
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
-        .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
+    let owner =
+        Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'")
+            .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+            .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     // SAFETY: plain calls into the backend on its own thread.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
     }
     let result = read();
     // SAFETY: as above; restores what was saved.
@@ -140,7 +148,12 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
             &[id.into(), name.into()],
         )
         .unwrap_or_else(|e| raise("XX000", &e.to_string()))
-        .unwrap_or_else(|| raise("58P01", &format!("model {id} has no {name} in airrep.model_files")))
+        .unwrap_or_else(|| {
+            raise(
+                "58P01",
+                &format!("model {id} has no {name} in airrep.model_files"),
+            )
+        })
     };
     let config = Spi::get_one_with_args::<pgrx::JsonB>(
         "SELECT config FROM airrep.models WHERE id = $1",
@@ -148,7 +161,11 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
     .unwrap_or_else(|e| raise("XX000", &e.to_string()))
     .unwrap_or_else(|| raise("42704", &format!("model {id} does not exist")));
-    (serde_json::to_vec(&config.0).expect("jsonb serialises"), file(WEIGHTS_FILE), file(TOKENIZER_FILE))
+    (
+        serde_json::to_vec(&config.0).expect("jsonb serialises"),
+        file(WEIGHTS_FILE),
+        file(TOKENIZER_FILE),
+    )
 }
 
 /// Fail unless `name` is free; callers check before any expensive work (the UNIQUE
@@ -178,13 +195,22 @@ pub fn require_insert_privileges(action: &str, with_log: bool) {
         .iter()
         .copied()
         .filter(|table| {
-            !Spi::get_one_with_args::<bool>("SELECT has_table_privilege($1, 'INSERT')", &[(*table).into()])
-                .unwrap_or_else(|e| raise("XX000", &e.to_string()))
-                .unwrap_or(false)
+            !Spi::get_one_with_args::<bool>(
+                "SELECT has_table_privilege($1, 'INSERT')",
+                &[(*table).into()],
+            )
+            .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+            .unwrap_or(false)
         })
         .collect();
     if !missing.is_empty() {
-        raise("42501", &format!("permission denied: {action} needs INSERT on {}", missing.join(", ")));
+        raise(
+            "42501",
+            &format!(
+                "permission denied: {action} needs INSERT on {}",
+                missing.join(", ")
+            ),
+        );
     }
 }
 
@@ -223,11 +249,17 @@ pub fn insert_model(
 
 /// Check the three files make a usable encoder before anything is written.
 fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serde_json::Value {
-    let config_json: serde_json::Value = serde_json::from_slice(config)
-        .unwrap_or_else(|e| raise("22P02", &format!("model \"{name}\": config.json is not valid JSON: {e}")));
+    let config_json: serde_json::Value = serde_json::from_slice(config).unwrap_or_else(|e| {
+        raise(
+            "22P02",
+            &format!("model \"{name}\": config.json is not valid JSON: {e}"),
+        )
+    });
     let options = airrep_model::EncoderOptions::default();
     crate::runtime::thread_pool()
-        .install(|| airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ()))
+        .install(|| {
+            airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ())
+        })
         .unwrap_or_else(|e| raise("22023", &format!("model \"{name}\" cannot be loaded: {e}")));
     config_json
 }
@@ -244,8 +276,12 @@ fn may_read_server_files() -> bool {
 
 fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
     let path = dir.join(file);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| raise("58P01", &format!("could not read file \"{}\": {e}", path.display())))
+    std::fs::read(&path).unwrap_or_else(|e| {
+        raise(
+            "58P01",
+            &format!("could not read file \"{}\": {e}", path.display()),
+        )
+    })
 }
 
 /// Import a model directory (config.json, model.safetensors, tokenizer.json) from the
@@ -262,14 +298,27 @@ fn load_model(name: &str, dir: &str) -> i64 {
     require_insert_privileges("airrep.load_model", false);
     let dir = std::path::Path::new(dir);
     if !dir.is_absolute() {
-        raise("22023", &format!("model directory must be an absolute path, not \"{}\"", dir.display()));
+        raise(
+            "22023",
+            &format!(
+                "model directory must be an absolute path, not \"{}\"",
+                dir.display()
+            ),
+        );
     }
     require_unused_name(name);
     let config = read_server_file(dir, "config.json");
     let weights = read_server_file(dir, WEIGHTS_FILE);
     let tokenizer = read_server_file(dir, TOKENIZER_FILE);
     let config_json = validate(name, &config, &weights, &tokenizer);
-    insert_model(name, &config_json, &weights, &tokenizer, None, Some(&format!("loaded from {}", dir.display())))
+    insert_model(
+        name,
+        &config_json,
+        &weights,
+        &tokenizer,
+        None,
+        Some(&format!("loaded from {}", dir.display())),
+    )
 }
 
 /// Import a model from bytes sent by the client (no server file access needed).
@@ -279,7 +328,14 @@ fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8
     require_unused_name(name);
     let config_bytes = serde_json::to_vec(&config.0).expect("jsonb serialises");
     let config_json = validate(name, &config_bytes, weights, tokenizer);
-    insert_model(name, &config_json, weights, tokenizer, None, Some("imported"))
+    insert_model(
+        name,
+        &config_json,
+        weights,
+        tokenizer,
+        None,
+        Some("imported"),
+    )
 }
 
 #[pg_extern(schema = "airrep", volatile, strict)]

@@ -54,15 +54,23 @@ pub fn require_columns(relation: &PgRelation, role: &str, columns: &[(&str, Kind
     let expected: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
     let tuple_desc = relation.tuple_desc();
     for &(column, kind) in columns {
-        let attribute = tuple_desc.iter().find(|a| !a.is_dropped() && a.name() == column);
+        let attribute = tuple_desc
+            .iter()
+            .find(|a| !a.is_dropped() && a.name() == column);
         match attribute {
             None => raise(
                 "42703",
-                &format!("{role} relation \"{name}\" has no column \"{column}\" (expected columns: {})", expected.join(", ")),
+                &format!(
+                    "{role} relation \"{name}\" has no column \"{column}\" (expected columns: {})",
+                    expected.join(", ")
+                ),
             ),
             Some(a) if !kind.accepts(a.type_oid().value()) => raise(
                 "42804",
-                &format!("column \"{column}\" of {role} relation \"{name}\" must be {}", kind.describe()),
+                &format!(
+                    "column \"{column}\" of {role} relation \"{name}\" must be {}",
+                    kind.describe()
+                ),
             ),
             Some(_) => {}
         }
@@ -70,10 +78,13 @@ pub fn require_columns(relation: &PgRelation, role: &str, columns: &[(&str, Kind
 }
 
 pub fn qualified(relation: &PgRelation) -> String {
-    format!("{}.{}", quote_ident(relation.namespace()), quote_ident(relation.name()))
+    format!(
+        "{}.{}",
+        quote_ident(relation.namespace()),
+        quote_ident(relation.name())
+    )
 }
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
-

@@ -26,7 +26,9 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
                 .num_threads(threads)
                 .thread_name(|i| format!("airrep-{i}"))
                 .build()
-                .unwrap_or_else(|e| raise("53000", &format!("could not start {threads} threads: {e}")));
+                .unwrap_or_else(|e| {
+                    raise("53000", &format!("could not start {threads} threads: {e}"))
+                });
             let built = Rc::new(built);
             *pool = Some((threads, built.clone()));
             built
@@ -36,7 +38,9 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
 
 /// The device named by `airrep.device`.
 pub fn device() -> DeviceSpec {
-    gucs::device().parse().unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
+    gucs::device()
+        .parse()
+        .unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
 }
 
 /// The precision named by `airrep.precision`; None for `auto`.
@@ -48,4 +52,3 @@ pub fn precision() -> Option<Precision> {
         })),
     }
 }
-

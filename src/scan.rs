@@ -77,7 +77,14 @@ pub struct Source {
 impl Source {
     /// `id` and an `airrep_vector` column.
     pub fn vectors(relation: &PgRelation, role: &'static str, vector_column: &str) -> Self {
-        Self::new(relation, role, Columns { vector: Some(vector_column), ..Columns::default() })
+        Self::new(
+            relation,
+            role,
+            Columns {
+                vector: Some(vector_column),
+                ..Columns::default()
+            },
+        )
     }
 
     pub fn new(relation: &PgRelation, role: &'static str, columns: Columns) -> Self {
@@ -98,7 +105,6 @@ impl Source {
             estimated_rows: (reltuples > 0.0).then_some(reltuples),
         }
     }
-
 
     /// `SELECT id, [vector,] [text,] [cost] FROM ... WHERE id > $1` (NULL vectors and texts
     /// skipped; `$1` NULL for all rows).
@@ -122,7 +128,14 @@ impl Source {
     /// Every row in blocks of `block_rows`, in id order when `ordered`. `dim` is the
     /// dimension every vector must have; None takes it from the first row (and sets it).
     /// `progress` names the work in NOTICEs.
-    pub fn scan(&self, dim: &mut Option<usize>, block_rows: usize, ordered: bool, progress: &str, each: impl FnMut(&Block)) {
+    pub fn scan(
+        &self,
+        dim: &mut Option<usize>,
+        block_rows: usize,
+        ordered: bool,
+        progress: &str,
+        each: impl FnMut(&Block),
+    ) {
         self.scan_after(None, dim, block_rows, ordered, progress, each)
     }
 
@@ -138,14 +151,28 @@ impl Source {
     ) {
         let order = if ordered { " ORDER BY 1" } else { "" };
         let query = format!("{}{order}", self.select_list());
-        self.read(&query, &[after.into()], dim, block_rows, progress, &mut each);
+        self.read(
+            &query,
+            &[after.into()],
+            dim,
+            block_rows,
+            progress,
+            &mut each,
+        );
     }
 
     /// The first `limit` rows in id order whose id is greater than `after` (if given).
     pub fn next_rows(&self, after: Option<i64>, limit: usize, dim: &mut Option<usize>) -> Block {
         let query = format!("{} ORDER BY 1 LIMIT {limit}", self.select_list());
         let mut found = Block::default();
-        self.read(&query, &[after.into()], dim, limit, "", &mut |block: &Block| found.extend(block));
+        self.read(
+            &query,
+            &[after.into()],
+            dim,
+            limit,
+            "",
+            &mut |block: &Block| found.extend(block),
+        );
         found
     }
 
@@ -154,7 +181,9 @@ impl Source {
         let query = format!("{} AND id::bigint = ANY($2) ORDER BY 1", self.select_list());
         let mut found = Block::default();
         let args = [Option::<i64>::None.into(), ids.to_vec().into()];
-        self.read(&query, &args, dim, usize::MAX, "", &mut |block: &Block| found.extend(block));
+        self.read(&query, &args, dim, usize::MAX, "", &mut |block: &Block| {
+            found.extend(block)
+        });
         found
     }
 
@@ -176,7 +205,9 @@ impl Source {
             loop {
                 pgrx::check_for_interrupts!();
                 block.clear();
-                let table = cursor.fetch(fetch).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+                let table = cursor
+                    .fetch(fetch)
+                    .unwrap_or_else(|e| raise("XX000", &e.to_string()));
                 // SAFETY: the fetch just set it; it stays valid until freed below.
                 let tuples = unsafe { pg_sys::SPI_tuptable };
                 // Detoasted copies go to a context reset per block.
@@ -194,16 +225,31 @@ impl Source {
         });
     }
 
-    fn fill(&self, mut table: pgrx::spi::SpiTupleTable<'_>, block: &mut Block, dim: &mut Option<usize>) {
+    fn fill(
+        &self,
+        mut table: pgrx::spi::SpiTupleTable<'_>,
+        block: &mut Block,
+        dim: &mut Option<usize>,
+    ) {
         while table.next().is_some() {
             let id = match table.get::<i64>(1) {
                 Ok(Some(id)) => id,
-                Ok(None) => raise("22004", &format!("{} relation \"{}\" has a row whose id is NULL", self.role, self.name)),
+                Ok(None) => raise(
+                    "22004",
+                    &format!(
+                        "{} relation \"{}\" has a row whose id is NULL",
+                        self.role, self.name
+                    ),
+                ),
                 Err(e) => raise("XX000", &e.to_string()),
             };
             let mut column = 2;
             if self.vector.is_some() {
-                let datum = table.get_datum_by_ordinal(column).ok().flatten().expect("the query skips NULL vectors");
+                let datum = table
+                    .get_datum_by_ordinal(column)
+                    .ok()
+                    .flatten()
+                    .expect("the query skips NULL vectors");
                 column += 1;
                 // SAFETY: a non-null airrep_vector (checked by require_columns).
                 let vector = unsafe { VectorRef::from_raw(datum) };
@@ -274,7 +320,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 impl<'a> Progress<'a> {
     fn new(what: &'a str, role: &'static str, estimated_rows: Option<f64>) -> Self {
         let now = Instant::now();
-        Progress { what, role, estimated_rows, started: now, last: now, rows: 0 }
+        Progress {
+            what,
+            role,
+            estimated_rows,
+            started: now,
+            last: now,
+            rows: 0,
+        }
     }
 
     fn advance(&mut self, rows: usize) {
@@ -293,7 +346,12 @@ impl<'a> Progress<'a> {
                 100.0 * self.rows as f64 / total,
                 elapsed * (total / self.rows as f64 - 1.0)
             ),
-            None => notice!("{}: {} {} rows in {elapsed:.0} s", self.what, self.rows, self.role),
+            None => notice!(
+                "{}: {} {} rows in {elapsed:.0} s",
+                self.what,
+                self.rows,
+                self.role
+            ),
         }
     }
 }

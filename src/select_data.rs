@@ -17,8 +17,8 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::runtime::thread_pool;
 use crate::error::raise;
+use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
 use crate::top_k::{read_targets, search};
 
@@ -58,7 +58,11 @@ struct PoolStats {
 impl PoolStats {
     fn add(&mut self, block: &Block, costed: bool) {
         self.rows += block.len();
-        self.total_cost += if costed { block.costs.iter().sum() } else { block.len() as f64 };
+        self.total_cost += if costed {
+            block.costs.iter().sum()
+        } else {
+            block.len() as f64
+        };
     }
 
     /// Rows the budget buys at the pool's mean cost (every row if costs are all zero).
@@ -79,7 +83,12 @@ fn depth_for(picks: usize, targets: usize) -> usize {
 }
 
 #[allow(clippy::type_complexity)]
-#[pg_extern(schema = "airrep", name = "select_data_by_column", stable, parallel_restricted)]
+#[pg_extern(
+    schema = "airrep",
+    name = "select_data_by_column",
+    stable,
+    parallel_restricted
+)]
 fn select_data(
     targets: Option<PgRelation>,
     pool: Option<PgRelation>,
@@ -98,15 +107,25 @@ fn select_data(
     ),
 > {
     let required = |what: &str| -> ! { raise("22004", &format!("{what} must not be NULL")) };
-    let (targets, pool) = (targets.unwrap_or_else(|| required("targets")), pool.unwrap_or_else(|| required("pool")));
+    let (targets, pool) = (
+        targets.unwrap_or_else(|| required("targets")),
+        pool.unwrap_or_else(|| required("pool")),
+    );
     let budget = budget.unwrap_or_else(|| required("budget"));
     if !budget.is_finite() || budget < 0.0 {
-        raise("22023", &format!("budget must be finite and 0 or more, got {budget}"));
+        raise(
+            "22023",
+            &format!("budget must be finite and 0 or more, got {budget}"),
+        );
     }
     let strategy = strategy(strategy_name.unwrap_or_else(|| required("strategy")));
     let vector_column = vector_column.unwrap_or_else(|| required("vector_column"));
     let targets = Source::vectors(&targets, "targets", vector_column);
-    let columns = Columns { vector: Some(vector_column), cost: cost_column, ..Columns::default() };
+    let columns = Columns {
+        vector: Some(vector_column),
+        cost: cost_column,
+        ..Columns::default()
+    };
     let pool = Source::new(&pool, "pool", columns);
     let costed = cost_column.is_some();
     let Some((target_ids, queries)) = read_targets(&targets) else {
@@ -114,13 +133,23 @@ fn select_data(
     };
     let picks = match strategy {
         Strategy::RoundRobin => select_round_robin(&queries, &pool, budget, costed),
-        Strategy::Max | Strategy::Mean => select_by_aggregate(&queries, &pool, budget, costed, strategy == Strategy::Max),
+        Strategy::Max | Strategy::Mean => {
+            select_by_aggregate(&queries, &pool, budget, costed, strategy == Strategy::Max)
+        }
         Strategy::Group => select_group(&queries, &pool, budget, costed),
     };
     let rows: Vec<_> = picks
         .into_iter()
         .enumerate()
-        .map(|(i, p)| (p.id, i as i32 + 1, p.target.map(|t| target_ids[t]), p.score, p.cumulative_cost))
+        .map(|(i, p)| {
+            (
+                p.id,
+                i as i32 + 1,
+                p.target.map(|t| target_ids[t]),
+                p.score,
+                p.cumulative_cost,
+            )
+        })
         .collect();
     TableIterator::new(rows)
 }
@@ -136,18 +165,35 @@ fn costs_of(pool: &Source, ids: Vec<i64>, dim: usize, costed: bool) -> HashMap<i
 
 fn select_round_robin(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> Vec<Pick> {
     // A row budget says how deep to read; a cost budget is estimated after the first scan.
-    let mut depth = depth_for(if costed { 0 } else { budget.ceil() as usize }, queries.len()).max(32);
+    let mut depth = depth_for(
+        if costed { 0 } else { budget.ceil() as usize },
+        queries.len(),
+    )
+    .max(32);
     loop {
         let mut stats = PoolStats::default();
-        let rankings = search(queries, pool, depth, "airrep.select_data", |block| stats.add(block, costed));
+        let rankings = search(queries, pool, depth, "airrep.select_data", |block| {
+            stats.add(block, costed)
+        });
         // A ranking holds every row when the pool ran out before the depth did.
-        let complete: Vec<bool> = rankings.iter().map(|r| r.len() < depth || r.len() >= stats.rows).collect();
-        let costs = costs_of(pool, rankings.iter().flatten().map(|h| h.id).collect(), queries.dim(), costed);
+        let complete: Vec<bool> = rankings
+            .iter()
+            .map(|r| r.len() < depth || r.len() >= stats.rows)
+            .collect();
+        let costs = costs_of(
+            pool,
+            rankings.iter().flatten().map(|h| h.id).collect(),
+            queries.dim(),
+            costed,
+        );
         let cost = |id: i64| costs[&id];
         match round_robin(&rankings, &complete, cost, budget) {
             Ok(picks) => return picks,
             Err(short) => {
-                depth = short.depth.max(depth_for(stats.picks(budget), queries.len())).min(stats.rows.max(1));
+                depth = short
+                    .depth
+                    .max(depth_for(stats.picks(budget), queries.len()))
+                    .min(stats.rows.max(1));
                 notice!("airrep.select_data: a target used up its ranking; reading the pool again, {depth} rows deep");
             }
         }
@@ -155,19 +201,37 @@ fn select_round_robin(queries: &Queries, pool: &Source, budget: f64, costed: boo
 }
 
 /// `max` or `mean` influence over the targets per pool row, best first within budget.
-fn select_by_aggregate(queries: &Queries, pool: &Source, budget: f64, costed: bool, max: bool) -> Vec<Pick> {
+fn select_by_aggregate(
+    queries: &Queries,
+    pool: &Source,
+    budget: f64,
+    costed: bool,
+    max: bool,
+) -> Vec<Pick> {
     let threads = thread_pool();
     let count = queries.len();
     let mut best = BudgetedBest::new(budget);
-    pool.scan(&mut Some(queries.dim()), queries.block_rows(), false, "airrep.select_data", |block| {
-        let scores = threads.install(|| queries.dots(&block.rows)).unwrap_or_else(|e| raise("XX000", &e.to_string()));
-        let rows = block.len();
-        for (r, &id) in block.ids.iter().enumerate() {
-            let column = (0..count).map(|t| scores[t * rows + r] as f64);
-            let value = if max { column.fold(f64::NEG_INFINITY, f64::max) } else { column.sum::<f64>() / count as f64 };
-            best.offer(id, value, if costed { block.costs[r] } else { 1.0 });
-        }
-    });
+    pool.scan(
+        &mut Some(queries.dim()),
+        queries.block_rows(),
+        false,
+        "airrep.select_data",
+        |block| {
+            let scores = threads
+                .install(|| queries.dots(&block.rows))
+                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            let rows = block.len();
+            for (r, &id) in block.ids.iter().enumerate() {
+                let column = (0..count).map(|t| scores[t * rows + r] as f64);
+                let value = if max {
+                    column.fold(f64::NEG_INFINITY, f64::max)
+                } else {
+                    column.sum::<f64>() / count as f64
+                };
+                best.offer(id, value, if costed { block.costs[r] } else { 1.0 });
+            }
+        },
+    );
     best.into_picks()
 }
 
@@ -178,10 +242,16 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
     // Every pool row is a candidate when targets x pool is small (a ranking this deep then
     // holds every row); else each target's top rows, as deep as round robin would read.
     let exact_depth = (GROUP_EXACT_SCORES / count).max(1);
-    let row_budget_depth = if costed { 0 } else { depth_for(budget.ceil() as usize, count) };
+    let row_budget_depth = if costed {
+        0
+    } else {
+        depth_for(budget.ceil() as usize, count)
+    };
     let first_depth = exact_depth.max(row_budget_depth);
     let mut stats = PoolStats::default();
-    let mut rankings = search(queries, pool, first_depth, "airrep.select_data", |block| stats.add(block, costed));
+    let mut rankings = search(queries, pool, first_depth, "airrep.select_data", |block| {
+        stats.add(block, costed)
+    });
     if stats.rows * count > GROUP_EXACT_SCORES {
         let depth = depth_for(stats.picks(budget), count);
         if depth > first_depth {
@@ -207,12 +277,17 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
         .unwrap_or_else(|e| raise("XX000", &e.to_string()));
     let rows = candidates.len();
     let by_target: Vec<Vec<f32>> = scores.chunks(rows.max(1)).map(<[f32]>::to_vec).collect();
-    let costs = if costed { candidates.costs } else { vec![1.0; rows] };
+    let costs = if costed {
+        candidates.costs
+    } else {
+        vec![1.0; rows]
+    };
     let interrupted = || {
         pgrx::check_for_interrupts!();
         false
     };
-    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted).unwrap_or_else(|Cancelled| raise("57014", "canceling statement due to user request"))
+    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted)
+        .unwrap_or_else(|Cancelled| raise("57014", "canceling statement due to user request"))
 }
 
 extension_sql!(

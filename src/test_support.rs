@@ -15,9 +15,8 @@ pub fn error_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
         String::from("no error")
     })
     .catch_others(|e| match e {
-        pg_sys::panic::CaughtError::PostgresError(report) | pg_sys::panic::CaughtError::ErrorReport(report) => {
-            report.message().to_string()
-        }
+        pg_sys::panic::CaughtError::PostgresError(report)
+        | pg_sys::panic::CaughtError::ErrorReport(report) => report.message().to_string(),
         other => format!("{other:?}"),
     })
     .execute()
@@ -34,9 +33,13 @@ pub fn relative_error(actual: f64, expected: f64) -> f64 {
 }
 
 pub fn one_f64(query: &str) -> f64 {
-    Spi::get_one::<f64>(query).expect(query).expect("non-null result")
+    Spi::get_one::<f64>(query)
+        .expect(query)
+        .expect("non-null result")
 }
 
 pub fn count(query: &str) -> i64 {
-    Spi::get_one::<i64>(query).expect(query).expect("non-null count")
+    Spi::get_one::<i64>(query)
+        .expect(query)
+        .expect("non-null count")
 }

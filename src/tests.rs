@@ -12,11 +12,12 @@ mod tests {
 
     /// `[a,b,...]` with enough digits that the value reaches Postgres unchanged.
     fn vector_literal(values: &[Value]) -> String {
-        let items: Vec<String> = values.iter().map(|v| format!("{:?}", v.as_f64().unwrap() as f32)).collect();
+        let items: Vec<String> = values
+            .iter()
+            .map(|v| format!("{:?}", v.as_f64().unwrap() as f32))
+            .collect();
         format!("'[{}]'::airrep_vector", items.join(","))
     }
-
-
 
     #[pg_test]
     fn golden_group_influence_through_sql() {
@@ -34,14 +35,19 @@ mod tests {
                 .collect();
             let from = format!("FROM (VALUES {}) AS m(member)", rows.join(","));
             let attention = one_f64(&format!("SELECT group_influence({target}, member) {from}"));
-            let sum = one_f64(&format!("SELECT group_influence({target}, member, 'sum') {from}"));
+            let sum = one_f64(&format!(
+                "SELECT group_influence({target}, member, 'sum') {from}"
+            ));
             let expected_attention = case["attention"].as_f64().unwrap();
             let expected_sum = case["sum"].as_f64().unwrap();
             assert!(
                 relative_error(attention, expected_attention) <= 1e-6,
                 "case {index}: attention {attention} vs {expected_attention}"
             );
-            assert!(relative_error(sum, expected_sum) <= 1e-6, "case {index}: sum {sum} vs {expected_sum}");
+            assert!(
+                relative_error(sum, expected_sum) <= 1e-6,
+                "case {index}: sum {sum} vs {expected_sum}"
+            );
         }
     }
 
@@ -72,7 +78,9 @@ mod tests {
         )
         .unwrap();
         // The target is a constant, as when a client passes a target embedding as a parameter.
-        let target = Spi::get_one::<String>("SELECT v::text FROM pool WHERE id = 1").unwrap().unwrap();
+        let target = Spi::get_one::<String>("SELECT v::text FROM pool WHERE id = 1")
+            .unwrap()
+            .unwrap();
         let target = format!("'{target}'::airrep_vector");
         let queries = [
             format!("SELECT group_influence({target}, v) FROM pool"),
@@ -86,7 +94,10 @@ mod tests {
         Spi::run(FORCE_PARALLEL).unwrap();
         for (query, serial) in queries.iter().zip(serial) {
             let plan = explain(query);
-            assert!(plan.contains("Partial Aggregate"), "no parallel plan for {query}:\n{plan}");
+            assert!(
+                plan.contains("Partial Aggregate"),
+                "no parallel plan for {query}:\n{plan}"
+            );
             let parallel = one_f64(query);
             assert!(
                 relative_error(parallel, serial) <= 1e-9,
@@ -96,17 +107,25 @@ mod tests {
         // The grouped form splits too.
         let grouped = format!("SELECT sum(g) FROM (SELECT grp, group_influence({target}, v) AS g FROM pool GROUP BY grp) s");
         let plan = explain(&grouped);
-        assert!(plan.contains("Partial"), "no parallel plan for the grouped query:\n{plan}");
+        assert!(
+            plan.contains("Partial"),
+            "no parallel plan for the grouped query:\n{plan}"
+        );
         let parallel = one_f64(&grouped);
         Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
         let serial = one_f64(&grouped);
-        assert!(relative_error(parallel, serial) <= 1e-9, "grouped: {parallel} vs {serial}");
+        assert!(
+            relative_error(parallel, serial) <= 1e-9,
+            "grouped: {parallel} vs {serial}"
+        );
     }
 
     #[pg_test]
     fn binary_send_uses_pgvector_wire_format() {
         // int16 dim = 2, int16 unused = 0, then big-endian float4 1.0 = 3f800000 and -2.5 = c0200000.
-        let bytes = Spi::get_one::<Vec<u8>>("SELECT airrep_vector_send('[1,-2.5]')").unwrap().unwrap();
+        let bytes = Spi::get_one::<Vec<u8>>("SELECT airrep_vector_send('[1,-2.5]')")
+            .unwrap()
+            .unwrap();
         assert_eq!(bytes, vec![0, 2, 0, 0, 0x3f, 0x80, 0, 0, 0xc0, 0x20, 0, 0]);
     }
 
@@ -130,7 +149,9 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(mismatches, 0);
-        let copied = Spi::get_one::<i64>("SELECT count(*) FROM copied").unwrap().unwrap();
+        let copied = Spi::get_one::<i64>("SELECT count(*) FROM copied")
+            .unwrap()
+            .unwrap();
         assert_eq!(copied, 4);
     }
 
@@ -186,8 +207,14 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let counts: Vec<u32> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+        let counts: Vec<u32> = summary
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|s| s.parse().ok())
+            .collect();
         assert_eq!(counts.iter().sum::<u32>(), 20000, "{summary}");
-        assert!(counts[0] > 0 && counts[1] > 0, "both outcomes should occur: {summary}");
+        assert!(
+            counts[0] > 0 && counts[1] > 0,
+            "both outcomes should occur: {summary}"
+        );
     }
 }

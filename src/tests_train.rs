@@ -10,10 +10,6 @@ mod tests {
 
     use crate::test_support::{count, relative_error, sql_error, FIXTURES};
 
-
-
-
-
     fn literal(text: &str) -> String {
         format!("'{}'", text.replace('\'', "''"))
     }
@@ -42,19 +38,39 @@ mod tests {
             }
         }
         for (t, target) in golden["targets"].as_array().unwrap().iter().enumerate() {
-            Spi::run(&format!("INSERT INTO targets VALUES ({}, {})", t + 1, literal(target.as_str().unwrap()))).unwrap();
+            Spi::run(&format!(
+                "INSERT INTO targets VALUES ({}, {})",
+                t + 1,
+                literal(target.as_str().unwrap())
+            ))
+            .unwrap();
         }
-        for (s, row) in golden["subset_losses"].as_array().unwrap().iter().enumerate() {
+        for (s, row) in golden["subset_losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             for (t, loss) in row.as_array().unwrap().iter().enumerate() {
-                Spi::run(&format!("INSERT INTO losses VALUES ({}, {}, {})", s + 1, t + 1, loss.as_f64().unwrap())).unwrap();
+                Spi::run(&format!(
+                    "INSERT INTO losses VALUES ({}, {}, {})",
+                    s + 1,
+                    t + 1,
+                    loss.as_f64().unwrap()
+                ))
+                .unwrap();
             }
         }
     }
 
     #[pg_test]
     fn golden_train_steps_through_sql() {
-        let golden: Value = serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
-        Spi::run(&format!("SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')")).unwrap();
+        let golden: Value =
+            serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
+        Spi::run(&format!(
+            "SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')"
+        ))
+        .unwrap();
         golden_tables(&golden);
         let id = Spi::get_one::<i64>(
             r#"SELECT airrep.train('trained', 'tiny', 'examples', 'targets', 'subsets', 'losses',
@@ -72,10 +88,20 @@ mod tests {
             ))
             .unwrap();
             let (loss, grad_norm, lr) = (loss.unwrap(), grad_norm.unwrap(), lr.unwrap());
-            assert!(relative_error(loss, step["loss"].as_f64().unwrap()) <= 1e-4, "step {n}: loss {loss} vs {}", step["loss"]);
+            assert!(
+                relative_error(loss, step["loss"].as_f64().unwrap()) <= 1e-4,
+                "step {n}: loss {loss} vs {}",
+                step["loss"]
+            );
             let want = step["grad_norm_before_clip"].as_f64().unwrap();
-            assert!(relative_error(grad_norm, want) <= 1e-4, "step {n}: grad norm {grad_norm} vs {want}");
-            assert!(relative_error(lr, step["lr"].as_f64().unwrap()) <= 1e-12, "step {n}: lr {lr}");
+            assert!(
+                relative_error(grad_norm, want) <= 1e-4,
+                "step {n}: grad norm {grad_norm} vs {want}"
+            );
+            assert!(
+                relative_error(lr, step["lr"].as_f64().unwrap()) <= 1e-12,
+                "step {n}: lr {lr}"
+            );
         }
         // Group scores of the trained model, through the ordinary SQL path.
         let expected = golden["group_scores_after"].as_array().unwrap();
@@ -91,17 +117,26 @@ mod tests {
                 .unwrap()
                 .unwrap();
                 let want = want.as_f64().unwrap();
-                assert!(relative_error(got, want) <= 1e-3, "target {t} subset {s}: {got} vs {want}");
+                assert!(
+                    relative_error(got, want) <= 1e-3,
+                    "target {t} subset {s}: {got} vs {want}"
+                );
             }
         }
-        let parent = Spi::get_one::<String>("SELECT parent FROM airrep.model_list WHERE name = 'trained'").unwrap();
+        let parent =
+            Spi::get_one::<String>("SELECT parent FROM airrep.model_list WHERE name = 'trained'")
+                .unwrap();
         assert_eq!(parent.as_deref(), Some("tiny"));
     }
 
     #[pg_test]
     fn bad_label_tables_fail_before_training_and_leave_nothing() {
-        let golden: Value = serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
-        Spi::run(&format!("SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')")).unwrap();
+        let golden: Value =
+            serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
+        Spi::run(&format!(
+            "SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')"
+        ))
+        .unwrap();
         golden_tables(&golden);
         let models = count("SELECT count(*) FROM airrep.models");
         let train = |options: &str| {
@@ -112,24 +147,36 @@ mod tests {
         assert!(train(r#"{"stepz": 3}"#).starts_with("unknown training option \"stepz\""));
         assert!(train(r#"{"pooling": "max"}"#).contains("unknown pooling"));
         assert!(train(r#"{"holdout_fraction": 1.5}"#).contains("holdout_fraction"));
-        assert_eq!(train(r#"{"train_layers": 3, "holdout_fraction": 0}"#), "train_layers 3 exceeds the model's 2 layers");
-        assert!(train(r#"{"holdout_fraction": 0.2}"#).contains("both the training and the held-out side need at least 2 subsets"));
+        assert_eq!(
+            train(r#"{"train_layers": 3, "holdout_fraction": 0}"#),
+            "train_layers 3 exceeds the model's 2 layers"
+        );
+        assert!(train(r#"{"holdout_fraction": 0.2}"#)
+            .contains("both the training and the held-out side need at least 2 subsets"));
 
         Spi::run("UPDATE losses SET loss = 'NaN' WHERE subset_id = 2 AND target_id = 3").unwrap();
-        assert_eq!(train(r#"{"steps": 1}"#), "loss of subset 2 on target 3 is NaN; losses must be finite");
+        assert_eq!(
+            train(r#"{"steps": 1}"#),
+            "loss of subset 2 on target 3 is NaN; losses must be finite"
+        );
         Spi::run("DELETE FROM losses WHERE subset_id = 2 AND target_id = 3").unwrap();
         assert!(train(r#"{"steps": 1}"#).starts_with("no loss for subset 2 on target 3"));
         Spi::run("INSERT INTO losses VALUES (2, 3, 1.0), (9, 1, 1.0)").unwrap();
         assert!(train(r#"{"steps": 1}"#).contains("subset 9"));
-        Spi::run("DELETE FROM losses WHERE subset_id = 9; INSERT INTO subsets VALUES (1, 999)").unwrap();
+        Spi::run("DELETE FROM losses WHERE subset_id = 9; INSERT INTO subsets VALUES (1, 999)")
+            .unwrap();
         assert!(train(r#"{"steps": 1}"#).contains("example 999"));
         Spi::run("DELETE FROM subsets WHERE example_id = 999; ALTER TABLE targets RENAME COLUMN text TO body").unwrap();
         assert!(train(r#"{"steps": 1}"#).contains("has no column \"text\""));
         Spi::run("ALTER TABLE targets RENAME COLUMN body TO text; ALTER TABLE losses ALTER COLUMN loss TYPE text").unwrap();
         assert!(train(r#"{"steps": 1}"#).contains("must be double precision"));
         Spi::run("ALTER TABLE losses ALTER COLUMN loss TYPE float8 USING loss::float8").unwrap();
-        assert_eq!(sql_error("SELECT airrep.train('tiny', 'tiny', 'examples', 'targets', 'subsets', 'losses')"),
-                   "model \"tiny\" already exists");
+        assert_eq!(
+            sql_error(
+                "SELECT airrep.train('tiny', 'tiny', 'examples', 'targets', 'subsets', 'losses')"
+            ),
+            "model \"tiny\" already exists"
+        );
         assert_eq!(count("SELECT count(*) FROM airrep.models"), models);
         assert_eq!(count("SELECT count(*) FROM airrep.training_log"), 0);
         // the tables are fine again: training works
@@ -147,7 +194,11 @@ mod tests {
             let mut values = Vec::new();
             for (t, row) in scores.iter().enumerate() {
                 for (s, score) in row.as_array().unwrap().iter().enumerate() {
-                    values.push(format!("({t}, {}, {})", score.as_f64().unwrap(), losses[s][t].as_f64().unwrap()));
+                    values.push(format!(
+                        "({t}, {}, {})",
+                        score.as_f64().unwrap(),
+                        losses[s][t].as_f64().unwrap()
+                    ));
                 }
             }
             let query = format!(
@@ -156,18 +207,32 @@ mod tests {
                 values.join(",")
             );
             let got: Vec<f64> = Spi::connect(|client| {
-                client.select(&query, None, &[]).unwrap().map(|r| r.get::<f64>(2).unwrap().unwrap()).collect()
+                client
+                    .select(&query, None, &[])
+                    .unwrap()
+                    .map(|r| r.get::<f64>(2).unwrap().unwrap())
+                    .collect()
             });
             for (t, (got, want)) in got.iter().zip(per_target).enumerate() {
-                assert!((got - want.as_f64().unwrap()).abs() <= 1e-12, "case {c} target {t}: {got} vs {want}");
+                assert!(
+                    (got - want.as_f64().unwrap()).abs() <= 1e-12,
+                    "case {c} target {t}: {got} vs {want}"
+                );
             }
             let lds = got.iter().sum::<f64>() / got.len() as f64;
-            assert!((lds - case["lds"].as_f64().unwrap()).abs() <= 1e-12, "case {c}: lds {lds}");
+            assert!(
+                (lds - case["lds"].as_f64().unwrap()).abs() <= 1e-12,
+                "case {c}: lds {lds}"
+            );
         }
         // NULL pairs are skipped; undefined is 0
         assert_eq!(Spi::get_one::<f64>("SELECT airrep.spearman(x, y) FROM (VALUES (1, 2), (NULL, 3), (2, 5), (3, 1)) v(x, y)").unwrap(),
                    Some(-0.5));
-        assert_eq!(Spi::get_one::<f64>("SELECT airrep.spearman(1, y) FROM generate_series(1, 5) y").unwrap(), Some(0.0));
+        assert_eq!(
+            Spi::get_one::<f64>("SELECT airrep.spearman(1, y) FROM generate_series(1, 5) y")
+                .unwrap(),
+            Some(0.0)
+        );
     }
 
     /// Eight topics; each target asks about one, and the examples that help it are the ones
@@ -215,7 +280,10 @@ mod tests {
 
     #[pg_test]
     fn training_on_planted_structure_raises_held_out_lds() {
-        Spi::run(&format!("SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')")).unwrap();
+        Spi::run(&format!(
+            "SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')"
+        ))
+        .unwrap();
         planted_tables();
         for pooling in ["attention", "sum"] {
             let name = format!("planted_{pooling}");
@@ -228,7 +296,10 @@ mod tests {
             .unwrap();
             let (before, after) = training_lds(&name);
             pgrx::notice!("{pooling}: held-out LDS {before:.3} -> {after:.3}");
-            assert!(after > before + 0.2, "{pooling}: held-out LDS {before} -> {after}");
+            assert!(
+                after > before + 0.2,
+                "{pooling}: held-out LDS {before} -> {after}"
+            );
             // the kept step is a validated one, and its LDS is the log's best
             let (kept, best) = Spi::get_two::<i64, f64>(&format!(
                 "SELECT (m.config -> 'airrep_training' ->> 'kept_step')::bigint, max(l.validation_lds)
@@ -236,8 +307,14 @@ mod tests {
                  WHERE m.name = '{name}' GROUP BY 1"
             ))
             .unwrap();
-            assert!(kept.unwrap() % 10 == 0 && kept.unwrap() > 0, "{pooling}: kept step {kept:?}");
-            assert!((best.unwrap() - after).abs() < 1e-12, "{pooling}: best logged {best:?}, kept {after}");
+            assert!(
+                kept.unwrap() % 10 == 0 && kept.unwrap() > 0,
+                "{pooling}: kept step {kept:?}"
+            );
+            assert!(
+                (best.unwrap() - after).abs() < 1e-12,
+                "{pooling}: best logged {best:?}, kept {after}"
+            );
             // airrep.lds over all subsets agrees in direction with the held-out figure
             let lds_base = Spi::get_one::<f64>(&format!(
                 "SELECT airrep.lds('tiny', 'examples', 'targets', 'subsets', 'losses', '{pooling}')"
@@ -249,7 +326,10 @@ mod tests {
             ))
             .unwrap()
             .unwrap();
-            assert!(lds_trained > lds_base, "{pooling}: LDS {lds_base} -> {lds_trained}");
+            assert!(
+                lds_trained > lds_base,
+                "{pooling}: LDS {lds_base} -> {lds_trained}"
+            );
         }
         let per_target = count(
             "SELECT count(*) FROM airrep.lds_per_target('planted_attention', 'examples', 'targets', 'subsets', 'losses')",

@@ -9,8 +9,8 @@ use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::runtime::thread_pool;
 use crate::error::raise;
+use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
 
 /// The targets' ids and vectors, in id order, and their dimension; None if there are none.
@@ -25,7 +25,13 @@ pub fn read_targets(targets: &Source) -> Option<(Vec<i64>, Queries)> {
 
 /// Stream `pool` through a search for the `k` best rows of each query; `each` also sees
 /// every block (select_data gathers pool statistics there).
-pub fn search(queries: &Queries, pool: &Source, k: usize, what: &str, mut each: impl FnMut(&Block)) -> Vec<Vec<Hit>> {
+pub fn search(
+    queries: &Queries,
+    pool: &Source,
+    k: usize,
+    what: &str,
+    mut each: impl FnMut(&Block),
+) -> Vec<Vec<Hit>> {
     let threads = thread_pool();
     let mut dim = Some(queries.dim());
     let block_rows = queries.block_rows();
@@ -46,13 +52,27 @@ pub fn check_k(k: i32) -> usize {
     k as usize
 }
 
-#[pg_extern(schema = "airrep", name = "top_k_by_column", stable, strict, parallel_restricted)]
+#[pg_extern(
+    schema = "airrep",
+    name = "top_k_by_column",
+    stable,
+    strict,
+    parallel_restricted
+)]
 fn top_k(
     targets: PgRelation,
     pool: PgRelation,
     k: i32,
     vector_column: &str,
-) -> TableIterator<'static, (name!(target_id, i64), name!(example_id, i64), name!(rank, i32), name!(influence, f64))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(target_id, i64),
+        name!(example_id, i64),
+        name!(rank, i32),
+        name!(influence, f64),
+    ),
+> {
     let k = check_k(k);
     let targets = Source::vectors(&targets, "targets", vector_column);
     let pool = Source::vectors(&pool, "pool", vector_column);

@@ -10,11 +10,11 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
 
-use crate::runtime::{device, thread_pool};
 use crate::error::raise;
 use crate::labels::LabelSet;
-use crate::relation::qualified;
 use crate::registry;
+use crate::relation::qualified;
+use crate::runtime::{device, thread_pool};
 
 extension_sql!(
     r#"
@@ -45,7 +45,9 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
     let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
     for i in (1..count).rev() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         order.swap(i, (state >> 33) as usize % (i + 1));
     }
     order
@@ -63,7 +65,11 @@ fn cancel_requested() -> bool {
 
 /// Runs `work` on the backend's thread pool; a cancel raises here (the trainer leaves its
 /// state unchanged on a cancelled step or validation), other errors as `what` failed.
-fn run<T: Send>(pool: &rayon::ThreadPool, what: &str, work: impl FnOnce() -> airrep_model::Result<T> + Send) -> T {
+fn run<T: Send>(
+    pool: &rayon::ThreadPool,
+    what: &str,
+    work: impl FnOnce() -> airrep_model::Result<T> + Send,
+) -> T {
     pool.install(work).unwrap_or_else(|e| fail(what, e))
 }
 
@@ -100,14 +106,19 @@ fn train(
     registry::require_insert_privileges("airrep.train", true);
     let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
-    let defaults = TrainOptions { max_length: crate::gucs::MAX_LENGTH.get() as usize, ..TrainOptions::default() };
-    let mut opts = TrainOptions::from_json(&options_json.0, defaults).unwrap_or_else(|e| fail("reading the options", e));
+    let defaults = TrainOptions {
+        max_length: crate::gucs::MAX_LENGTH.get() as usize,
+        ..TrainOptions::default()
+    };
+    let mut opts = TrainOptions::from_json(&options_json.0, defaults)
+        .unwrap_or_else(|e| fail("reading the options", e));
     // Train where airrep.device says (cpu, or a GPU in a cuda build).
     opts.device = device();
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
 
     let (config, weights, tokenizer) = registry::model_files(base_id);
-    let checkpoint = Checkpoint::from_bytes(&config, &weights).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let checkpoint = Checkpoint::from_bytes(&config, &weights)
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
     let data = TrainData {
         examples: labels.example_texts,
         targets: labels.target_texts,
@@ -117,7 +128,13 @@ fn train(
     let pool = thread_pool();
     let started = Instant::now();
     let mut trainer = run(&pool, "preparing training", || {
-        Trainer::new(&checkpoint, &tokenizer, data, opts.clone(), &cancel_requested)
+        Trainer::new(
+            &checkpoint,
+            &tokenizer,
+            data,
+            opts.clone(),
+            &cancel_requested,
+        )
     });
     let (trained_subsets, held_out) = trainer.subset_counts();
     notice!(
@@ -164,13 +181,20 @@ fn train(
                 rate,
             );
         }
-        log.push(LogRow { step, seconds: step_started.elapsed().as_secs_f64(), validation_lds: None });
+        log.push(LogRow {
+            step,
+            seconds: step_started.elapsed().as_secs_f64(),
+            validation_lds: None,
+        });
     }
     let (trained, selection) = run(&pool, "saving the model", || trainer.into_checkpoint());
     notice!("airrep.train: {}", selection.reason);
-    let weights = trained.to_safetensors().unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let weights = trained
+        .to_safetensors()
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
 
-    let mut config: Value = serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
+    let mut config: Value =
+        serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
     config["airrep_training"] = json!({
         "base_model": base_model,
         "options": options_json.0,
@@ -187,11 +211,21 @@ fn train(
     });
     let description = match (selection.validation_lds_start, selection.validation_lds) {
         (Some(b), Some(a)) => {
-            format!("trained from {base_model}; held-out LDS {b:.4} -> {a:.4} (kept step {})", selection.kept_step)
+            format!(
+                "trained from {base_model}; held-out LDS {b:.4} -> {a:.4} (kept step {})",
+                selection.kept_step
+            )
         }
         _ => format!("trained from {base_model}"),
     };
-    let id = registry::insert_model(name, &config, &weights, &tokenizer, Some(base_id), Some(&description));
+    let id = registry::insert_model(
+        name,
+        &config,
+        &weights,
+        &tokenizer,
+        Some(base_id),
+        Some(&description),
+    );
     for row in log {
         Spi::run_with_args(
             "INSERT INTO airrep.training_log (model_id, step, loss, grad_norm, lr, kept_pairs, seconds, validation_lds)
@@ -222,22 +256,36 @@ fn sample_subsets(
     seed: default!(i64, 0),
 ) -> TableIterator<'static, (name!(subset_id, i64), name!(example_id, i64))> {
     if n < 1 || size < 1 {
-        raise("22023", &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"));
+        raise(
+            "22023",
+            &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"),
+        );
     }
     let ids: Vec<i64> = Spi::connect(|client| {
         client
-            .select(&format!("SELECT id::bigint FROM {} ORDER BY 1", qualified(&examples)), None, &[])
+            .select(
+                &format!("SELECT id::bigint FROM {} ORDER BY 1", qualified(&examples)),
+                None,
+                &[],
+            )
             .unwrap_or_else(|e| raise("22023", &e.to_string()))
             .filter_map(|r| r.get::<i64>(1).ok().flatten())
             .collect()
     });
     if (size as usize) > ids.len() {
-        raise("22023", &format!("subset size {size} exceeds the {} examples", ids.len()));
+        raise(
+            "22023",
+            &format!("subset size {size} exceeds the {} examples", ids.len()),
+        );
     }
     let rows: Vec<(i64, i64)> = (1..=n as i64)
         .flat_map(|subset| {
             let mut members: Vec<i64> =
-                shuffled(ids.len(), (seed as u64).wrapping_add(subset as u64)).into_iter().take(size as usize).map(|i| ids[i]).collect();
+                shuffled(ids.len(), (seed as u64).wrapping_add(subset as u64))
+                    .into_iter()
+                    .take(size as usize)
+                    .map(|i| ids[i])
+                    .collect();
             members.sort_unstable();
             members.into_iter().map(move |id| (subset, id))
         })

@@ -1,8 +1,8 @@
 //! `sum(airrep_vector)` and `avg(airrep_vector)`, accumulated in f64 and combinable in parallel.
 
 use airrep_core::vector::VectorSum;
-use pgrx::pg_sys;
 use pgrx::datum::Internal;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState};
@@ -58,7 +58,11 @@ fn airrep_vector_sum_deserialize(bytes: &[u8], _unused: Internal) -> Internal {
 }
 
 #[pg_extern(parallel_safe)]
-fn airrep_vector_sum_combine(left: Internal, right: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+fn airrep_vector_sum_combine(
+    left: Internal,
+    right: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
     aggstate::combine::<VectorSum>(fcinfo, left, right)
 }
 
@@ -77,7 +81,11 @@ CREATE AGGREGATE avg(airrep_vector) (
 "#,
     name = "vector_aggregates",
     requires = [
-        airrep_vector_accum, airrep_vector_sum_final, airrep_vector_avg_final,
-        airrep_vector_sum_combine, airrep_vector_sum_serialize, airrep_vector_sum_deserialize
+        airrep_vector_accum,
+        airrep_vector_sum_final,
+        airrep_vector_avg_final,
+        airrep_vector_sum_combine,
+        airrep_vector_sum_serialize,
+        airrep_vector_sum_deserialize
     ]
 );

@@ -1,8 +1,8 @@
 //! Functions, operators and casts over `airrep_vector`.
 
 use airrep_core::vector::{self, VectorError};
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use pgrx::AnyNumeric;
 
 use crate::error::{raise_vector, OrRaise};
@@ -138,7 +138,8 @@ fn airrep_vector_from_numeric_array(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Vector {
     // A numeric beyond float8's range cannot be a float4 either.
-    let to_f64 = |n: AnyNumeric| f64::try_from(n).unwrap_or_else(|_| raise_vector(VectorError::Overflow));
+    let to_f64 =
+        |n: AnyNumeric| f64::try_from(n).unwrap_or_else(|_| raise_vector(VectorError::Overflow));
     array_to_vector(fcinfo, a.iter().map(|x| x.map(to_f64)), typmod)
 }
 
@@ -168,9 +169,16 @@ CREATE CAST (airrep_vector AS real[])
 "#,
     name = "airrep_vector_operators",
     requires = [
-        influence, airrep_negative_inner_product, airrep_cosine_distance, airrep_l2_distance,
-        airrep_vector_add, airrep_vector_sub, airrep_vector_to_real_array,
-        airrep_vector_from_real_array, airrep_vector_from_double_array,
-        airrep_vector_from_int_array, airrep_vector_from_numeric_array
+        influence,
+        airrep_negative_inner_product,
+        airrep_cosine_distance,
+        airrep_l2_distance,
+        airrep_vector_add,
+        airrep_vector_sub,
+        airrep_vector_to_real_array,
+        airrep_vector_from_real_array,
+        airrep_vector_from_double_array,
+        airrep_vector_from_int_array,
+        airrep_vector_from_numeric_array
     ]
 );

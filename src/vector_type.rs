@@ -7,9 +7,9 @@ use std::ffi::{CStr, CString};
 use airrep_core::vector::{self, VectorError};
 use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::Datum;
+use pgrx::datum::Internal;
 use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
-use pgrx::datum::Internal;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
@@ -32,12 +32,19 @@ impl<'a> VectorRef<'a> {
         let base = varlena as *const u8;
         let dim = (base.add(4) as *const i16).read() as usize;
         debug_assert_eq!(pgrx::varsize_any(varlena), HEADER_BYTES + 4 * dim);
-        VectorRef(std::slice::from_raw_parts(base.add(HEADER_BYTES) as *const f32, dim))
+        VectorRef(std::slice::from_raw_parts(
+            base.add(HEADER_BYTES) as *const f32,
+            dim,
+        ))
     }
 }
 
 impl FromDatum for VectorRef<'_> {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
         (!is_null).then(|| Self::from_raw(datum))
     }
 }
@@ -65,7 +72,11 @@ impl IntoDatum for Vector {
             let base = pg_sys::palloc0(size) as *mut u8;
             pgrx::set_varsize_4b(base as *mut pg_sys::varlena, size as i32);
             (base.add(4) as *mut i16).write(self.0.len() as i16);
-            std::ptr::copy_nonoverlapping(self.0.as_ptr(), base.add(HEADER_BYTES) as *mut f32, self.0.len());
+            std::ptr::copy_nonoverlapping(
+                self.0.as_ptr(),
+                base.add(HEADER_BYTES) as *mut f32,
+                self.0.len(),
+            );
             Some(pg_sys::Datum::from(base))
         }
     }
@@ -132,8 +143,15 @@ fn airrep_vector_typmod_in(modifiers: Array<&CStr>) -> i32 {
     if modifiers.len() != 1 {
         raise("22023", "invalid type modifier");
     }
-    let text = modifiers.get(0).flatten().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
-    let dims: i64 = text.trim().parse().unwrap_or_else(|_| raise("22P02", "invalid type modifier"));
+    let text = modifiers
+        .get(0)
+        .flatten()
+        .map(|m| m.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dims: i64 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| raise("22P02", "invalid type modifier"));
     if dims < 1 {
         raise("22023", &VectorError::TypmodTooSmall.to_string());
     }
@@ -145,7 +163,11 @@ fn airrep_vector_typmod_in(modifiers: Array<&CStr>) -> i32 {
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn airrep_vector_typmod_out(typmod: i32) -> CString {
-    let text = if typmod < 0 { String::new() } else { format!("({typmod})") };
+    let text = if typmod < 0 {
+        String::new()
+    } else {
+        format!("({typmod})")
+    };
     CString::new(text).expect("digits contain no NUL")
 }
 
@@ -153,7 +175,12 @@ fn airrep_vector_typmod_out(typmod: i32) -> CString {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn airrep_vector_recv(buffer: Internal, _typoid: pg_sys::Oid, typmod: i32) -> Vector {
     // SAFETY: Postgres passes a StringInfo as the first argument of a receive function.
-    let buf = unsafe { &mut *buffer.unwrap().expect("recv buffer").cast_mut_ptr::<pg_sys::StringInfoData>() };
+    let buf = unsafe {
+        &mut *buffer
+            .unwrap()
+            .expect("recv buffer")
+            .cast_mut_ptr::<pg_sys::StringInfoData>()
+    };
     let bytes = unsafe { std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize) };
     let message = &bytes[buf.cursor as usize..];
     let malformed = || raise("08P01", "insufficient data left in message");

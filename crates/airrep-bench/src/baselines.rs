@@ -40,7 +40,11 @@ fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> (f6
         .collect();
     let scores: Vec<Vec<f64>> = eval_targets
         .iter()
-        .map(|&t| sums.iter().map(|s| s.iter().zip(&targets[t]).map(|(a, b)| (a * b) as f64).sum()).collect())
+        .map(|&t| {
+            sums.iter()
+                .map(|s| s.iter().zip(&targets[t]).map(|(a, b)| (a * b) as f64).sum())
+                .collect()
+        })
         .collect();
     let losses: Vec<Vec<f64>> = eval_subsets
         .iter()
@@ -50,7 +54,9 @@ fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> (f6
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
 }
 
 pub fn tfidf(setup: &Setup) -> Measured {
@@ -76,7 +82,10 @@ pub fn tfidf(setup: &Setup) -> Measured {
         .collect();
     let n = docs.len() as f64;
     // smoothed idf (scikit-learn's default); words unseen in the pool are dropped
-    let idf: Vec<f64> = df.iter().map(|d| ((1.0 + n) / (1.0 + d)).ln() + 1.0).collect();
+    let idf: Vec<f64> = df
+        .iter()
+        .map(|d| ((1.0 + n) / (1.0 + d)).ln() + 1.0)
+        .collect();
     let dense = |tf: &HashMap<usize, f64>| {
         let mut v = vec![0f32; idf.len()];
         tf.iter().for_each(|(&id, c)| v[id] = (c * idf[id]) as f32);
@@ -91,14 +100,25 @@ pub fn tfidf(setup: &Setup) -> Measured {
         .iter()
         .map(|p| {
             let mut tf = HashMap::new();
-            words(&p.text()).filter_map(|w| vocab.get(&w)).for_each(|&id| *tf.entry(id).or_insert(0.0) += 1.0);
+            words(&p.text())
+                .filter_map(|w| vocab.get(&w))
+                .for_each(|&id| *tf.entry(id).or_insert(0.0) += 1.0);
             dense(&tf)
         })
         .collect();
     // stored sparse: a u32 index and an f32 value per non-zero
     let nnz = docs.iter().map(|d| d.len()).sum::<usize>() as f64 / n;
     let (lds, per_target) = sum_pooled_lds(setup, &pool, &targets);
-    Measured { method: "TF-IDF cosine (sum)".into(), lds, per_target, encode_ms, bytes: nnz * 8.0, train_s: 0.0, pool, targets }
+    Measured {
+        method: "TF-IDF cosine (sum)".into(),
+        lds,
+        per_target,
+        encode_ms,
+        bytes: nnz * 8.0,
+        train_s: 0.0,
+        pool,
+        targets,
+    }
 }
 
 /// A CountSketch: parameter i adds sign_i * g_i to coordinate bucket_i. A JL-style random
@@ -146,7 +166,10 @@ fn loss_gradient(model: &Gpt, pair: &crate::data::Pair) -> Result<Vec<f32>> {
 /// gradients are computed once and sketched to each).
 pub fn gradient(setup: &Setup, model: &Gpt, dims: &[usize]) -> Result<Vec<Measured>> {
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
-    let sketches: Vec<Sketch> = dims.iter().map(|&dim| Sketch::new(params, dim, setup.params.seed)).collect();
+    let sketches: Vec<Sketch> = dims
+        .iter()
+        .map(|&dim| Sketch::new(params, dim, setup.params.seed))
+        .collect();
     let project = |pairs: &[crate::data::Pair]| -> Result<Vec<Vec<Vec<f32>>>> {
         let mut out = vec![Vec::with_capacity(pairs.len()); sketches.len()];
         for p in pairs {

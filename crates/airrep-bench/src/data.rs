@@ -43,7 +43,10 @@ struct Synset {
 
 /// Printable ASCII with runs of whitespace collapsed: the LM's vocabulary.
 fn clean(s: &str) -> String {
-    let ascii: String = s.chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).collect();
+    let ascii: String = s
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+        .collect();
     ascii.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -63,18 +66,36 @@ fn parse_synset(line: &str) -> Option<Synset> {
         .collect();
     let mut parts = gloss.split("; \"");
     let definition = clean(parts.next()?);
-    let examples = parts.map(|e| clean(e.trim_end().trim_end_matches(';').trim_matches('"'))).collect();
-    Some(Synset { lemmas, definition, examples })
+    let examples = parts
+        .map(|e| clean(e.trim_end().trim_end_matches(';').trim_matches('"')))
+        .collect();
+    Some(Synset {
+        lemmas,
+        definition,
+        examples,
+    })
 }
 
 fn synset_pairs(s: &Synset) -> Vec<Pair> {
     let word = &s.lemmas[0];
-    let mut pairs = vec![Pair { task: "define", prompt: format!("define: {word}"), response: s.definition.clone() }];
+    let mut pairs = vec![Pair {
+        task: "define",
+        prompt: format!("define: {word}"),
+        response: s.definition.clone(),
+    }];
     if let Some(other) = s.lemmas.get(1) {
-        pairs.push(Pair { task: "synonym", prompt: format!("synonym: {word}"), response: other.clone() });
+        pairs.push(Pair {
+            task: "synonym",
+            prompt: format!("synonym: {word}"),
+            response: other.clone(),
+        });
     }
     if let Some(example) = s.examples.iter().find(|e| e.contains(word.as_str())) {
-        pairs.push(Pair { task: "use", prompt: format!("use in a sentence: {word}"), response: example.clone() });
+        pairs.push(Pair {
+            task: "use",
+            prompt: format!("use in a sentence: {word}"),
+            response: example.clone(),
+        });
     }
     pairs
 }
@@ -103,7 +124,11 @@ pub fn load(wanted: usize, max_len: usize, rng: &mut Rng) -> std::io::Result<Cor
     let mut quotes = Vec::new();
     for file in FORTUNE_FILES {
         let bytes = std::fs::read(Path::new(FORTUNES).join(file))?;
-        quotes.extend(quote_pairs(&String::from_utf8_lossy(&bytes)).into_iter().filter(fits));
+        quotes.extend(
+            quote_pairs(&String::from_utf8_lossy(&bytes))
+                .into_iter()
+                .filter(fits),
+        );
     }
     rng.shuffle(&mut quotes);
     quotes.truncate(wanted / 5);
@@ -123,7 +148,12 @@ pub fn load(wanted: usize, max_len: usize, rng: &mut Rng) -> std::io::Result<Cor
         if pairs.len() < wanted {
             pairs.extend(synset_pairs(s).into_iter().filter(fits));
         } else {
-            general.push_str(&clean(&format!("{}: {}; {}", s.lemmas[0], s.definition, s.examples.join("; "))));
+            general.push_str(&clean(&format!(
+                "{}: {}; {}",
+                s.lemmas[0],
+                s.definition,
+                s.examples.join("; ")
+            )));
             general.push('\n');
         }
     }
@@ -140,19 +170,39 @@ mod tests {
     fn a_synset_line_gives_define_synonym_and_use_pairs() {
         let line = "00217593 04 n 02 kill 1 putting_to_death 0 002 @ 00217014 n 0000 | the destruction of an enemy plane; \"the pilot reported two kills during the mission\"  ";
         let pairs = synset_pairs(&parse_synset(line).unwrap());
-        let got: Vec<_> = pairs.iter().map(|p| (p.task, p.prompt.as_str(), p.response.as_str())).collect();
-        assert_eq!(got, [
-            ("define", "define: kill", "the destruction of an enemy plane"),
-            ("synonym", "synonym: kill", "putting to death"),
-            ("use", "use in a sentence: kill", "the pilot reported two kills during the mission"),
-        ]);
-        assert_eq!(&pairs[0].text()[pairs[0].response_start()..], "the destruction of an enemy plane");
+        let got: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.task, p.prompt.as_str(), p.response.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "define",
+                    "define: kill",
+                    "the destruction of an enemy plane"
+                ),
+                ("synonym", "synonym: kill", "putting to death"),
+                (
+                    "use",
+                    "use in a sentence: kill",
+                    "the pilot reported two kills during the mission"
+                ),
+            ]
+        );
+        assert_eq!(
+            &pairs[0].text()[pairs[0].response_start()..],
+            "the destruction of an enemy plane"
+        );
     }
 
     #[test]
     fn a_fortune_splits_into_halves() {
         let pairs = quote_pairs("one two three\nfour five six\n%\ntoo short\n%\n");
         assert_eq!(pairs.len(), 1);
-        assert_eq!((pairs[0].prompt.as_str(), pairs[0].response.as_str()), ("complete: one two three", "four five six"));
+        assert_eq!(
+            (pairs[0].prompt.as_str(), pairs[0].response.as_str()),
+            ("complete: one two three", "four five six")
+        );
     }
 }

@@ -12,7 +12,13 @@ pub const VOCAB: usize = 97;
 
 pub fn tokenize(text: &str) -> Vec<u32> {
     std::iter::once(0)
-        .chain(text.bytes().map(|b| if b == b'\n' { 96 } else { (b.clamp(32, 126) - 31) as u32 }))
+        .chain(text.bytes().map(|b| {
+            if b == b'\n' {
+                96
+            } else {
+                (b.clamp(32, 126) - 31) as u32
+            }
+        }))
         .collect()
 }
 
@@ -35,11 +41,17 @@ impl Gpt {
     pub fn new(config: Config, rng: &mut Rng) -> Result<Self> {
         let (d, dev) = (config.hidden, &Device::Cpu);
         let mut weights = BTreeMap::new();
-        let mut add = |name: String, shape: &[usize], init: &dyn Fn(&mut Rng) -> f64| -> Result<()> {
-            let values: Vec<f32> = (0..shape.iter().product()).map(|_| init(rng) as f32).collect();
-            weights.insert(name, Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)?);
-            Ok(())
-        };
+        let mut add =
+            |name: String, shape: &[usize], init: &dyn Fn(&mut Rng) -> f64| -> Result<()> {
+                let values: Vec<f32> = (0..shape.iter().product())
+                    .map(|_| init(rng) as f32)
+                    .collect();
+                weights.insert(
+                    name,
+                    Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)?,
+                );
+                Ok(())
+            };
         let normal = |std: f64| move |r: &mut Rng| r.normal() * std;
         // GPT-2 init: N(0, 0.02), residual projections scaled down by sqrt(2 * layers).
         let residual = 0.02 / (2.0 * config.layers as f64).sqrt();
@@ -69,7 +81,10 @@ impl Gpt {
             .iter()
             .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?)))
             .collect::<Result<_>>()?;
-        Ok(Gpt { config: self.config, weights })
+        Ok(Gpt {
+            config: self.config,
+            weights,
+        })
     }
 
     pub fn vars(&self) -> Vec<Var> {
@@ -77,13 +92,20 @@ impl Gpt {
     }
 
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let tensors: std::collections::HashMap<_, _> = self.weights.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let tensors: std::collections::HashMap<_, _> = self
+            .weights
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
         candle_core::safetensors::save(&tensors, path)
     }
 
     pub fn load(config: Config, path: &std::path::Path) -> Result<Self> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let weights = tensors.into_iter().map(|(k, t)| Ok((k, Var::from_tensor(&t)?))).collect::<Result<_>>()?;
+        let weights = tensors
+            .into_iter()
+            .map(|(k, t)| Ok((k, Var::from_tensor(&t)?)))
+            .collect::<Result<_>>()?;
         Ok(Gpt { config, weights })
     }
 
@@ -95,7 +117,10 @@ impl Gpt {
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let d = self.config.hidden;
-        let tok = self.w("tok").index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))?;
+        let tok = self
+            .w("tok")
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, d))?;
         let mut x = tok.broadcast_add(&self.w("pos").narrow(0, 0, t)?)?;
         let mask = causal_mask(t)?;
         for l in 0..self.config.layers {
@@ -103,8 +128,13 @@ impl Gpt {
             let h = layer_norm_slow(&x, self.w(&p("ln1.g")), self.w(&p("ln1.b")), 1e-5)?;
             x = (x + self.attention(&h, &p("qkv"), &p("out"), &mask)?)?;
             let h = layer_norm_slow(&x, self.w(&p("ln2.g")), self.w(&p("ln2.b")), 1e-5)?;
-            let h = h.broadcast_matmul(self.w(&p("fc1")))?.broadcast_add(self.w(&p("fc1.b")))?.gelu()?;
-            x = (x + h.broadcast_matmul(self.w(&p("fc2")))?.broadcast_add(self.w(&p("fc2.b")))?)?;
+            let h = h
+                .broadcast_matmul(self.w(&p("fc1")))?
+                .broadcast_add(self.w(&p("fc1.b")))?
+                .gelu()?;
+            x = (x + h
+                .broadcast_matmul(self.w(&p("fc2")))?
+                .broadcast_add(self.w(&p("fc2.b")))?)?;
         }
         let x = layer_norm_slow(&x, self.w("ln_f.g"), self.w("ln_f.b"), 1e-5)?;
         x.broadcast_matmul(&self.w("tok").t()?)
@@ -114,16 +144,25 @@ impl Gpt {
         let (b, t, d) = x.dims3()?;
         let (heads, hd) = (self.config.heads, d / self.config.heads);
         let qkv = x.broadcast_matmul(self.w(qkv))?;
-        let split = |i: usize| qkv.narrow(2, i * d, d)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
+        let split = |i: usize| {
+            qkv.narrow(2, i * d, d)?
+                .reshape((b, t, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
         let y = softmax(&scores, D::Minus1)?.matmul(&v)?;
-        y.transpose(1, 2)?.reshape((b, t, d))?.broadcast_matmul(self.w(out))
+        y.transpose(1, 2)?
+            .reshape((b, t, d))?
+            .broadcast_matmul(self.w(out))
     }
 }
 
 fn causal_mask(t: usize) -> Result<Tensor> {
-    let m: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { -1e9 } else { 0.0 }).collect();
+    let m: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
     Tensor::from_vec(m, (t, t), &Device::Cpu)
 }
 
@@ -145,7 +184,11 @@ impl Batch {
                 inputs.push(s.get(i).copied().unwrap_or(0));
                 targets.push(s.get(i + 1).copied().unwrap_or(0));
                 // position i predicts token i+1
-                weights.push(if i + 1 >= *from && i + 1 < s.len() { 1f32 } else { 0.0 });
+                weights.push(if i + 1 >= *from && i + 1 < s.len() {
+                    1f32
+                } else {
+                    0.0
+                });
             }
         }
         let shape = (seqs.len(), len);
@@ -160,18 +203,24 @@ impl Batch {
 /// Per-sequence mean token loss over the weighted positions, [batch].
 pub fn sequence_losses(model: &Gpt, batch: &Batch) -> Result<Tensor> {
     let nll = token_nll(model, batch)?;
-    (nll * &batch.weights)?.sum(1)?.broadcast_div(&batch.weights.sum(1)?.clamp(1.0, f64::MAX)?)
+    (nll * &batch.weights)?
+        .sum(1)?
+        .broadcast_div(&batch.weights.sum(1)?.clamp(1.0, f64::MAX)?)
 }
 
 /// Mean token loss over all weighted positions of the batch: the training objective.
 pub fn batch_loss(model: &Gpt, batch: &Batch) -> Result<Tensor> {
     let nll = token_nll(model, batch)?;
-    (nll * &batch.weights)?.sum_all()? / batch.weights.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+    (nll * &batch.weights)?.sum_all()?
+        / batch.weights.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
 }
 
 fn token_nll(model: &Gpt, batch: &Batch) -> Result<Tensor> {
     let logp = log_softmax(&model.forward(&batch.inputs)?, D::Minus1)?;
-    logp.gather(&batch.targets.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?.to_dtype(DType::F32)
+    logp.gather(&batch.targets.unsqueeze(2)?, 2)?
+        .squeeze(2)?
+        .neg()?
+        .to_dtype(DType::F32)
 }
 
 #[cfg(test)]
@@ -179,17 +228,38 @@ mod tests {
     use super::*;
 
     fn tiny() -> Gpt {
-        Gpt::new(Config { hidden: 8, layers: 2, heads: 2, max_len: 32 }, &mut Rng::new(1)).unwrap()
+        Gpt::new(
+            Config {
+                hidden: 8,
+                layers: 2,
+                heads: 2,
+                max_len: 32,
+            },
+            &mut Rng::new(1),
+        )
+        .unwrap()
     }
 
     #[test]
     fn every_weight_gets_a_gradient() {
         let model = tiny();
-        let batch = Batch::new(&[(tokenize("Question: a\nAnswer: b"), 3), (tokenize("hi"), 1)]).unwrap();
+        let batch =
+            Batch::new(&[(tokenize("Question: a\nAnswer: b"), 3), (tokenize("hi"), 1)]).unwrap();
         let grads = batch_loss(&model, &batch).unwrap().backward().unwrap();
         for (name, var) in &model.weights {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
-            assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{name}: zero gradient");
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name} has no gradient"));
+            assert!(
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0,
+                "{name}: zero gradient"
+            );
         }
     }
 
@@ -197,8 +267,15 @@ mod tests {
     fn right_padding_does_not_change_a_sequence_loss() {
         let model = tiny();
         let short = (tokenize("abc"), 1);
-        let alone = sequence_losses(&model, &Batch::new(&[short.clone()]).unwrap()).unwrap().to_vec1::<f32>().unwrap();
-        let padded = sequence_losses(&model, &Batch::new(&[short, (tokenize("abcdefgh"), 1)]).unwrap()).unwrap();
+        let alone = sequence_losses(&model, &Batch::new(std::slice::from_ref(&short)).unwrap())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let padded = sequence_losses(
+            &model,
+            &Batch::new(&[short, (tokenize("abcdefgh"), 1)]).unwrap(),
+        )
+        .unwrap();
         assert!((alone[0] - padded.to_vec1::<f32>().unwrap()[0]).abs() < 1e-5);
     }
 
@@ -206,7 +283,16 @@ mod tests {
     fn fork_is_independent() {
         let model = tiny();
         let copy = model.fork().unwrap();
-        copy.weights["tok"].set(&copy.weights["tok"].zeros_like().unwrap()).unwrap();
-        assert!(model.weights["tok"].sum_all().unwrap().to_scalar::<f32>().unwrap() != 0.0);
+        copy.weights["tok"]
+            .set(&copy.weights["tok"].zeros_like().unwrap())
+            .unwrap();
+        assert!(
+            model.weights["tok"]
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                != 0.0
+        );
     }
 }

@@ -55,15 +55,48 @@ pub struct Params {
 impl Params {
     fn new(quick: bool, seed: u64) -> Self {
         // Sized for a busy 2-core machine: quick in a few minutes, full well within an hour.
-        let gpt = Config { hidden: if quick { 32 } else { 48 }, layers: 2, heads: 4, max_len: 128 };
+        let gpt = Config {
+            hidden: if quick { 32 } else { 48 },
+            layers: 2,
+            heads: 4,
+            max_len: 128,
+        };
         if quick {
-            Params { seed, pool: 300, train_targets: 20, eval_targets: 20, train_subsets: 16, eval_subsets: 8, subset_size: 30,
-                     gpt, pretrain_steps: 60, pretrain_window: 64, pretrain_lr: 3e-3, finetune_epochs: 2, finetune_lr: 2e-3,
-                     batch: 16, projection_dim: 256 }
+            Params {
+                seed,
+                pool: 300,
+                train_targets: 20,
+                eval_targets: 20,
+                train_subsets: 16,
+                eval_subsets: 8,
+                subset_size: 30,
+                gpt,
+                pretrain_steps: 60,
+                pretrain_window: 64,
+                pretrain_lr: 3e-3,
+                finetune_epochs: 2,
+                finetune_lr: 2e-3,
+                batch: 16,
+                projection_dim: 256,
+            }
         } else {
-            Params { seed, pool: 2000, train_targets: 200, eval_targets: 100, train_subsets: 160, eval_subsets: 64, subset_size: 200,
-                     gpt, pretrain_steps: 400, pretrain_window: 64, pretrain_lr: 3e-3, finetune_epochs: 2, finetune_lr: 2e-3,
-                     batch: 16, projection_dim: 1024 }
+            Params {
+                seed,
+                pool: 2000,
+                train_targets: 200,
+                eval_targets: 100,
+                train_subsets: 160,
+                eval_subsets: 64,
+                subset_size: 200,
+                gpt,
+                pretrain_steps: 400,
+                pretrain_window: 64,
+                pretrain_lr: 3e-3,
+                finetune_epochs: 2,
+                finetune_lr: 2e-3,
+                batch: 16,
+                projection_dim: 1024,
+            }
         }
     }
 
@@ -77,10 +110,16 @@ impl Params {
         let mut key = format!("{self:?} v{GENERATOR_VERSION}");
         for dir in [data::WORDNET, data::FORTUNES] {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                key += &format!(" {:?}:{}", entry.file_name(), entry.metadata().map(|m| m.len()).unwrap_or(0));
+                key += &format!(
+                    " {:?}:{}",
+                    entry.file_name(),
+                    entry.metadata().map(|m| m.len()).unwrap_or(0)
+                );
             }
         }
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
         format!("{h:016x}")
     }
 }
@@ -108,13 +147,23 @@ impl Setup {
         let subsets = (0..params.train_subsets + params.eval_subsets)
             .map(|_| rng.sample(pool.len(), params.subset_size))
             .collect();
-        Ok(Setup { params, corpus, pool, targets, subsets, losses: vec![] })
+        Ok(Setup {
+            params,
+            corpus,
+            pool,
+            targets,
+            subsets,
+            losses: vec![],
+        })
     }
 
     /// Indices of the held-out subsets and targets.
     fn eval(&self) -> (Vec<usize>, Vec<usize>) {
         let p = &self.params;
-        ((p.train_subsets..self.subsets.len()).collect(), (p.train_targets..self.targets.len()).collect())
+        (
+            (p.train_subsets..self.subsets.len()).collect(),
+            (p.train_targets..self.targets.len()).collect(),
+        )
     }
 }
 
@@ -122,7 +171,11 @@ fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub fn write_file(path: &Path, header: &str, rows: impl Iterator<Item = String>) -> std::io::Result<()> {
+pub fn write_file(
+    path: &Path,
+    header: &str,
+    rows: impl Iterator<Item = String>,
+) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(f, "{header}")?;
     for row in rows {
@@ -134,7 +187,11 @@ pub fn write_file(path: &Path, header: &str, rows: impl Iterator<Item = String>)
 fn read_losses(path: &Path) -> std::io::Result<Vec<Vec<f64>>> {
     Ok(std::fs::read_to_string(path)?
         .lines()
-        .map(|l| l.split(',').map(|x| x.parse().expect("cached loss")).collect())
+        .map(|l| {
+            l.split(',')
+                .map(|x| x.parse().expect("cached loss"))
+                .collect()
+        })
         .collect())
 }
 
@@ -154,16 +211,39 @@ fn labels(setup: &mut Setup, cache: &Path) -> Result<Gpt, Box<dyn std::error::Er
     setup.losses = labels::retrain_all(setup, &model)?;
     let retrain_s = start.elapsed().as_secs_f64() - pretrain_s;
     model.save(&model_path)?;
-    std::fs::write(dir.join("params.txt"), format!("{:#?}\npretrain_s {pretrain_s:.1}\nretrain_s {retrain_s:.1}\n", setup.params))?;
+    std::fs::write(
+        dir.join("params.txt"),
+        format!(
+            "{:#?}\npretrain_s {pretrain_s:.1}\nretrain_s {retrain_s:.1}\n",
+            setup.params
+        ),
+    )?;
     // written last: its presence means the cache entry is complete
-    let rows: Vec<String> = setup.losses.iter().map(|r| r.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(",")).collect();
+    let rows: Vec<String> = setup
+        .losses
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|x| format!("{x:e}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
     std::fs::write(dir.join("losses.tmp"), rows.join("\n"))?;
     std::fs::rename(dir.join("losses.tmp"), &losses_path)?;
     Ok(model)
 }
 
 fn write_examples(setup: &Setup, out: &Path) -> std::io::Result<()> {
-    write_file(&out.join("examples.csv"), "id,task,text", setup.pool.iter().enumerate().map(|(i, p)| format!("{},{},{}", i + 1, p.task, csv_field(&p.text()))))
+    write_file(
+        &out.join("examples.csv"),
+        "id,task,text",
+        setup
+            .pool
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{},{},{}", i + 1, p.task, csv_field(&p.text()))),
+    )
 }
 
 fn write_tables(setup: &Setup, out: &Path) -> std::io::Result<()> {
@@ -171,23 +251,64 @@ fn write_tables(setup: &Setup, out: &Path) -> std::io::Result<()> {
     let n_train_targets = setup.params.train_targets;
     let split = |train: bool| if train { "train" } else { "eval" };
     write_examples(setup, out)?;
-    write_file(&out.join("targets.csv"), "id,split,task,text", setup.targets.iter().enumerate()
-        .map(|(i, p)| format!("{},{},{},{}", i + 1, split(i < n_train_targets), p.task, csv_field(&p.text()))))?;
-    write_file(&out.join("subsets.csv"), "subset_id,example_id", setup.subsets.iter().enumerate()
-        .flat_map(|(s, m)| m.iter().map(move |e| format!("{},{}", s + 1, e + 1))))?;
-    write_file(&out.join("subset_split.csv"), "subset_id,split", (0..setup.subsets.len()).map(|s| format!("{},{}", s + 1, split(s < n_train_subsets))))?;
-    write_file(&out.join("losses.csv"), "subset_id,target_id,loss", setup.losses.iter().enumerate()
-        .flat_map(|(s, row)| row.iter().enumerate().map(move |(t, l)| format!("{},{},{l:e}", s + 1, t + 1))))
+    write_file(
+        &out.join("targets.csv"),
+        "id,split,task,text",
+        setup.targets.iter().enumerate().map(|(i, p)| {
+            format!(
+                "{},{},{},{}",
+                i + 1,
+                split(i < n_train_targets),
+                p.task,
+                csv_field(&p.text())
+            )
+        }),
+    )?;
+    write_file(
+        &out.join("subsets.csv"),
+        "subset_id,example_id",
+        setup
+            .subsets
+            .iter()
+            .enumerate()
+            .flat_map(|(s, m)| m.iter().map(move |e| format!("{},{}", s + 1, e + 1))),
+    )?;
+    write_file(
+        &out.join("subset_split.csv"),
+        "subset_id,split",
+        (0..setup.subsets.len()).map(|s| format!("{},{}", s + 1, split(s < n_train_subsets))),
+    )?;
+    write_file(
+        &out.join("losses.csv"),
+        "subset_id,target_id,loss",
+        setup.losses.iter().enumerate().flat_map(|(s, row)| {
+            row.iter()
+                .enumerate()
+                .map(move |(t, l)| format!("{},{},{l:e}", s + 1, t + 1))
+        }),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let quick = args.iter().any(|a| a == "--quick");
-    let seed = value("--seed").map(|s| s.parse()).transpose()?.unwrap_or(42);
-    let out = PathBuf::from(value("--out").ok_or("usage: airrep-quality [--quick] [--seed N] --out DIR [--cache DIR]")?);
+    let seed = value("--seed")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(42);
+    let out = PathBuf::from(
+        value("--out")
+            .ok_or("usage: airrep-quality [--quick] [--seed N] --out DIR [--cache DIR]")?,
+    );
     let cache = value("--cache").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/airrep/quality")
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+            .join(".cache/airrep/quality")
     });
     std::fs::create_dir_all(&out)?;
 
@@ -199,29 +320,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = labels(&mut setup, &cache)?;
     // "pretrain_s X" and "retrain_s Y", measured when the labels were made (maybe cached)
     let made = std::fs::read_to_string(cache.join(setup.params.hash()).join("params.txt"))?;
-    let secs = |key: &str| made.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("?").trim().to_string();
+    let secs = |key: &str| {
+        made.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("?")
+            .trim()
+            .to_string()
+    };
     if let Some(model_dir) = value("--explore") {
-        let at = args.iter().position(|a| a == "--explore").expect("flag present") + 2;
+        let at = args
+            .iter()
+            .position(|a| a == "--explore")
+            .expect("flag present")
+            + 2;
         return explore::run(&setup, Path::new(&model_dir), &args[at..]);
     }
     if let Some(data) = value("--select-from") {
         // After quality.sql: AirRep's selections from its output, the baselines' from ours.
         let data = Path::new(&data);
-        let mut selections = selection::read(&std::fs::read_to_string(data.join("baseline_selections.tsv"))?, None);
-        selections.extend(selection::read(&std::fs::read_to_string(data.join("airrep.tsv"))?, Some("selected")));
+        let mut selections = selection::read(
+            &std::fs::read_to_string(data.join("baseline_selections.tsv"))?,
+            None,
+        );
+        selections.extend(selection::read(
+            &std::fs::read_to_string(data.join("airrep.tsv"))?,
+            Some("selected"),
+        ));
         return selection::evaluate(&setup, &model, selections, &out);
     }
     write_tables(&setup, &out)?;
     // The gradient baseline at its stored size, and at the encoder's width (384) for a
     // comparison at equal dimension.
     let mut measured = vec![baselines::tfidf(&setup)];
-    measured.extend(baselines::gradient(&setup, &model, &[setup.params.projection_dim, ENCODER_DIM])?);
-    write_file(&out.join("baselines.tsv"), "method\tlds\tencode_ms\tbytes\ttrain_s", measured.iter()
-        .map(|m| format!("{}\t{}\t{:.4}\t{:.0}\t{:.1}", m.method, m.lds, m.encode_ms, m.bytes, m.train_s)))?;
-    selection::write(&selection::baseline_selections(&setup, &measured), &out.join("baseline_selections.tsv"))?;
+    measured.extend(baselines::gradient(
+        &setup,
+        &model,
+        &[setup.params.projection_dim, ENCODER_DIM],
+    )?);
+    write_file(
+        &out.join("baselines.tsv"),
+        "method\tlds\tencode_ms\tbytes\ttrain_s",
+        measured.iter().map(|m| {
+            format!(
+                "{}\t{}\t{:.4}\t{:.0}\t{:.1}",
+                m.method, m.lds, m.encode_ms, m.bytes, m.train_s
+            )
+        }),
+    )?;
+    selection::write(
+        &selection::baseline_selections(&setup, &measured),
+        &out.join("baseline_selections.tsv"),
+    )?;
     let (_, eval_targets) = setup.eval();
-    write_file(&out.join("baselines_per_target.tsv"), "method\ttarget_id\tspearman", measured.iter()
-        .flat_map(|m| m.per_target.iter().zip(&eval_targets).map(move |(r, t)| format!("{}\t{}\t{r}", m.method, t + 1))))?;
+    write_file(
+        &out.join("baselines_per_target.tsv"),
+        "method\ttarget_id\tspearman",
+        measured.iter().flat_map(|m| {
+            m.per_target
+                .iter()
+                .zip(&eval_targets)
+                .map(move |(r, t)| format!("{}\t{}\t{r}", m.method, t + 1))
+        }),
+    )?;
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     std::fs::write(out.join("setup.txt"), format!(
         "pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset ({} epochs); gradient projection dimension {}; labels took {} s of pretraining and {} s of retraining\n",

@@ -47,12 +47,17 @@ fn select(scores: &[Vec<f32>], strategy: &str, budget: usize) -> Vec<usize> {
             let rankings: Vec<Vec<Hit>> = scores
                 .iter()
                 .map(|row| {
-                    let mut hits: Vec<Hit> = ids.iter().zip(row).map(|(&id, &score)| Hit { id, score }).collect();
+                    let mut hits: Vec<Hit> = ids
+                        .iter()
+                        .zip(row)
+                        .map(|(&id, &score)| Hit { id, score })
+                        .collect();
                     hits.sort_by(Hit::rank_cmp);
                     hits
                 })
                 .collect();
-            round_robin(&rankings, &vec![true; scores.len()], |_| 1.0, budget).expect("complete rankings")
+            round_robin(&rankings, &vec![true; scores.len()], |_| 1.0, budget)
+                .expect("complete rankings")
         }
         "max" | "mean" => {
             let mut best = BudgetedBest::new(budget);
@@ -67,7 +72,8 @@ fn select(scores: &[Vec<f32>], strategy: &str, budget: usize) -> Vec<usize> {
             }
             best.into_picks()
         }
-        "group" => greedy_group(scores, &ids, &vec![1.0; rows], budget, &|| false).expect("never interrupted"),
+        "group" => greedy_group(scores, &ids, &vec![1.0; rows], budget, &|| false)
+            .expect("never interrupted"),
         other => panic!("unknown strategy {other}"),
     };
     picks.iter().map(|p| p.id as usize - 1).collect()
@@ -80,10 +86,19 @@ pub fn baseline_selections(setup: &Setup, baselines: &[Measured]) -> Vec<Selecti
     for m in baselines {
         let scores: Vec<Vec<f32>> = eval_targets
             .iter()
-            .map(|&t| m.pool.iter().map(|e| e.iter().zip(&m.targets[t]).map(|(a, b)| a * b).sum()).collect())
+            .map(|&t| {
+                m.pool
+                    .iter()
+                    .map(|e| e.iter().zip(&m.targets[t]).map(|(a, b)| a * b).sum())
+                    .collect()
+            })
             .collect();
         for strategy in STRATEGIES {
-            out.push(Selection { method: m.method.clone(), strategy: strategy.into(), rows: select(&scores, strategy, budget(setup)) });
+            out.push(Selection {
+                method: m.method.clone(),
+                strategy: strategy.into(),
+                rows: select(&scores, strategy, budget(setup)),
+            });
         }
     }
     out
@@ -91,9 +106,15 @@ pub fn baseline_selections(setup: &Setup, baselines: &[Measured]) -> Vec<Selecti
 
 /// Selections written as `method\tstrategy\texample_id` rows (1-based ids), in pick order.
 pub fn write(selections: &[Selection], path: &Path) -> std::io::Result<()> {
-    crate::write_file(path, "method\tstrategy\texample_id", selections.iter().flat_map(|s| {
-        s.rows.iter().map(move |r| format!("{}\t{}\t{}", s.method, s.strategy, r + 1))
-    }))
+    crate::write_file(
+        path,
+        "method\tstrategy\texample_id",
+        selections.iter().flat_map(|s| {
+            s.rows
+                .iter()
+                .map(move |r| format!("{}\t{}\t{}", s.method, s.strategy, r + 1))
+        }),
+    )
 }
 
 /// Selections from `method\tstrategy\texample_id` lines (a header line or any line with
@@ -107,11 +128,19 @@ pub fn read(text: &str, prefix: Option<&str>) -> Vec<Selection> {
             Some(_) => continue,
             None => &fields[..],
         };
-        let [method, strategy, id] = fields else { continue };
-        let Ok(id) = id.parse::<usize>() else { continue };
+        let [method, strategy, id] = fields else {
+            continue;
+        };
+        let Ok(id) = id.parse::<usize>() else {
+            continue;
+        };
         match out.last_mut() {
             Some(s) if s.method == *method && s.strategy == *strategy => s.rows.push(id - 1),
-            _ => out.push(Selection { method: method.to_string(), strategy: strategy.to_string(), rows: vec![id - 1] }),
+            _ => out.push(Selection {
+                method: method.to_string(),
+                strategy: strategy.to_string(),
+                rows: vec![id - 1],
+            }),
         }
     }
     out
@@ -120,26 +149,58 @@ pub fn read(text: &str, prefix: Option<&str>) -> Vec<Selection> {
 /// Fine-tune on every selection and on random ones; write `selection.tsv`: per selection
 /// the size, the held-out targets' mean loss and the share of them whose loss is below
 /// their mean loss after the random selections (the random row itself is the reference).
-pub fn evaluate(setup: &Setup, model: &Gpt, mut selections: Vec<Selection>, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+pub fn evaluate(
+    setup: &Setup,
+    model: &Gpt,
+    mut selections: Vec<Selection>,
+    out: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (_, eval_targets) = setup.eval();
-    let targets: Vec<_> = eval_targets.iter().map(|&t| sft_sequence(&setup.targets[t])).collect();
+    let targets: Vec<_> = eval_targets
+        .iter()
+        .map(|&t| sft_sequence(&setup.targets[t]))
+        .collect();
     let mut rng = Rng::new(setup.params.seed ^ 0x5345_4C45_4354);
     let random: Vec<Selection> = (0..RANDOM_SELECTIONS)
-        .map(|_| Selection { method: "random".into(), strategy: "uniform".into(), rows: rng.sample(setup.pool.len(), budget(setup)) })
+        .map(|_| Selection {
+            method: "random".into(),
+            strategy: "uniform".into(),
+            rows: rng.sample(setup.pool.len(), budget(setup)),
+        })
         .collect();
     let random_count = random.len();
     selections.splice(0..0, random);
-    let runs: Vec<(usize, u64)> = (0..selections.len()).flat_map(|s| (0..SEEDS).map(move |seed| (s, seed))).collect();
-    eprintln!("selection: fine-tuning on {} selections x {SEEDS} seeds", selections.len());
+    let runs: Vec<(usize, u64)> = (0..selections.len())
+        .flat_map(|s| (0..SEEDS).map(move |seed| (s, seed)))
+        .collect();
+    eprintln!(
+        "selection: fine-tuning on {} selections x {SEEDS} seeds",
+        selections.len()
+    );
     let losses: Vec<Vec<f64>> = runs
         .par_iter()
-        .map(|&(s, seed)| fine_tune(setup, model, &selections[s].rows, 1_000_000 + seed, &targets))
+        .map(|&(s, seed)| {
+            fine_tune(
+                setup,
+                model,
+                &selections[s].rows,
+                1_000_000 + seed,
+                &targets,
+            )
+        })
         .collect::<candle_core::Result<_>>()?;
     // Mean loss per target over the seeds, per selection.
     let per_target: Vec<Vec<f64>> = (0..selections.len())
         .map(|s| {
-            let mine: Vec<&Vec<f64>> = runs.iter().zip(&losses).filter(|((r, _), _)| *r == s).map(|(_, l)| l).collect();
-            (0..targets.len()).map(|t| mine.iter().map(|l| l[t]).sum::<f64>() / mine.len() as f64).collect()
+            let mine: Vec<&Vec<f64>> = runs
+                .iter()
+                .zip(&losses)
+                .filter(|((r, _), _)| *r == s)
+                .map(|(_, l)| l)
+                .collect();
+            (0..targets.len())
+                .map(|t| mine.iter().map(|l| l[t]).sum::<f64>() / mine.len() as f64)
+                .collect()
         })
         .collect();
     let reference: Vec<f64> = (0..targets.len())
@@ -151,9 +212,20 @@ pub fn evaluate(setup: &Setup, model: &Gpt, mut selections: Vec<Selection>, out:
         reference.iter().sum::<f64>() / reference.len() as f64
     )];
     for (s, l) in selections.iter().zip(&per_target).skip(random_count) {
-        let better = l.iter().zip(&reference).filter(|(a, b)| a < b).count() as f64 / l.len() as f64;
-        rows.push(format!("{}\t{}\t{}\t{:.5}\t{better:.3}", s.method, s.strategy, s.rows.len(), l.iter().sum::<f64>() / l.len() as f64));
+        let better =
+            l.iter().zip(&reference).filter(|(a, b)| a < b).count() as f64 / l.len() as f64;
+        rows.push(format!(
+            "{}\t{}\t{}\t{:.5}\t{better:.3}",
+            s.method,
+            s.strategy,
+            s.rows.len(),
+            l.iter().sum::<f64>() / l.len() as f64
+        ));
     }
-    crate::write_file(&out.join("selection.tsv"), "method\tstrategy\trows\tmean_loss\tbetter_than_random", rows.into_iter())?;
+    crate::write_file(
+        &out.join("selection.tsv"),
+        "method\tstrategy\trows\tmean_loss\tbetter_than_random",
+        rows.into_iter(),
+    )?;
     Ok(())
 }

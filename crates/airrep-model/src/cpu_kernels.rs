@@ -829,7 +829,6 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
             let rows = block.min(m - row0);
             let panels = cg * group..((cg + 1) * group).min(panels);
             let cols = panels.start * NR..(panels.end * NR).min(n);
-            let dst = dst;
             let x_rows = &xs[row0 * k..(row0 + rows) * k];
             CHAIN_SCRATCH.with_borrow_mut(|scratch| {
                 // Layer i writes whole rows into scratch[i] (padded for tiles) from the
@@ -860,7 +859,7 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
                 // SAFETY: this task alone writes columns `cols` of rows row0..end, which the
                 // output's capacity covers.
                 unsafe {
-                    let c = dst.0.add(row0 * n);
+                    let c = dst.ptr().add(row0 * n);
                     last.fill(c, row0, end, m, cols);
                     let shared = shared_rows.as_ref().map(|a| (a, row0));
                     last.multiply(input, rows, panels, c, shared);
@@ -869,7 +868,7 @@ fn chain(x: &Tensor, layers: &[(&PackedLinear, Epilogue)]) -> candle_core::Resul
             if col_groups == 1 {
                 // SAFETY: the task owns these whole rows, initialised now.
                 last.finish(unsafe {
-                    std::slice::from_raw_parts_mut(dst.0.add(row0 * n), rows * n)
+                    std::slice::from_raw_parts_mut(dst.ptr().add(row0 * n), rows * n)
                 });
             }
         });
@@ -913,6 +912,14 @@ simd_fn! {
 /// A pointer shared by tasks that write disjoint parts of its buffer.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
+
+impl SharedMut {
+    /// The pointer, through a method so that closures capture the whole (Sync) wrapper
+    /// rather than its raw-pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: each task writes elements no other task touches (see `attention`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
@@ -970,7 +977,6 @@ pub fn attention(
                 &base[hidden + h * d..],
                 &base[2 * hidden + h * d..],
             );
-            let out = out;
             // SAFETY: q, k and v are `len` rows of `d` floats at stride `width` inside `qs`;
             // the scores are len × len; this task alone writes rows b·seq.. of the context
             // in columns h·d..(h+1)·d.
@@ -1001,7 +1007,7 @@ pub fn attention(
                     len,
                     d,
                     len,
-                    out.0.add(b * seq * hidden + h * d),
+                    out.ptr().add(b * seq * hidden + h * d),
                     1,
                     hidden as isize,
                     false,

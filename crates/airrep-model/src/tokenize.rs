@@ -114,7 +114,9 @@ impl TextTokenizer {
     /// The part of `text` that is tokenised (see the module docs).
     fn head<'t>(&self, text: &'t str) -> &'t str {
         let limit = self.max_length * CHARS_PER_TOKEN;
-        text.char_indices().nth(limit).map_or(text, |(end, _)| &text[..end])
+        text.char_indices()
+            .nth(limit)
+            .map_or(text, |(end, _)| &text[..end])
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -213,13 +215,17 @@ mod tests {
     #[test]
     fn ids_outside_the_model_vocabulary_are_rejected() {
         let dir = golden_dir("tiny-airrep");
-        let config = BertConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let config =
+            BertConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         let bytes = std::fs::read(dir.join("tokenizer.json")).unwrap();
         let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         // same number of tokens, one of them renumbered past the embedding table
         json["model"]["vocab"]["[unused0]"] = serde_json::json!(config.vocab_size + 7);
         let sparse = serde_json::to_vec(&json).unwrap();
-        let err = TextTokenizer::for_model(&sparse, 16, &config).err().unwrap().to_string();
+        let err = TextTokenizer::for_model(&sparse, 16, &config)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("outside the model's vocab_size"), "{err}");
         assert!(TextTokenizer::for_model(&bytes, 16, &config).is_ok());
     }
@@ -230,7 +236,9 @@ mod tests {
         // 12 MB of text gives the same 512 ids as the few KB that reach the limit.
         let huge = "hello, world ".repeat(1_000_000);
         let enough = "hello, world ".repeat(300);
-        let got = tokenizer.encode_all(&[huge.as_str(), enough.as_str()]).unwrap();
+        let got = tokenizer
+            .encode_all(&[huge.as_str(), enough.as_str()])
+            .unwrap();
         assert_eq!(got[0].len(), DEFAULT_MAX_LENGTH);
         assert_eq!(got[0], got[1]);
         assert_eq!(tokenizer.encode(&huge).unwrap(), got[0]);
