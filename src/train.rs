@@ -34,6 +34,8 @@ COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.tr
 SELECT pg_catalog.pg_extension_config_dump('airrep.models', '');
 SELECT pg_catalog.pg_extension_config_dump('airrep.model_files', '');
 SELECT pg_catalog.pg_extension_config_dump('airrep.training_log', '');
+-- An identity sequence's position is dumped only when it is marked itself.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('airrep.models', 'id')::regclass, '');
 "#,
     name = "training_log",
     requires = ["registry_tables"]

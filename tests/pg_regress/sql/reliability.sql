@@ -23,6 +23,8 @@ DROP ROLE airrep_plain;
 
 -- the model cache: after DROP/CREATE EXTENSION ids and versions start over, and the same
 -- (id, version) names other weights; this backend must load them, not reuse its cache
+DROP EXTENSION airrep CASCADE;
+CREATE EXTENSION airrep;
 SELECT airrep.load_model('probe', '/tmp/airrep-fixtures/tiny-airrep') AS probe_id \gset
 SELECT airrep.encode('probe', 'cache probe')::text AS first \gset
 DROP EXTENSION airrep CASCADE;

@@ -91,6 +91,7 @@ SELECT strategy, budget, costed,
        (SELECT max(cumulative_cost) <= budget FROM rounded(strategy, budget, costed, true)) AS within_budget
 FROM (VALUES ('round_robin'), ('max'), ('mean'), ('group')) s(strategy),
      (VALUES (7.0, false), (25.0, true), (0.5, false), (52.0, false), (1000.0, false)) b(budget, costed)
+WHERE strategy <> 'group' OR budget < 50  -- the PL/pgSQL reference of group is cubic in the picks
 ORDER BY 1, 2, 3;
 -- the README's pattern: picks joined to metadata, excluding rows through a view
 CREATE VIEW sel_clean AS SELECT * FROM sel_pool WHERE id NOT IN (SELECT example_id FROM airrep.top_k('sel_targets', 'sel_pool', 1));
