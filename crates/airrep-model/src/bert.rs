@@ -16,8 +16,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
-use crate::cpu_kernels::{self, Product};
 use crate::error::Result;
+use crate::kernels::{self, Product};
 
 mod mixed;
 
@@ -62,8 +62,8 @@ impl Kernels {
     /// Exact (erf) GELU, HF's "gelu".
     fn gelu(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused(_) => cpu_kernels::gelu(x),
-            Kernels::Differentiable | Kernels::Portable => x.gelu_erf(),
+            // The fused path never gets here: its feed-forward block runs in `kernels`.
+            Kernels::Fused(_) | Kernels::Differentiable | Kernels::Portable => x.gelu_erf(),
         }
     }
 
@@ -76,10 +76,10 @@ impl Kernels {
         norm: &LayerNorm,
     ) -> candle_core::Result<Tensor> {
         match linear {
-            Dense::Packed(w) => cpu_kernels::linear(
+            Dense::Packed(w) => kernels::linear(
                 x,
                 w,
-                cpu_kernels::Epilogue::AddLayerNorm {
+                kernels::Epilogue::AddLayerNorm {
                     residual,
                     weight: &norm.weight,
                     bias: &norm.bias,
@@ -112,8 +112,8 @@ impl Kernels {
         attention_mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         match self {
-            Kernels::Fused(_) => cpu_kernels::masked_softmax(scores, attention_mask),
-            Kernels::Differentiable => {
+            // The fused path never gets here: its attention runs in `kernels`.
+            Kernels::Fused(_) | Kernels::Differentiable => {
                 let (batch, seq) = attention_mask.dims2()?;
                 let bias =
                     ((1.0 - attention_mask)? * f32::MIN as f64)?.reshape((batch, 1, 1, seq))?;
@@ -141,11 +141,11 @@ impl Kernels {
 }
 
 /// A linear layer: candle's, or with [`Kernels::Fused`] its weight packed once for
-/// `cpu_kernels::linear` (the candle tensors are not kept: no second copy), or in mixed
+/// `kernels::linear` (the candle tensors are not kept: no second copy), or in mixed
 /// precision a bf16 product and an f32 bias.
 enum Dense {
     Candle(Linear),
-    Packed(cpu_kernels::PackedLinear),
+    Packed(kernels::PackedLinear),
     /// [`Kernels::Portable`]: `linear` holds the weight (bf16, or f32) and no bias; `bias`
     /// is f32. The input is cast to the weight's dtype; the product (f32 accumulation) has
     /// an f32 output with the bias folded in: [`mixed::linear`].
@@ -158,11 +158,9 @@ enum Dense {
 impl Dense {
     fn new(linear: Linear, kernels: Kernels) -> Result<Self> {
         Ok(match (kernels, linear.bias()) {
-            (Kernels::Fused(product), Some(bias)) => Dense::Packed(cpu_kernels::PackedLinear::new(
-                linear.weight(),
-                bias,
-                product,
-            )?),
+            (Kernels::Fused(product), Some(bias)) => {
+                Dense::Packed(kernels::PackedLinear::new(linear.weight(), bias, product)?)
+            }
             (Kernels::Portable, Some(bias)) => Dense::Mixed {
                 linear: Linear::new(linear.weight().clone(), None),
                 bias: bias.clone(),
@@ -179,7 +177,7 @@ impl Dense {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Dense::Candle(linear) => linear.forward(x),
-            Dense::Packed(w) => cpu_kernels::linear(x, w, cpu_kernels::Epilogue::None),
+            Dense::Packed(w) => kernels::linear(x, w, kernels::Epilogue::None),
             Dense::Mixed { linear, bias } => mixed::linear(x, linear.weight(), bias),
         }
     }
@@ -303,7 +301,7 @@ impl Embeddings {
 }
 
 /// The q, k and v projections: three candle layers, or with [`Kernels::Fused`] one
-/// packed `[3·hidden, hidden]` product that `cpu_kernels::attention` reads heads from
+/// packed `[3·hidden, hidden]` product that `kernels::attention` reads heads from
 /// in place.
 enum Projections {
     Separate {
@@ -311,7 +309,7 @@ enum Projections {
         key: Dense,
         value: Dense,
     },
-    Packed(cpu_kernels::PackedLinear),
+    Packed(kernels::PackedLinear),
 }
 
 struct SelfAttention {
@@ -342,7 +340,7 @@ impl SelfAttention {
                         })
                     })
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                Projections::Packed(cpu_kernels::PackedLinear::new(
+                Projections::Packed(kernels::PackedLinear::new(
                     &Tensor::cat(&weights, 0)?,
                     &Tensor::cat(&biases, 0)?,
                     product,
@@ -367,8 +365,8 @@ impl SelfAttention {
     /// tokens and 0 on padding.
     fn forward(&self, x: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
         let context = match &self.projections {
-            Projections::Packed(qkv) => cpu_kernels::attention(
-                &cpu_kernels::linear(x, qkv, cpu_kernels::Epilogue::None)?,
+            Projections::Packed(qkv) => kernels::attention(
+                &kernels::linear(x, qkv, kernels::Epilogue::None)?,
                 attention_mask,
                 self.num_heads,
             )?,
@@ -445,7 +443,7 @@ impl FeedForward {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let (Dense::Packed(up), Dense::Packed(down)) = (&self.intermediate, &self.output) {
             let norm = &self.norm;
-            return cpu_kernels::feed_forward(x, up, down, &norm.weight, &norm.bias, norm.eps);
+            return kernels::feed_forward(x, up, down, &norm.weight, &norm.bias, norm.eps);
         }
         let inner = self.kernels.gelu(&self.intermediate.forward(x)?)?;
         self.kernels

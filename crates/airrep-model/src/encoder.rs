@@ -242,7 +242,7 @@ mod tests {
             }
             eprintln!(
                 "{model}, amx {amx} (available: {}): worst relative L2 {:.2e}",
-                crate::amx::available(),
+                crate::kernels::amx_available(),
                 crate::testing::worst_relative_error(&batched, expected)
             );
         }
@@ -310,7 +310,7 @@ mod tests {
                 dir.display()
             );
             for (i, (got, want)) in got.iter().zip(expected).enumerate() {
-                let bound = if amx && crate::amx::available() {
+                let bound = if amx && crate::kernels::amx_available() {
                     amx_bound
                 } else {
                     bound
@@ -453,7 +453,7 @@ mod tests {
             }
             eprintln!(
                 "minilm, amx {amx} (available: {}): worst relative L2 {:.2e}",
-                crate::amx::available(),
+                crate::kernels::amx_available(),
                 crate::testing::worst_relative_error(&got, &golden.minilm_base)
             );
         }

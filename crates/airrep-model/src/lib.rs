@@ -1,14 +1,13 @@
 //! The AirRep encoder (Sun et al., NeurIPS 2025) on candle: a BERT encoder with mean
 //! pooling and a learned projector, loaded from bytes so models can live in tables.
 
-mod amx;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
-mod cpu_kernels;
 pub mod device;
 pub mod encoder;
 pub mod error;
+mod kernels;
 mod rng;
 pub mod search;
 pub mod tokenize;
@@ -21,10 +20,10 @@ mod testing;
 pub use bert::{AirRepModel, Kernels};
 pub use checkpoint::{Checkpoint, ProjectorInit};
 pub use config::BertConfig;
-pub use cpu_kernels::Product;
 pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
+pub use kernels::Product;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer, Validation};

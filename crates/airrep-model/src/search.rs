@@ -14,8 +14,8 @@ use airrep_core::topk::{Hit, TopK};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_kernels::{linear, Epilogue, PackedLinear, Product};
 use crate::error::{Error, Result};
+use crate::kernels::{linear, Epilogue, PackedLinear, Product};
 
 /// Scores per block that the engine aims for: 4 Mi floats (16 MB).
 const BLOCK_SCORES: usize = 4 << 20;

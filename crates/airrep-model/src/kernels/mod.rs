@@ -1,0 +1,24 @@
+//! Forward-only CPU kernels for the inference path, where candle's generic ops were the
+//! bottleneck after matmul. One file per concept:
+//!
+//! * `simd.rs`: the one AVX-512 dispatch (`simd_fn!`);
+//! * `math.rs`: vectorised `e^x` and `erf` (relative error ~1e-7) and the row-wise
+//!   epilogues (GELU, softmax, layer norm);
+//! * `buffers.rs`: borrowed tensor views and the output buffers tasks fill;
+//! * `packed.rs`: the packed linear layer and the fused chain of layers;
+//! * `amx.rs`: Intel AMX tile products at f32 accuracy for `packed.rs`;
+//! * `attention.rs`: multi-head attention over packed q/k/v.
+//!
+//! Everything runs on the current rayon pool.
+
+mod amx;
+mod attention;
+mod buffers;
+mod math;
+mod packed;
+mod simd;
+
+#[cfg(test)]
+pub use amx::available as amx_available;
+pub use attention::attention;
+pub use packed::{feed_forward, linear, Epilogue, PackedLinear, Product};
