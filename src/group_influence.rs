@@ -1,7 +1,7 @@
 //! `group_influence(target, member [, pooling])`: the attention-pooled influence of a group of
 //! training examples on a target (DESIGN section 1), as a streaming, combinable aggregate.
 
-use airrep_core::group::{GroupState, Pooling};
+use airrep_core::group::{Pooling, TargetGroup};
 use airrep_core::vector;
 use pgrx::datum::Internal;
 use pgrx::pg_sys;
@@ -11,15 +11,6 @@ use crate::aggstate::{self, PartialState};
 use crate::error::{raise, OrRaise};
 use crate::vector_type::VectorRef;
 
-/// One group's running state: the target it is scored against, so that a target changing
-/// within a group is caught rather than silently mixed, and the streaming scores.
-#[derive(Clone)]
-struct GroupAgg {
-    target: Vec<f32>,
-    pooling: Pooling,
-    scores: GroupState,
-}
-
 fn target_changed() -> ! {
     raise(
         "22023",
@@ -27,44 +18,22 @@ fn target_changed() -> ! {
     )
 }
 
-impl GroupAgg {
-    fn add(&mut self, target: &[f32], member: &[f32]) {
-        if target != self.target.as_slice() {
-            target_changed();
-        }
-        vector::check_same_dims(target.len(), member.len()).or_raise();
-        self.scores.push(vector::dot(target, member));
+/// Add one member's score to a group, checking that the target is the group's.
+fn add(group: &mut TargetGroup, target: &[f32], member: &[f32]) {
+    if target != group.target.as_slice() {
+        target_changed();
     }
+    vector::check_same_dims(target.len(), member.len()).or_raise();
+    group.scores.push(vector::dot(target, member));
 }
 
-impl PartialState for GroupAgg {
+impl PartialState for TargetGroup {
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 4 * self.target.len());
-        out.push(self.pooling as u8);
-        out.extend_from_slice(&(self.target.len() as u32).to_le_bytes());
-        for x in &self.target {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.extend_from_slice(&self.scores.to_bytes());
-        out
+        TargetGroup::to_bytes(self)
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (&pooling, rest) = bytes.split_first().ok_or("empty state")?;
-        let pooling = Pooling::from_code(pooling).ok_or("unknown pooling code")?;
-        let (dims, rest) = rest.split_at_checked(4).ok_or("truncated state")?;
-        let dims = u32::from_le_bytes(dims.try_into().unwrap()) as usize;
-        let (target, scores) = rest.split_at_checked(4 * dims).ok_or("truncated state")?;
-        let target = target
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let scores = GroupState::from_bytes(scores).map_err(|e| e.to_string())?;
-        Ok(GroupAgg {
-            target,
-            pooling,
-            scores,
-        })
+        TargetGroup::from_bytes(bytes).map_err(|e| e.to_string())
     }
 
     fn merge(&mut self, other: &Self) {
@@ -84,15 +53,12 @@ fn step(
 ) -> Internal {
     if let (Some(target), Some(member)) = (target, member) {
         let target = target.as_slice();
-        let state = aggstate::state_mut(fcinfo, &mut internal, || GroupAgg {
-            target: target.to_vec(),
-            pooling,
-            scores: GroupState::default(),
-        });
+        let state =
+            aggstate::state_mut(fcinfo, &mut internal, || TargetGroup::new(target, pooling));
         if state.pooling != pooling {
             raise("22023", "group_influence pooling changed within a group");
         }
-        state.add(target, member.as_slice());
+        add(state, target, member.as_slice());
     }
     internal
 }
@@ -124,17 +90,17 @@ fn group_influence_pooled_step(
 
 #[pg_extern(parallel_safe)]
 fn group_influence_final(internal: Internal) -> Option<f64> {
-    aggstate::state_ref::<GroupAgg>(&internal).and_then(|s| s.scores.result(s.pooling))
+    aggstate::state_ref::<TargetGroup>(&internal).and_then(|s| s.scores.result(s.pooling))
 }
 
 #[pg_extern(strict, parallel_safe)]
 fn group_influence_serialize(internal: Internal) -> Vec<u8> {
-    aggstate::serialize::<GroupAgg>(internal)
+    aggstate::serialize::<TargetGroup>(internal)
 }
 
 #[pg_extern(strict, parallel_safe)]
 fn group_influence_deserialize(bytes: &[u8], _unused: Internal) -> Internal {
-    aggstate::deserialize::<GroupAgg>(bytes)
+    aggstate::deserialize::<TargetGroup>(bytes)
 }
 
 #[pg_extern(parallel_safe)]
@@ -143,7 +109,7 @@ fn group_influence_combine(
     right: Internal,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
-    aggstate::combine::<GroupAgg>(fcinfo, left, right)
+    aggstate::combine::<TargetGroup>(fcinfo, left, right)
 }
 
 extension_sql!(

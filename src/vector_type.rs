@@ -5,6 +5,7 @@
 use std::ffi::{CStr, CString};
 
 use airrep_core::vector::{self, VectorError};
+use airrep_core::wire;
 use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::Datum;
 use pgrx::datum::Internal;
@@ -171,7 +172,7 @@ fn airrep_vector_typmod_out(typmod: i32) -> CString {
     CString::new(text).expect("digits contain no NUL")
 }
 
-/// Binary input in pgvector's wire format: int16 dim, int16 unused (0), big-endian float4s.
+/// Binary input in pgvector's wire format (`airrep_core::wire`).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn airrep_vector_recv(buffer: Internal, _typoid: pg_sys::Oid, typmod: i32) -> Vector {
     // SAFETY: Postgres passes a StringInfo as the first argument of a receive function.
@@ -182,41 +183,16 @@ fn airrep_vector_recv(buffer: Internal, _typoid: pg_sys::Oid, typmod: i32) -> Ve
             .cast_mut_ptr::<pg_sys::StringInfoData>()
     };
     let bytes = unsafe { std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize) };
-    let message = &bytes[buf.cursor as usize..];
-    let malformed = || raise("08P01", "insufficient data left in message");
-    if message.len() < 4 {
-        malformed();
-    }
-    let dim = i16::from_be_bytes([message[0], message[1]]);
-    let unused = i16::from_be_bytes([message[2], message[3]]);
-    if unused != 0 {
-        raise("22000", &format!("expected unused to be 0, not {unused}"));
-    }
-    if dim < 1 {
-        raise("22000", &VectorError::NoDimensions.to_string());
-    }
-    let body = &message[4..];
-    if body.len() < 4 * dim as usize {
-        malformed();
-    }
-    let values = body[..4 * dim as usize]
-        .chunks_exact(4)
-        .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    buf.cursor += 4 + 4 * dim as i32;
-    validated(values, typmod)
+    let (values, used) = wire::from_wire(&bytes[buf.cursor as usize..])
+        .unwrap_or_else(|e| raise(e.sqlstate(), &e.to_string()));
+    buf.cursor += used as i32;
+    enforce_typmod(&values, typmod);
+    Vector(values)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn airrep_vector_send(v: VectorRef<'_>) -> Vec<u8> {
-    let v = v.as_slice();
-    let mut out = Vec::with_capacity(4 + 4 * v.len());
-    out.extend_from_slice(&(v.len() as i16).to_be_bytes());
-    out.extend_from_slice(&0i16.to_be_bytes());
-    for x in v {
-        out.extend_from_slice(&x.to_be_bytes());
-    }
-    out
+    wire::to_wire(v.as_slice())
 }
 
 /// The length-coercion cast Postgres applies when a value is stored into `airrep_vector(n)`.

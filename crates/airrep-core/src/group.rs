@@ -178,6 +178,52 @@ impl FromIterator<f64> for GroupState {
     }
 }
 
+/// The state of one `group_influence` group: the target its members are scored against
+/// (kept so that a target changing within a group is caught, not silently mixed), the
+/// pooling, and the streaming scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroup {
+    pub target: Vec<f32>,
+    pub pooling: Pooling,
+    pub scores: GroupState,
+}
+
+impl TargetGroup {
+    pub fn new(target: &[f32], pooling: Pooling) -> Self {
+        TargetGroup {
+            target: target.to_vec(),
+            pooling,
+            scores: GroupState::default(),
+        }
+    }
+
+    /// Little-endian: pooling code (u8), dimensions (u32), the target's f32s, then the
+    /// scores' [`GroupState::to_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + 4 * self.target.len() + 40);
+        out.push(self.pooling as u8);
+        out.extend_from_slice(&(self.target.len() as u32).to_le_bytes());
+        for x in &self.target {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.extend_from_slice(&self.scores.to_bytes());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+        let mut reader = Reader::new(bytes);
+        let pooling = Pooling::from_code(reader.u8()?).ok_or(StateError("unknown pooling code"))?;
+        let dims = reader.u32()?;
+        let target = reader.f32s(dims as u64)?;
+        let scores = GroupState::from_bytes(reader.rest())?;
+        Ok(TargetGroup {
+            target,
+            pooling,
+            scores,
+        })
+    }
+}
+
 /// The pooled score of `scores` in one pass (handy for training and evaluation).
 pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f64> {
     scores.into_iter().collect::<GroupState>().result(pooling)

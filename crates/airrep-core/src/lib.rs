@@ -12,3 +12,4 @@ pub mod state;
 pub mod text;
 pub mod topk;
 pub mod vector;
+pub mod wire;

@@ -43,6 +43,29 @@ impl<'a> Reader<'a> {
         Ok(*head)
     }
 
+    pub(crate) fn u8(&mut self) -> Result<u8, StateError> {
+        self.take().map(u8::from_le_bytes)
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, StateError> {
+        self.take().map(u32::from_le_bytes)
+    }
+
+    /// `n` f32s, checked against the remaining bytes before allocating (as [`Reader::f64s`]).
+    pub(crate) fn f32s(&mut self, n: u64) -> Result<Vec<f32>, StateError> {
+        if n > (self.0.len() / 4) as u64 {
+            return Err(StateError("truncated state"));
+        }
+        (0..n)
+            .map(|_| self.take().map(f32::from_le_bytes))
+            .collect()
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn rest(self) -> &'a [u8] {
+        self.0
+    }
+
     pub(crate) fn u64(&mut self) -> Result<u64, StateError> {
         self.take().map(u64::from_le_bytes)
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use airrep_core::group::{pool, GroupState, Pooling};
+use airrep_core::group::{pool, GroupState, Pooling, TargetGroup};
 use airrep_core::vector::dot;
 use common::{assert_close, floats, golden_cases, number, vector32};
 use proptest::prelude::*;
@@ -56,6 +56,27 @@ fn max_magnitude(scores: &[f64]) -> f64 {
 }
 
 proptest! {
+    /// What parallel workers (and Citus nodes) ship decodes to the same state, and any
+    /// cut of those bytes is an error, not a wrong state.
+    #[test]
+    fn target_group_bytes_round_trip(
+        target in prop::collection::vec(-1e30f32..1e30, 0..40),
+        scores in prop::collection::vec(score(), 0..20),
+        sum in any::<bool>(),
+    ) {
+        let pooling = if sum { Pooling::Sum } else { Pooling::Attention };
+        let mut group = TargetGroup::new(&target, pooling);
+        group.scores.extend(scores);
+        let bytes = group.to_bytes();
+        prop_assert_eq!(TargetGroup::from_bytes(&bytes).unwrap(), group);
+        for cut in 0..bytes.len() {
+            prop_assert!(TargetGroup::from_bytes(&bytes[..cut]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert!(TargetGroup::from_bytes(&longer).is_err());
+    }
+
     #[test]
     fn merging_any_split_in_any_order_matches_serial((scores, mut cuts, order) in split_scores()) {
         let serial: GroupState = scores.iter().copied().collect();
