@@ -77,10 +77,18 @@ impl<'a> Reader<'a> {
     /// `n` f64s; a count the remaining bytes cannot hold fails before allocating, so a
     /// corrupt count cannot ask for terabytes.
     pub(crate) fn f64s(&mut self, n: u64) -> Result<Vec<f64>, StateError> {
-        if n > (self.0.len() / 8) as u64 {
+        self.values(n, f64::from_le_bytes)
+    }
+
+    fn values<T, const N: usize>(
+        &mut self,
+        n: u64,
+        decode: fn([u8; N]) -> T,
+    ) -> Result<Vec<T>, StateError> {
+        if n > (self.0.len() / N) as u64 {
             return Err(StateError("truncated state"));
         }
-        (0..n).map(|_| self.f64()).collect()
+        (0..n).map(|_| self.take().map(decode)).collect()
     }
 
     pub(crate) fn finish(self) -> Result<(), StateError> {
