@@ -46,7 +46,8 @@ SO="${AIRREP_SO:-$REPO/target-cuda/release/libairrep.so}"
 [[ -f "$SO" ]] || { echo "gpu-verify: no $SO (build it first)" >&2; exit 1; }
 # The extension's SQL does not depend on the cuda feature: take the one pgrx generates for
 # the CPU build (cargo pgrx install / scripts/test.sh put it here), unless given.
-SQL="${AIRREP_SQL:-$PGSHARE/extension/airrep--0.1.0.sql}"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)
+SQL="${AIRREP_SQL:-$PGSHARE/extension/airrep--$VERSION.sql}"
 [[ -f "$SQL" ]] || { echo "gpu-verify: no $SQL (run cargo pgrx install once, or set AIRREP_SQL)" >&2; exit 1; }
 
 grep -qx '/gpu-sql/' "$REPO/.git/info/exclude" 2>/dev/null || echo '/gpu-sql/' >> "$REPO/.git/info/exclude"
@@ -55,8 +56,8 @@ mkdir -p "$OUT"
 
 strip -o "$OUT/airrep.so" "$SO"
 xz -T2 -6 -f "$OUT/airrep.so"
-cp "$SQL" "$OUT/airrep--0.1.0.sql"
-sed "s/@CARGO_VERSION@/0.1.0/" "$REPO/airrep.control" > "$OUT/airrep.control"
+cp "$SQL" "$OUT/airrep--$VERSION.sql"
+sed "s/@CARGO_VERSION@/$VERSION/" "$REPO/airrep.control" > "$OUT/airrep.control"
 
 # PostgreSQL 15: the four programs the run needs, the server's modules (no LLVM JIT), share/,
 # and every shared library they load except glibc's and the C++ runtime (run-sql.sh uses a

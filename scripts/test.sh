@@ -39,6 +39,9 @@ scripts/regress.sh
 echo "==> pg_dump and restore carry the models"
 tests/dump_restore.sh
 
+echo "==> ALTER EXTENSION UPDATE from 0.1.0 keeps models and vectors"
+tests/upgrade.sh
+
 # The attribution quality pipeline end to end on tiny sizes: every method must produce a
 # finite LDS (which one wins is not asserted). Its own cluster dir and port.
 echo "==> quality benchmark, quick mode"

@@ -37,7 +37,7 @@ if [[ -f "$HERE/airrep.so.xz" ]]; then
 else
   cp "$HERE/airrep.so" "$PGB/lib/airrep.so"
 fi
-cp "$HERE/airrep.control" "$HERE/airrep--0.1.0.sql" "$PGB/share/extension/"
+cp "$HERE/airrep.control" "$HERE"/airrep--*.sql "$PGB/share/extension/"
 # CUDA user-space libraries: PyTorch's (cuBLAS 13, cuRAND, cudart, NVRTC); the driver's
 # libcuda.so.1 comes from the system.
 CUDALIBS=""

@@ -1,0 +1,195 @@
+-- airrep 0.1.0 -> 0.2.0: selection, cleaning and pgvector interop functions; model
+-- ownership with row-level security; weights no longer readable by PUBLIC; the registry
+-- dumped by pg_dump; backend settings shown by airrep.settings(). Models, training logs
+-- and airrep_vector columns are kept as they are.
+\echo Use "ALTER EXTENSION airrep UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Ownership: models that exist already belong to the role that runs the upgrade.
+ALTER TABLE airrep.models ADD COLUMN owner regrole NOT NULL DEFAULT current_user::regrole;
+ALTER TABLE airrep.models ENABLE ROW LEVEL SECURITY;
+CREATE POLICY models_visible ON airrep.models FOR SELECT USING (true);
+CREATE POLICY models_added_as_self ON airrep.models FOR INSERT WITH CHECK (owner = current_user::regrole);
+CREATE POLICY models_changed_by_owner ON airrep.models FOR UPDATE
+    USING (pg_has_role(current_user, owner::oid, 'MEMBER')) WITH CHECK (pg_has_role(current_user, owner::oid, 'MEMBER'));
+CREATE POLICY models_dropped_by_owner ON airrep.models FOR DELETE USING (pg_has_role(current_user, owner::oid, 'MEMBER'));
+ALTER TABLE airrep.model_files ENABLE ROW LEVEL SECURITY;
+CREATE POLICY files_visible ON airrep.model_files FOR SELECT USING (true);
+CREATE POLICY files_written_by_owner ON airrep.model_files FOR ALL
+    USING (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')));
+REVOKE SELECT ON airrep.model_files FROM PUBLIC;
+
+-- model_list gains the owner (a new middle column: the view is made again).
+DROP VIEW airrep.model_list;
+CREATE VIEW airrep.model_list AS
+SELECT m.id, m.name, m.owner, p.name AS parent, m.created_at, m.description,
+       (m.config ->> 'num_hidden_layers')::int AS layers,
+       (m.config ->> 'hidden_size')::int AS hidden_size,
+       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'model.safetensors'), 0) AS weights_bytes,
+       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'tokenizer.json'), 0) AS tokenizer_bytes,
+       pg_size_pretty(coalesce(sum(octet_length(f.data)), 0)) AS total_size
+FROM airrep.models m
+LEFT JOIN airrep.models p ON p.id = m.parent_id
+LEFT JOIN airrep.model_files f ON f.model_id = m.id
+GROUP BY m.id, p.name;
+GRANT SELECT ON airrep.model_list TO PUBLIC;
+
+-- Models are data: pg_dump carries the registry's rows and the id sequence's position.
+SELECT pg_catalog.pg_extension_config_dump('airrep.models', '');
+SELECT pg_catalog.pg_extension_config_dump('airrep.model_files', '');
+SELECT pg_catalog.pg_extension_config_dump('airrep.training_log', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('airrep.models', 'id')::regclass, '');
+
+-- New functions.
+CREATE  FUNCTION airrep."top_k_by_column"(
+	"targets" regclass, /* PgRelation */
+	"pool" regclass, /* PgRelation */
+	"k" INT, /* i32 */
+	"vector_column" TEXT /* & str */
+) RETURNS TABLE (
+	"target_id" bigint,  /* i64 */
+	"example_id" bigint,  /* i64 */
+	"rank" INT,  /* i32 */
+	"influence" double precision  /* f64 */
+)
+STRICT STABLE PARALLEL RESTRICTED  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'top_k_wrapper';
+
+CREATE  FUNCTION airrep."select_data_by_column"(
+	"targets" regclass, /* Option < PgRelation > */
+	"pool" regclass, /* Option < PgRelation > */
+	"budget" double precision, /* Option < f64 > */
+	"strategy_name" TEXT, /* Option < & str > */
+	"cost_column" TEXT, /* Option < & str > */
+	"vector_column" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"example_id" bigint,  /* i64 */
+	"pick_order" INT,  /* i32 */
+	"target_id" bigint,  /* Option < i64 > */
+	"influence" double precision,  /* f64 */
+	"cumulative_cost" double precision  /* f64 */
+)
+STABLE PARALLEL RESTRICTED  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'select_data_wrapper';
+
+CREATE  FUNCTION airrep."near_duplicates_by_column"(
+	"relation" regclass, /* PgRelation */
+	"threshold" double precision, /* f64 */
+	"keep" TEXT, /* & str */
+	"vector_column" TEXT /* & str */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"cluster_id" bigint,  /* i64 */
+	"keep" bool,  /* bool */
+	"nearest_id" bigint,  /* i64 */
+	"similarity" double precision  /* f64 */
+)
+STRICT STABLE PARALLEL RESTRICTED  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'near_duplicates_wrapper';
+
+CREATE  FUNCTION airrep."contamination_by_column"(
+	"train" regclass, /* PgRelation */
+	"benchmark" regclass, /* PgRelation */
+	"methods" TEXT[], /* Vec < Option < String > > */
+	"ngram" INT, /* i32 */
+	"threshold" double precision, /* f64 */
+	"text_column" TEXT, /* & str */
+	"vector_column" TEXT /* & str */
+) RETURNS TABLE (
+	"train_id" bigint,  /* i64 */
+	"benchmark_id" bigint,  /* i64 */
+	"method" TEXT,  /* String */
+	"score" double precision  /* f64 */
+)
+STRICT STABLE PARALLEL RESTRICTED  
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'contamination_wrapper';
+
+CREATE  FUNCTION airrep."settings"() RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"requested" bigint,  /* i64 */
+	"effective" bigint  /* i64 */
+)
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'settings_wrapper';
+
+CREATE FUNCTION airrep.top_k(targets regclass, pool regclass, k integer, vector_column name DEFAULT 'embedding')
+RETURNS TABLE(target_id bigint, example_id bigint, rank integer, influence double precision)
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
+AS $$ SELECT * FROM airrep.top_k_by_column(targets, pool, k, vector_column::text) $$;
+COMMENT ON FUNCTION airrep.top_k(regclass, regclass, integer, name) IS
+    'for every target row, the k pool rows of largest influence (exact; ties to the smaller id)';
+
+CREATE FUNCTION airrep.select_data(
+    targets regclass, pool regclass, budget double precision, strategy text DEFAULT 'round_robin',
+    cost_column name DEFAULT NULL, vector_column name DEFAULT 'embedding')
+RETURNS TABLE(example_id bigint, pick_order integer, target_id bigint, influence double precision,
+              cumulative_cost double precision)
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+AS $$ SELECT * FROM airrep.select_data_by_column(targets, pool, budget, strategy, cost_column::text, vector_column::text) $$;
+COMMENT ON FUNCTION airrep.select_data(regclass, regclass, double precision, text, name, name) IS
+    'budgeted selection of pool rows for the targets: round_robin, max, mean or group (greedy attention-pooled gain)';
+
+CREATE FUNCTION airrep.near_duplicates(relation regclass, threshold double precision DEFAULT 0.9,
+                                       keep text DEFAULT 'lowest_id', vector_column name DEFAULT 'embedding')
+RETURNS TABLE(id bigint, cluster_id bigint, keep boolean, nearest_id bigint, similarity double precision)
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
+AS $$ SELECT * FROM airrep.near_duplicates_by_column(relation, threshold, keep, vector_column::text) $$;
+COMMENT ON FUNCTION airrep.near_duplicates(regclass, double precision, text, name) IS
+    'clusters of rows with cosine similarity >= threshold (connected components), one row per member, one kept per cluster';
+
+CREATE FUNCTION airrep.contamination(
+    train regclass, benchmark regclass, methods text[] DEFAULT '{exact,ngram,embedding}',
+    ngram integer DEFAULT 13, threshold double precision DEFAULT 0.9,
+    text_column name DEFAULT 'text', vector_column name DEFAULT 'embedding')
+RETURNS TABLE(train_id bigint, benchmark_id bigint, method text, score double precision)
+LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
+AS $$ SELECT * FROM airrep.contamination_by_column(train, benchmark, methods, ngram, threshold,
+                                                    text_column::text, vector_column::text) $$;
+COMMENT ON FUNCTION airrep.contamination(regclass, regclass, text[], integer, double precision, name, name) IS
+    'training rows that leak benchmark items: exact (normalised text), ngram (shared word n-gram), embedding (cosine >= threshold)';
+
+CREATE FUNCTION airrep.create_pgvector_casts() RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    ours regtype := 'airrep_vector'::regtype;
+    theirs regtype := to_regtype('vector');
+BEGIN
+    IF theirs IS NULL THEN
+        RAISE EXCEPTION 'pgvector is not installed in this database'
+            USING ERRCODE = 'undefined_object', HINT = 'CREATE EXTENSION vector; first';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN
+        EXECUTE format('CREATE CAST (%s AS %s) WITHOUT FUNCTION', ours, theirs);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = theirs AND casttarget = ours) THEN
+        EXECUTE format('CREATE CAST (%s AS %s) WITHOUT FUNCTION', theirs, ours);
+    END IF;
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION airrep.create_pgvector_casts() IS
+    'binary-compatible casts both ways between airrep_vector and pgvector''s vector';
+
+CREATE FUNCTION airrep.drop_pgvector_casts() RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    ours regtype := 'airrep_vector'::regtype;
+    theirs regtype := to_regtype('vector');
+    found boolean := false;
+BEGIN
+    IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN
+        EXECUTE format('DROP CAST (%s AS %s)', ours, theirs);
+        found := true;
+    END IF;
+    IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = theirs AND casttarget = ours) THEN
+        EXECUTE format('DROP CAST (%s AS %s)', theirs, ours);
+        found := true;
+    END IF;
+    RETURN found;
+END $$;
+COMMENT ON FUNCTION airrep.drop_pgvector_casts() IS
+    'drop the casts airrep.create_pgvector_casts() made (true if there were any)';
