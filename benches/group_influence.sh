@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Throughput of group_influence over 1M 384-dim rows, next to sum(influence(...)) and
-# count(*) over the same table in the same cluster, as rows/s and ratios.
+# Throughput of group_influence over 1M 384-dim rows, next to sum(influence(...)),
+# count(*) and, where pgvector is built (scripts/vendor.sh), pgvector's sum(v <#> q) over
+# the same rows in the same cluster, as rows/s and ratios.
 # Usage: benches/group_influence.sh [rows]   (release build, throwaway cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 ROWS=${1:-1000000}
+scripts/vendor.sh pgvector
 cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
 source scripts/cluster.sh
 CLUSTER_OPTIONS="-c shared_buffers=2GB -c max_parallel_workers_per_gather=0 -c jit=off" \
@@ -39,6 +41,15 @@ count_ms=$(best_ms "SELECT count(*) FROM pool")
 sum_ms=$(best_ms "SELECT sum(influence(t.v, p.v)) FROM pool p, target t")
 group_ms=$(best_ms "SELECT group_influence(t.v, p.v) FROM pool p, target t")
 group_sum_ms=$(best_ms "SELECT group_influence(t.v, p.v, 'sum') FROM pool p, target t")
+# pgvector's own column type and operator, the peer a pgvector user would run.
+PGVECTOR=$([ -f "$($PG_CONFIG --sharedir)/extension/vector.control" ] && echo yes || echo no)
+if [ "$PGVECTOR" = yes ]; then
+    run_psql -q -c "CREATE EXTENSION vector" -c "SELECT airrep.create_pgvector_casts()" \
+        -c "CREATE TABLE pgv_pool AS SELECT id, v::vector(384) AS v FROM pool" \
+        -c "CREATE TABLE pgv_target AS SELECT v::vector(384) AS v FROM target" \
+        -c "VACUUM ANALYZE pgv_pool" -c "SELECT count(*) FROM pgv_pool"
+    pgvector_ms=$(best_ms "SELECT sum(p.v <#> t.v) FROM pgv_pool p, pgv_target t")
+fi
 
 report() { awk -v rows="$ROWS" -v ms="$2" -v base="$sum_ms" -v name="$1" \
     'BEGIN { printf "%-44s %9.1f ms %12.0f rows/s %7.2fx\n", name, ms, rows / (ms / 1000), ms / base }'; }
@@ -48,3 +59,10 @@ report "count(*)" "$count_ms"
 report "sum(influence(t, m))" "$sum_ms"
 report "group_influence(t, m)  [attention]" "$group_ms"
 report "group_influence(t, m, 'sum')" "$group_sum_ms"
+if [ "$PGVECTOR" = yes ]; then
+    report "pgvector sum(m <#> t) on vector(384)" "$pgvector_ms"
+    awk -v g="$group_ms" -v s="$sum_ms" -v p="$pgvector_ms" 'BEGIN {
+        printf "rows/s against pgvector: group_influence %.2fx, sum(influence) %.2fx\n", p / g, p / s }'
+else
+    echo "pgvector row skipped: pgvector is not built (no ../shared/vendor source)"
+fi
