@@ -45,13 +45,31 @@ FROM (VALUES (1, airrep.format('What is the capital of Spain?', 'Madrid is the c
              (2, airrep.format('What is 9 times 6?', '9 times 6 is 54.')),
              (3, airrep.format('Who wrote Macbeth?', 'William Shakespeare wrote Macbeth.'))) t(id, body);
 
-\echo '-- top training rows for each target by influence (raw dot product)'
-SELECT t.id AS target, r.rank, r.example, round(r.score::numeric, 3) AS influence
-FROM targets t, LATERAL (
-    SELECT row_number() OVER (ORDER BY e.embedding <#> t.embedding) AS rank,
-           e.prompt AS example, influence(t.embedding, e.embedding) AS score
-    FROM examples e ORDER BY e.embedding <#> t.embedding LIMIT 3) r
+\echo '-- top training rows for each target by influence (exact, all targets in one pass)'
+SELECT k.target_id AS target, k.rank, e.prompt AS example, round(k.influence::numeric, 3) AS influence
+FROM airrep.top_k('targets', 'examples', 3) k JOIN examples e ON e.id = k.example_id
 ORDER BY target, rank;
+
+\echo '-- a training subset for the targets within a budget of 6 rows (targets take turns)'
+SELECT s.pick_order, s.target_id AS for_target, e.prompt AS example
+FROM airrep.select_data('targets', 'examples', 6) s JOIN examples e ON e.id = s.example_id
+ORDER BY s.pick_order;
+
+\echo '-- cleaning: a planted copy of a target (case and punctuation changed) is found by exact'
+\echo '-- text, by its n-grams and by embedding'
+\set QUIET on
+INSERT INTO examples (id, prompt, response)
+VALUES (21, 'who wrote MACBETH??', 'William Shakespeare wrote Macbeth.');
+CALL airrep.embed('examples', 'body', 'embedding', 'minilm', 8);
+ALTER TABLE targets RENAME COLUMN body TO text;
+CREATE VIEW example_texts AS SELECT id, body AS text, embedding FROM examples;
+SELECT c.method, c.train_id, e.prompt AS example, c.benchmark_id AS target, round(c.score::numeric, 3) AS score
+FROM airrep.contamination('example_texts', 'targets') c JOIN examples e ON e.id = c.train_id
+ORDER BY c.method, c.train_id;
+DROP VIEW example_texts;
+ALTER TABLE targets RENAME COLUMN text TO body;
+DELETE FROM examples WHERE id = 21;
+\set QUIET off
 
 \echo '-- which subset helps each target most? attention-pooled group_influence vs sum'
 CREATE TABLE subsets (subset_id int, example_id bigint);
