@@ -59,3 +59,18 @@ SELECT airrep.encode('probe', 'cache probe')::text = :'third' AS fresh_after_rol
 SELECT airrep.drop_model(name) FROM airrep.models WHERE name IN ('other', 'third') ORDER BY name;
 DROP FUNCTION copy_files;
 DROP TABLE cp_examples, cp_targets, cp_subsets, cp_losses;
+
+-- long searches stop on cancel (here statement_timeout) between blocks, and the backend
+-- stays usable; canary.sql checks that nothing crashed
+CREATE TABLE big AS
+SELECT i AS id, ARRAY(SELECT (random() - 0.5)::real FROM generate_series(1, 64) WHERE i > 0)::airrep_vector AS embedding
+FROM generate_series(1, 60000) i;
+SET statement_timeout = '300ms';
+SELECT count(*) FROM airrep.top_k('big', 'big', 10);
+SELECT count(*) FROM airrep.near_duplicates('big', 0.5);
+SELECT count(*) FROM airrep.contamination('big', 'big', '{embedding}', threshold => 0.5);
+SELECT count(*) FROM airrep.select_data('big', 'big', 30000, 'mean');
+RESET statement_timeout;
+CREATE TABLE one_target AS SELECT * FROM big WHERE id = 7;
+SELECT count(*) AS still_here FROM airrep.top_k('one_target', 'big', 3);
+DROP TABLE big, one_target;
