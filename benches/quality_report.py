@@ -65,8 +65,8 @@ def selection_table(data):
         f"For the held-out targets, each scorer picks {rows[0][2]} pool rows with each strategy of "
         "`airrep.select_data` (AirRep's encoders through the extension; the baselines with the same "
         "rules over their own scores). The tiny GPT is fine-tuned on each selection with the labels' "
-        "recipe (two seeds, averaged) and scored on the held-out targets. \"better than random\" is "
-        "the share of held-out targets whose loss is below their mean loss over four random "
+        "recipe (four seeds, averaged) and scored on the held-out targets. \"better than random\" is "
+        "the share of held-out targets whose loss is below their mean loss over eight random "
         "selections of the same size.",
         "",
         "| scorer | strategy | mean target loss | vs random | better than random |",

@@ -21,8 +21,8 @@ use crate::Setup;
 
 pub const STRATEGIES: [&str; 4] = ["round_robin", "max", "mean", "group"];
 /// Random selections that make the reference, and fine-tuning seeds per selection.
-const RANDOM_SELECTIONS: usize = 4;
-const SEEDS: u64 = 2;
+const RANDOM_SELECTIONS: usize = 8;
+const SEEDS: u64 = 4;
 
 /// One selection: who chose it, how, and the pool rows (0-based) in pick order.
 pub struct Selection {
