@@ -13,14 +13,12 @@
 use std::collections::HashMap;
 
 use airrep_core::text::{exact_key, NgramIndex};
-use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::error::raise;
-use crate::near_duplicates::{check_threshold, unit};
-use crate::runtime::thread_pool;
-use crate::scan::{Block, Columns, Source};
+use crate::near_duplicates::{check_threshold, cosine_pairs};
+use crate::scan::{Columns, Source};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Method {
@@ -128,9 +126,8 @@ fn contamination(
 
 /// Exact and n-gram matches: the benchmark's keys and grams indexed once, train streamed.
 fn text_matches(train: &Source, benchmark: &Source, methods: &[Method], n: usize) -> Vec<Row> {
-    let mut items = Block::default();
     let mut dim = None;
-    benchmark.scan(&mut dim, 16_384, true, "", |block| items.extend(block));
+    let items = benchmark.read_all(&mut dim);
     let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
     let mut index = NgramIndex::new(n);
     for (&id, text) in items.ids.iter().zip(&items.texts) {
@@ -165,34 +162,20 @@ fn text_matches(train: &Source, benchmark: &Source, methods: &[Method], n: usize
 
 /// Pairs of cosine >= threshold: the benchmark's unit vectors against streamed train rows.
 fn embedding_matches(train: &Source, benchmark: &Source, cutoff: f32) -> Vec<Row> {
-    let mut items = Block::default();
     let mut dim = None;
-    benchmark.scan(&mut dim, 16_384, true, "", |block| items.extend(block));
+    let items = benchmark.read_all(&mut dim);
     let Some(d) = dim else {
         return Vec::new();
     };
-    let queries =
-        Queries::new(unit(&items, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
-    let threads = thread_pool();
     let mut rows = Vec::new();
-    train.scan(
-        &mut dim,
-        queries.block_rows(),
-        false,
+    cosine_pairs(
+        &items,
+        d,
+        train,
+        None,
+        cutoff,
         "airrep.contamination",
-        |block| {
-            let pairs = threads
-                .install(|| queries.pairs_at_least(&unit(block, d), cutoff))
-                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
-            for (q, r, s) in pairs {
-                rows.push((
-                    block.ids[r],
-                    items.ids[q],
-                    Method::Embedding.name().to_string(),
-                    (s as f64).min(1.0),
-                ));
-            }
-        },
+        |item, row, s| rows.push((row, item, Method::Embedding.name().to_string(), s)),
     );
     rows
 }

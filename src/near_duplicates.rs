@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use airrep_core::clusters::{Clusters, Keep};
-use airrep_model::{unit_rows, Queries};
+use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
@@ -35,11 +35,37 @@ pub fn check_threshold(threshold: f64) -> f32 {
     (threshold - COSINE_SLACK) as f32
 }
 
-/// A block's vectors scaled to unit length.
-pub fn unit(block: &Block, dim: usize) -> Vec<f32> {
-    let mut rows = block.rows.clone();
-    unit_rows(&mut rows, dim);
-    rows
+/// Every pair of a row of `queries` and a row of `source` (only ids above `after`, if
+/// given) whose cosine similarity reaches `cutoff`, as `each(query id, row id, cosine)`:
+/// the threshold join of the top-k engine over unit vectors, streamed in blocks.
+pub fn cosine_pairs(
+    queries: &Block,
+    dim: usize,
+    source: &Source,
+    after: Option<i64>,
+    cutoff: f32,
+    progress: &str,
+    mut each: impl FnMut(i64, i64, f64),
+) {
+    let threads = thread_pool();
+    let unit = Queries::new(queries.unit_rows(dim), dim)
+        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let block_rows = unit.block_rows();
+    source.scan_after(
+        after,
+        &mut Some(dim),
+        block_rows,
+        false,
+        progress,
+        |block| {
+            let pairs = threads
+                .install(|| unit.pairs_at_least(&block.unit_rows(dim), cutoff))
+                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            for (q, r, s) in pairs {
+                each(queries.ids[q], block.ids[r], (s as f64).min(1.0));
+            }
+        },
+    );
 }
 
 #[allow(clippy::type_complexity)]
@@ -70,7 +96,6 @@ fn near_duplicates(
         .parse()
         .unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| raise("22023", &e.to_string()));
     let source = Source::vectors(&relation, "input", vector_column);
-    let threads = thread_pool();
     let mut dim: Option<usize> = None;
     let mut clusters = Clusters::new();
     let mut after = None;
@@ -81,25 +106,17 @@ fn near_duplicates(
         let (Some(&last), Some(d)) = (chunk.ids.last(), dim) else {
             break;
         };
-        let queries =
-            Queries::new(unit(&chunk, d), d).unwrap_or_else(|e| raise("XX000", &e.to_string()));
         // Rows from this chunk on: pairs before it were found with an earlier chunk.
-        source.scan_after(
+        cosine_pairs(
+            &chunk,
+            d,
+            &source,
             after,
-            &mut dim,
-            queries.block_rows(),
-            false,
+            cutoff,
             "airrep.near_duplicates",
-            |block| {
-                let rows = unit(block, d);
-                let pairs = threads
-                    .install(|| queries.pairs_at_least(&rows, cutoff))
-                    .unwrap_or_else(|e| raise("XX000", &e.to_string()));
-                for (q, r, s) in pairs {
-                    let (a, b) = (chunk.ids[q], block.ids[r]);
-                    if b > a {
-                        clusters.add_edge(a, b, (s as f64).min(1.0));
-                    }
+            |a, b, s| {
+                if b > a {
+                    clusters.add_edge(a, b, s);
                 }
             },
         );
@@ -115,7 +132,7 @@ fn near_duplicates(
             .flat_map(|c| c.members.iter().map(|m| m.id))
             .collect();
         let found = source.lookup(&ids, &mut dim);
-        let rows = unit(&found, d);
+        let rows = found.unit_rows(d);
         let vector: HashMap<i64, &[f32]> = found
             .ids
             .iter()

@@ -44,6 +44,13 @@ impl Block {
         self.costs.clear();
     }
 
+    /// The vectors scaled to unit length (`dim` wide), for cosine similarity.
+    pub fn unit_rows(&self, dim: usize) -> Vec<f32> {
+        let mut rows = self.rows.clone();
+        airrep_model::unit_rows(&mut rows, dim);
+        rows
+    }
+
     pub fn extend(&mut self, other: &Block) {
         self.ids.extend_from_slice(&other.ids);
         self.rows.extend_from_slice(&other.rows);
@@ -161,27 +168,36 @@ impl Source {
         );
     }
 
+    /// Every row, in id order, as one block: for the small side of a search (targets,
+    /// a benchmark) that is held in memory. `dim` as for [`Source::scan`].
+    pub fn read_all(&self, dim: &mut Option<usize>) -> Block {
+        let query = format!("{} ORDER BY 1", self.select_list());
+        self.collect(&query, &[Option::<i64>::None.into()], dim, 16_384)
+    }
+
     /// The first `limit` rows in id order whose id is greater than `after` (if given).
     pub fn next_rows(&self, after: Option<i64>, limit: usize, dim: &mut Option<usize>) -> Block {
         let query = format!("{} ORDER BY 1 LIMIT {limit}", self.select_list());
-        let mut found = Block::default();
-        self.read(
-            &query,
-            &[after.into()],
-            dim,
-            limit,
-            "",
-            &mut |block: &Block| found.extend(block),
-        );
-        found
+        self.collect(&query, &[after.into()], dim, limit)
     }
 
     /// The rows whose ids are in `ids` (one block, in id order).
     pub fn lookup(&self, ids: &[i64], dim: &mut Option<usize>) -> Block {
         let query = format!("{} AND id::bigint = ANY($2) ORDER BY 1", self.select_list());
-        let mut found = Block::default();
         let args = [Option::<i64>::None.into(), ids.to_vec().into()];
-        self.read(&query, &args, dim, usize::MAX, "", &mut |block: &Block| {
+        self.collect(&query, &args, dim, usize::MAX)
+    }
+
+    /// All rows of `query`, fetched `block_rows` at a time, as one block.
+    fn collect(
+        &self,
+        query: &str,
+        args: &[pgrx::datum::DatumWithOid],
+        dim: &mut Option<usize>,
+        block_rows: usize,
+    ) -> Block {
+        let mut found = Block::default();
+        self.read(query, args, dim, block_rows, "", &mut |block: &Block| {
             found.extend(block)
         });
         found

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use airrep_core::select::{greedy_group, round_robin, BudgetedBest, Cancelled, Pick};
+use airrep_core::select::{greedy_group, round_robin, Aggregate, BudgetedBest, Cancelled, Pick};
 use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -27,19 +27,19 @@ const GROUP_SCORES_MAX: usize = 1 << 26;
 /// Below this many `targets x pool` scores, `group` considers every pool row.
 const GROUP_EXACT_SCORES: usize = 1 << 20;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Strategy {
     RoundRobin,
-    Max,
-    Mean,
+    /// `max` or `mean`
+    ByAggregate(Aggregate),
     Group,
 }
 
 fn strategy(name: &str) -> Strategy {
     match name {
         "round_robin" => Strategy::RoundRobin,
-        "max" => Strategy::Max,
-        "mean" => Strategy::Mean,
+        "max" => Strategy::ByAggregate(Aggregate::Max),
+        "mean" => Strategy::ByAggregate(Aggregate::Mean),
         "group" => Strategy::Group,
         other => raise(
             "22023",
@@ -133,8 +133,8 @@ fn select_data(
     };
     let picks = match strategy {
         Strategy::RoundRobin => select_round_robin(&queries, &pool, budget, costed),
-        Strategy::Max | Strategy::Mean => {
-            select_by_aggregate(&queries, &pool, budget, costed, strategy == Strategy::Max)
+        Strategy::ByAggregate(aggregate) => {
+            select_by_aggregate(&queries, &pool, budget, costed, aggregate)
         }
         Strategy::Group => select_group(&queries, &pool, budget, costed),
     };
@@ -206,7 +206,7 @@ fn select_by_aggregate(
     pool: &Source,
     budget: f64,
     costed: bool,
-    max: bool,
+    aggregate: Aggregate,
 ) -> Vec<Pick> {
     let threads = thread_pool();
     let count = queries.len();
@@ -222,12 +222,7 @@ fn select_by_aggregate(
                 .unwrap_or_else(|e| raise("XX000", &e.to_string()));
             let rows = block.len();
             for (r, &id) in block.ids.iter().enumerate() {
-                let column = (0..count).map(|t| scores[t * rows + r] as f64);
-                let value = if max {
-                    column.fold(f64::NEG_INFINITY, f64::max)
-                } else {
-                    column.sum::<f64>() / count as f64
-                };
+                let value = aggregate.of((0..count).map(|t| scores[t * rows + r] as f64));
                 best.offer(id, value, if costed { block.costs[r] } else { 1.0 });
             }
         },

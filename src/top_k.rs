@@ -16,8 +16,7 @@ use crate::scan::{Block, Source};
 /// The targets' ids and vectors, in id order, and their dimension; None if there are none.
 pub fn read_targets(targets: &Source) -> Option<(Vec<i64>, Queries)> {
     let mut dim = None;
-    let mut all = Block::default();
-    targets.scan(&mut dim, 16_384, true, "", |block| all.extend(block));
+    let all = targets.read_all(&mut dim);
     let dim = dim?;
     let queries = Queries::new(all.rows, dim).unwrap_or_else(|e| raise("XX000", &e.to_string()));
     Some((all.ids, queries))

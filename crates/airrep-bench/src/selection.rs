@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use airrep_core::select::{greedy_group, round_robin, BudgetedBest};
+use airrep_core::select::{greedy_group, round_robin, Aggregate, BudgetedBest};
 use airrep_core::topk::Hit;
 use rayon::prelude::*;
 
@@ -60,15 +60,18 @@ fn select(scores: &[Vec<f32>], strategy: &str, budget: usize) -> Vec<usize> {
                 .expect("complete rankings")
         }
         "max" | "mean" => {
+            let aggregate = if strategy == "max" {
+                Aggregate::Max
+            } else {
+                Aggregate::Mean
+            };
             let mut best = BudgetedBest::new(budget);
             for (r, &id) in ids.iter().enumerate() {
-                let column = scores.iter().map(|row| row[r] as f64);
-                let value = if strategy == "max" {
-                    column.fold(f64::NEG_INFINITY, f64::max)
-                } else {
-                    column.sum::<f64>() / scores.len() as f64
-                };
-                best.offer(id, value, 1.0);
+                best.offer(
+                    id,
+                    aggregate.of(scores.iter().map(|row| row[r] as f64)),
+                    1.0,
+                );
             }
             best.into_picks()
         }

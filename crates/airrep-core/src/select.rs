@@ -93,6 +93,27 @@ pub fn round_robin(
     }
 }
 
+/// How the `max` and `mean` strategies value a row: by its largest or its mean influence
+/// over the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Max,
+    Mean,
+}
+
+impl Aggregate {
+    /// The row's value from its influence on each target (at least one).
+    pub fn of(self, influences: impl ExactSizeIterator<Item = f64>) -> f64 {
+        match self {
+            Aggregate::Max => influences.fold(f64::NEG_INFINITY, f64::max),
+            Aggregate::Mean => {
+                let n = influences.len() as f64;
+                influences.sum::<f64>() / n
+            }
+        }
+    }
+}
+
 /// A row offered to [`BudgetedBest`], ordered best first: higher value, then smaller id.
 #[derive(Debug, Clone, Copy)]
 struct Ranked {
