@@ -77,7 +77,7 @@ mod tests {
                  '{"steps": 4, "lr": 0.001, "warmup_steps": 2, "weight_decay": 0.01,
                    "targets_per_step": 4, "subsets_per_step": 3, "max_members_per_subset": 1000,
                    "t_min": 0.1, "t_max": 5.0, "pooling": "attention",
-                   "train_layers": "all", "head_lr": 0.001, "holdout_fraction": 0}')"#,
+                   "train_layers": "all", "depth": "all", "head_lr": 0.001, "holdout_fraction": 0}')"#,
         )
         .unwrap()
         .unwrap();
@@ -152,7 +152,7 @@ mod tests {
             "train_layers 3 exceeds the model's 2 layers"
         );
         assert!(train(r#"{"holdout_fraction": 0.2}"#)
-            .contains("both the training and the held-out side need at least 2 subsets"));
+            .contains("holdout_fraction 0.2 needs at least 4 subsets"));
 
         Spi::run("UPDATE losses SET loss = 'NaN' WHERE subset_id = 2 AND target_id = 3").unwrap();
         assert_eq!(

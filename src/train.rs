@@ -139,8 +139,12 @@ fn train(
         )
     });
     let (trained_subsets, held_out) = trainer.subset_counts();
+    let (trained_targets, held_out_targets) = trainer.target_counts();
+    if let Some(depth) = trainer.depth() {
+        notice!("airrep.train: {}", depth.describe());
+    }
     notice!(
-        "airrep.train: {trained_subsets} training and {held_out} held-out subsets, train_layers {}, frozen part cached in {:.1} s",
+        "airrep.train: {trained_subsets} training and {held_out} held-out subsets, {trained_targets} training and {held_out_targets} held-out targets, train_layers {}, frozen part cached in {:.1} s",
         opts.train_layers,
         started.elapsed().as_secs_f64()
     );
@@ -203,6 +207,11 @@ fn train(
         "effective_options": opts.to_json(),
         "subsets_trained": trained_subsets,
         "subsets_held_out": held_out,
+        "targets_trained": trained_targets,
+        "targets_held_out": held_out_targets,
+        "layers_kept": trained.config.num_hidden_layers,
+        "layers_of_base": checkpoint.config.num_hidden_layers,
+        "lds_by_depth": selection.depth.as_ref().map(|d| d.lds_by_depth.clone()),
         "steps_done": selection.steps_done,
         "kept_step": selection.kept_step,
         "stopped_early": selection.stopped_early,

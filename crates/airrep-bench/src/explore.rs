@@ -112,6 +112,7 @@ pub fn run(setup: &Setup, model_dir: &Path, recipes: &[String]) -> Result<(), Er
                 trainer.step(&never)?;
             }
             let (checkpoint, kept) = trainer.into_checkpoint()?;
+            eprintln!("  {phase}: {}", kept.reason);
             trained = checkpoint;
             selection = Some(kept);
         }

@@ -559,6 +559,23 @@ impl AirRepModel {
         )?)
     }
 
+    /// Mean-pooled states `[batch, hidden]` in f32 after each layer, bottom first: what
+    /// every truncation of this encoder (`Checkpoint::truncated`) pools, from one pass.
+    pub fn pooled_by_depth(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let mask = attention_mask.to_dtype(DType::F32)?;
+        let mut hidden = self.embeddings.forward(input_ids)?;
+        let mut pooled = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, attention_mask)?;
+            pooled.push(mean_pool(&hidden.to_dtype(DType::F32)?, &mask)?);
+        }
+        Ok(pooled)
+    }
+
     /// The projector over pooled states `[batch, hidden]` (identity without one).
     pub fn project(&self, pooled: &Tensor) -> Result<Tensor> {
         Ok(match &self.projector {

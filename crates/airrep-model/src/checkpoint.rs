@@ -190,12 +190,45 @@ impl Checkpoint {
         Ok(true)
     }
 
+    /// The bottom `layers` transformer layers with the embeddings and the projector: the
+    /// same encoder stopped early, so its output is the mean of layer `layers`' states.
+    pub fn truncated(&self, layers: usize) -> Result<Checkpoint> {
+        let total = self.config.num_hidden_layers;
+        if !(1..=total).contains(&layers) {
+            return Err(Error::Input(format!(
+                "cannot keep {layers} layers of a model with {total}: keep 1 to {total}"
+            )));
+        }
+        let tensors = self
+            .tensors
+            .iter()
+            .filter(|(name, _)| layer_of(name).is_none_or(|layer| layer < layers))
+            .map(|(name, tensor)| (name.clone(), tensor.clone()))
+            .collect();
+        let config = BertConfig {
+            num_hidden_layers: layers,
+            ..self.config.clone()
+        };
+        Self::new(config, tensors)
+    }
+
     /// model.safetensors bytes in the AirRep layout, f32.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let sorted: BTreeMap<&String, &Tensor> = self.tensors.iter().collect();
         safetensors::serialize(sorted, None)
             .map_err(|e| Error::Checkpoint(format!("serialising safetensors: {e}")))
     }
+}
+
+/// The transformer layer an AirRep tensor name belongs to (None for embeddings and the
+/// projector).
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix(ENCODER_PREFIX)?
+        .strip_prefix("encoder.layer.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {

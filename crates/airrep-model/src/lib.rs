@@ -26,5 +26,8 @@ pub use error::{Error, Result};
 pub use kernels::Product;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
-pub use train::{Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer, Validation};
+pub use train::{
+    Depth, DepthChoice, Selection, StepLog, TrainData, TrainLayers, TrainOptions, Trainer,
+    Validation,
+};
 pub use trainable::TrainableModel;

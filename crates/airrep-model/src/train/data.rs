@@ -60,27 +60,79 @@ impl TrainData {
         Ok(())
     }
 
-    /// Subset indices split into (training, held out), each in increasing order: a
-    /// `fraction` of them, rounded, drawn at random from `seed`; none for 0.
-    pub(crate) fn split(&self, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-        let count = self.subsets.len();
-        let held = (count as f64 * fraction).round() as usize;
-        if fraction == 0.0 {
-            return Ok(((0..count).collect(), Vec::new()));
-        }
-        ensure(held >= 2 && count - held >= 2, || {
-            format!(
-                "holdout_fraction {fraction} of {count} subsets holds out {held}: both the \
-                 training and the held-out side need at least 2 subsets"
-            )
-        })?;
-        let mut held_out = SplitMix64(seed ^ 0x484F_4C44_4F55_5421).sample(count, held);
-        held_out.sort_unstable();
-        let training = (0..count)
-            .filter(|s| held_out.binary_search(s).is_err())
-            .collect();
-        Ok((training, held_out))
+    /// `losses[subset][target]` of these subsets and targets, in the order given.
+    pub(crate) fn losses_of(&self, subsets: &[usize], targets: &[usize]) -> Vec<Vec<f64>> {
+        subsets
+            .iter()
+            .map(|&s| targets.iter().map(|&d| self.losses[s][d]).collect())
+            .collect()
     }
+
+    /// Which subsets and targets train and which validate: a `fraction` of each, rounded,
+    /// drawn at random from `seed`; nothing is held out for 0.
+    pub(crate) fn split(&self, fraction: f64, seed: u64) -> Result<Split> {
+        let subsets = holdout(
+            "subsets",
+            self.subsets.len(),
+            fraction,
+            2,
+            seed ^ 0x484F_4C44_4F55_5421,
+        )?;
+        let targets = holdout(
+            "targets",
+            self.targets.len(),
+            fraction,
+            1,
+            seed ^ 0x5441_5247_4554_5321,
+        )?;
+        Ok(Split {
+            training: subsets.0,
+            held_out: subsets.1,
+            training_targets: targets.0,
+            held_out_targets: targets.1,
+        })
+    }
+}
+
+/// Subsets and targets that train, and those held out for validation (each list in
+/// increasing order). Validation ranks held-out subsets for held-out targets, as the
+/// evaluation of a trained model does: neither side was seen in training, so fitting the
+/// training targets' own quirks cannot pass for progress.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Split {
+    pub training: Vec<usize>,
+    pub held_out: Vec<usize>,
+    pub training_targets: Vec<usize>,
+    pub held_out_targets: Vec<usize>,
+}
+
+/// `(kept, held out)` of `0..count`: a `fraction`, rounded, held out; each side at least
+/// `min_each` long unless nothing is held out (fraction 0).
+fn holdout(
+    what: &str,
+    count: usize,
+    fraction: f64,
+    min_each: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    if fraction == 0.0 {
+        return Ok(((0..count).collect(), Vec::new()));
+    }
+    let held = ((count as f64 * fraction).round() as usize).max(min_each);
+    ensure(count >= held + min_each, || {
+        format!(
+            "holdout_fraction {fraction} needs at least {} {what} (at least {min_each} to \
+             train and {min_each} to validate on), got {count}; set holdout_fraction to 0 \
+             to train on all of them and keep the last step",
+            2 * min_each
+        )
+    })?;
+    let mut held_out = SplitMix64(seed).sample(count, held);
+    held_out.sort_unstable();
+    let kept = (0..count)
+        .filter(|i| held_out.binary_search(i).is_err())
+        .collect();
+    Ok((kept, held_out))
 }
 
 /// The examples one step ranks.
@@ -99,9 +151,14 @@ impl Batch {
         rng: &mut SplitMix64,
         data: &TrainData,
         training: &[usize],
+        training_targets: &[usize],
         options: &TrainOptions,
     ) -> Self {
-        let targets = rng.sample(data.targets.len(), options.targets_per_step);
+        let targets = rng
+            .sample(training_targets.len(), options.targets_per_step)
+            .into_iter()
+            .map(|d| training_targets[d])
+            .collect();
         let subsets = rng.sample(training.len(), options.subsets_per_step);
         let members = subsets
             .iter()

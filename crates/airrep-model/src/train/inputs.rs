@@ -138,7 +138,7 @@ impl Inputs {
 }
 
 /// Ids, mask and lengths of the texts `rows` of `ids`.
-fn token_batch(
+pub(crate) fn token_batch(
     model: &TrainableModel,
     ids: &[Vec<u32>],
     pad_id: u32,

@@ -22,21 +22,29 @@
 //! trainer is built (see `inputs`), so a step costs only the trainable part: with the
 //! projector alone, a few small matrix products.
 //!
-//! Model selection: with `holdout_fraction` > 0 a seeded share of the subsets never
-//! trains; their LDS over every target is measured at step 0, every `eval_every` steps and
-//! at the end, the best weights are kept, and `patience` validations without a new best
-//! end the run. The encoder, its gradients and the optimiser state live on
+//! Model selection: with `holdout_fraction` > 0 a seeded share of the subsets and of the
+//! targets never trains; the LDS of the held-out subsets for the held-out targets is
+//! measured at step 0, every `eval_every` steps and at the end, the best weights are kept,
+//! and `patience` validations without a new best end the run. Targets are held out too
+//! because the top layer readily learns the training targets' own quirks: with them in
+//! validation, held-out LDS rose while LDS on new targets fell (docs/training.md).
+//!
+//! Before all that, `depth` 'auto' may keep only the bottom layers of the start (see
+//! `depth`). The encoder, its gradients and the optimiser state live on
 //! [`TrainOptions::device`], all f32; scores, pooling and the ranking loss run on the host.
 
 mod data;
+mod depth;
 mod gradients;
 mod inputs;
 mod options;
 #[cfg(test)]
 mod tests;
 
+use data::Split;
 pub use data::TrainData;
-pub use options::{TrainLayers, TrainOptions};
+pub use depth::DepthChoice;
+pub use options::{Depth, TrainLayers, TrainOptions};
 
 use std::time::Instant;
 
@@ -46,7 +54,7 @@ use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::checkpoint::{Checkpoint, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
+use crate::checkpoint::{layer_of, Checkpoint, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::tokenize::TextTokenizer;
@@ -94,15 +102,16 @@ pub struct Selection {
     pub validation_lds: Option<f64>,
     pub validation_lds_start: Option<f64>,
     pub stopped_early: bool,
+    /// How many layers were kept, when `depth` 'auto' chose.
+    pub depth: Option<DepthChoice>,
     pub reason: String,
 }
 
 pub struct Trainer {
     model: TrainableModel,
     data: TrainData,
-    /// Positions of `data.subsets` that train, and that validate.
-    training: Vec<usize>,
-    held_out: Vec<usize>,
+    /// Which subsets and targets train, and which validate.
+    split: Split,
     /// `labels[target][k]` over the training subsets (DESIGN 1), fixed for the run.
     labels: Vec<Vec<f64>>,
     examples: Inputs,
@@ -119,6 +128,7 @@ pub struct Trainer {
     best_weights: Option<Vec<Tensor>>,
     /// When [`Trainer::new`] began: `max_seconds` counts from here.
     started: Instant,
+    depth: Option<DepthChoice>,
 }
 
 impl Trainer {
@@ -134,24 +144,51 @@ impl Trainer {
         let started = Instant::now();
         options.validate()?;
         data.validate()?;
-        let (training, held_out) = data.split(options.holdout_fraction, options.seed)?;
+        let split = data.split(options.holdout_fraction, options.seed)?;
         let tokenizer =
             TextTokenizer::for_model(tokenizer_json, options.max_length, &checkpoint.config)?;
-        let model = TrainableModel::new(
-            checkpoint,
-            options.projector_init,
-            options.seed,
-            &options.device.create()?,
-        )?;
+        let device = options.device.create()?;
+        let load = |checkpoint: &Checkpoint| {
+            TrainableModel::new(checkpoint, options.projector_init, options.seed, &device)
+        };
         let check = || checked(interrupted);
         let tokens = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             tokenizer.encode_all(&texts)
         };
+        let (example_ids, target_ids) = (tokens(&data.examples)?, tokens(&data.targets)?);
         let layers = options.train_layers;
         let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
-        let examples = Inputs::new(&model, layers, tokens(&data.examples)?, pad, rows, &check)?;
-        let targets = Inputs::new(&model, layers, tokens(&data.targets)?, pad, rows, &check)?;
+
+        let total = checkpoint.config.num_hidden_layers;
+        let (model, depth) = match options.depth {
+            Depth::All => (load(checkpoint)?, None),
+            Depth::Layers(n) if n == total => (load(checkpoint)?, None),
+            Depth::Layers(n) => (load(&checkpoint.truncated(n)?)?, None),
+            Depth::Auto => {
+                let start = load(checkpoint)?;
+                let labeled = depth::Labeled {
+                    example_ids: &example_ids,
+                    target_ids: &target_ids,
+                    pad_id: pad,
+                    data: &data,
+                };
+                let shallowest = match layers {
+                    TrainLayers::Top(n) => n,
+                    TrainLayers::Projector | TrainLayers::All => 1,
+                };
+                let choice =
+                    depth::choose(&start, &labeled, shallowest, options.pooling, rows, &check)?;
+                let model = if choice.layers == total {
+                    start
+                } else {
+                    load(&checkpoint.truncated(choice.layers)?)?
+                };
+                (model, Some(choice))
+            }
+        };
+        let examples = Inputs::new(&model, layers, example_ids, pad, rows, &check)?;
+        let targets = Inputs::new(&model, layers, target_ids, pad, rows, &check)?;
 
         let (mut head_vars, mut body_vars, mut vars) = (Vec::new(), Vec::new(), Vec::new());
         for (name, var) in model.named_vars() {
@@ -178,7 +215,11 @@ impl Trainer {
                 },
             )
         };
-        let losses: Vec<Vec<f64>> = training.iter().map(|&s| data.losses[s].clone()).collect();
+        let losses: Vec<Vec<f64>> = split
+            .training
+            .iter()
+            .map(|&s| data.losses[s].clone())
+            .collect();
         Ok(Self {
             labels: labels(&losses),
             head: adamw(head_vars, options.head_lr)?,
@@ -187,8 +228,7 @@ impl Trainer {
             vars,
             model,
             data,
-            training,
-            held_out,
+            split,
             examples,
             targets,
             options,
@@ -196,6 +236,7 @@ impl Trainer {
             validations: Vec::new(),
             best_weights: None,
             started,
+            depth,
         })
     }
 
@@ -206,13 +247,21 @@ impl Trainer {
 
     /// Subsets that train and that validate.
     pub fn subset_counts(&self) -> (usize, usize) {
-        (self.training.len(), self.held_out.len())
+        (self.split.training.len(), self.split.held_out.len())
+    }
+
+    /// Targets that train and that validate.
+    pub fn target_counts(&self) -> (usize, usize) {
+        (
+            self.split.training_targets.len(),
+            self.split.held_out_targets.len(),
+        )
     }
 
     /// Whether the current weights are due a validation: there is a holdout, they were not
     /// validated yet, and this is step 0, a multiple of `eval_every` or the end of the run.
     pub fn validation_due(&self) -> bool {
-        !self.held_out.is_empty()
+        !self.split.held_out.is_empty()
             && self.validations.last().map(|v| v.steps_done) != Some(self.step)
             && (self.step.is_multiple_of(self.options.eval_every) || self.finished())
     }
@@ -243,7 +292,7 @@ impl Trainer {
     pub fn step(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<StepLog> {
         // The sampler advances only with a completed step, so a retried step is the same.
         let mut rng = self.rng.clone();
-        let batch = Batch::sample(&mut rng, &self.data, &self.training, &self.options);
+        let batch = self.sample_batch(&mut rng);
         let (ranked, grads) = self.loss_and_gradients(&batch, interrupted)?;
         self.rng = rng;
         let grad_norm = grads.norm()?;
@@ -266,21 +315,28 @@ impl Trainer {
         })
     }
 
+    /// The next step's targets and subsets, drawn from the training side of the split.
+    fn sample_batch(&self, rng: &mut SplitMix64) -> Batch {
+        Batch::sample(
+            rng,
+            &self.data,
+            &self.split.training,
+            &self.split.training_targets,
+            &self.options,
+        )
+    }
+
     /// Held-out LDS of the current weights, recorded; the weights are kept if they are the
     /// best so far. A cancelled validation records nothing.
     pub fn validate(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Validation> {
-        if self.held_out.is_empty() {
+        if self.split.held_out.is_empty() {
             return Err(Error::Input(
                 "no held-out subsets to validate on (holdout_fraction is 0)".into(),
             ));
         }
-        let all_targets: Vec<usize> = (0..self.data.targets.len()).collect();
-        let scores = self.scores(&all_targets, &self.held_out, interrupted)?;
-        let losses: Vec<Vec<f64>> = self
-            .held_out
-            .iter()
-            .map(|&s| self.data.losses[s].clone())
-            .collect();
+        let (targets, subsets) = (&self.split.held_out_targets, &self.split.held_out);
+        let scores = self.scores(targets, subsets, interrupted)?;
+        let losses = self.data.losses_of(subsets, targets);
         let lds = lds(&scores, &losses).0;
         let best = self.validations.iter().all(|v| lds > v.lds);
         if best {
@@ -333,7 +389,22 @@ impl Trainer {
         Ok((self.model.to_checkpoint()?, selection))
     }
 
+    /// How many layers `depth` 'auto' kept; None when it did not choose.
+    pub fn depth(&self) -> Option<&DepthChoice> {
+        self.depth.as_ref()
+    }
+
     fn selection(&self) -> Selection {
+        let depth = self.depth.clone();
+        let mut selection = self.step_selection();
+        if let Some(choice) = &depth {
+            selection.reason = format!("{}; {}", choice.describe(), selection.reason);
+        }
+        Selection { depth, ..selection }
+    }
+
+    /// Which step's weights are kept, and why.
+    fn step_selection(&self) -> Selection {
         let stopped_early = self.stopped_early() && self.step < self.options.steps;
         let timed_out = !stopped_early && self.step < self.options.steps && self.out_of_time();
         let start = self.validations.first().map(|v| v.lds);
@@ -344,6 +415,7 @@ impl Trainer {
                 validation_lds: None,
                 validation_lds_start: start,
                 stopped_early,
+                depth: None,
                 reason: "no holdout: the last step is kept".into(),
             };
         };
@@ -372,6 +444,7 @@ impl Trainer {
             validation_lds: Some(best.lds),
             validation_lds_start: start,
             stopped_early,
+            depth: None,
             reason,
         }
     }
@@ -388,7 +461,7 @@ impl Trainer {
             .iter()
             .map(|&s| self.data.subsets[s].clone())
             .collect();
-        let union = Union::new(&members, &self.examples);
+        let union = Union::new(&members, |i| self.examples.cost(i));
         let t = self.embed(&self.targets, targets, interrupted)?;
         let u = self.embed(&self.examples, &union.examples, interrupted)?;
         let member_scores = union.member_scores(&t, &u)?;
@@ -405,7 +478,7 @@ impl Trainer {
         let pooling = self.options.pooling;
 
         // 1. Embeddings without gradients, each example once.
-        let union = Union::new(&batch.members, &self.examples);
+        let union = Union::new(&batch.members, |i| self.examples.cost(i));
         let t = self.embed(&self.targets, &batch.targets, interrupted)?;
         let u = self.embed(&self.examples, &union.examples, interrupted)?;
 
@@ -510,11 +583,12 @@ struct Union {
 }
 
 impl Union {
-    fn new(members: &[Vec<usize>], inputs: &Inputs) -> Self {
+    /// `cost(i)` is example i's length: similar lengths share a chunk.
+    fn new(members: &[Vec<usize>], cost: impl Fn(usize) -> usize) -> Self {
         let mut examples: Vec<usize> = members.iter().flatten().copied().collect();
         examples.sort_unstable();
         examples.dedup();
-        examples.sort_by_key(|&i| (inputs.cost(i), i));
+        examples.sort_by_key(|&i| (cost(i), i));
         let mut position = std::collections::HashMap::with_capacity(examples.len());
         for (p, &i) in examples.iter().enumerate() {
             position.insert(i, p);
@@ -557,10 +631,7 @@ fn trains(name: &str, layers: TrainLayers, num_layers: usize) -> bool {
     match layers {
         TrainLayers::All => true,
         TrainLayers::Projector => false,
-        TrainLayers::Top(n) => name
-            .strip_prefix("bert.encoder.layer.")
-            .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
-            .is_some_and(|layer| layer + n >= num_layers),
+        TrainLayers::Top(n) => layer_of(name).is_some_and(|layer| layer + n >= num_layers),
     }
 }
 

@@ -56,6 +56,46 @@ impl fmt::Display for TrainLayers {
     }
 }
 
+/// How many of the starting model's transformer layers the trained encoder keeps, from the
+/// bottom. Lower layers hold more of a text's surface form, which is often what decides
+/// whether training on one text helps another; a shallower encoder is also cheaper to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every depth the training allows is scored by its LDS at step 0 over all the labels,
+    /// from one forward pass, and the best is kept.
+    Auto,
+    /// Every layer.
+    All,
+    /// The bottom `n` layers.
+    Layers(usize),
+}
+
+impl FromStr for Depth {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "all" => Ok(Self::All),
+            n => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Self::Layers(n)),
+                _ => Err(Error::Input(format!(
+                    "depth must be 'auto', 'all' or a number of layers (1 or more), got \"{s}\""
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Depth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::All => f.write_str("all"),
+            Self::Layers(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
     /// At most this many optimiser steps (fewer when early stopping ends the run); 0 keeps
@@ -80,10 +120,13 @@ pub struct TrainOptions {
     pub t_max: f64,
     pub pooling: Pooling,
     pub train_layers: TrainLayers,
+    /// How many layers of the starting model the trained encoder keeps.
+    pub depth: Depth,
     /// How a base model's fresh projector starts (a trained model keeps its own).
     pub projector_init: ProjectorInit,
-    /// Subsets held out of training to choose the kept step by their LDS; 0 trains on all
-    /// and keeps the last step.
+    /// The share of subsets, and of targets, held out of training to choose the kept step
+    /// by their LDS (held-out subsets ranked for held-out targets); 0 trains on all and
+    /// keeps the last step.
     pub holdout_fraction: f64,
     /// Validate every this many steps (and at step 0 and the last step).
     pub eval_every: usize,
@@ -121,6 +164,7 @@ impl Default for TrainOptions {
             t_max: 5.0,
             pooling: Pooling::Attention,
             train_layers: TrainLayers::Top(1),
+            depth: Depth::Auto,
             projector_init: ProjectorInit::Identity,
             holdout_fraction: 0.2,
             eval_every: 10,
@@ -150,8 +194,8 @@ fn positive(name: &str, value: f64) -> Result<()> {
 
 /// The keys of [`TrainOptions::from_json`].
 pub const OPTION_KEYS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, \
-     subsets_per_step, max_members_per_subset, t_min, t_max, pooling, train_layers, projector_init, \
-     holdout_fraction, eval_every, patience, max_seconds, seed, max_length";
+     subsets_per_step, max_members_per_subset, t_min, t_max, pooling, train_layers, depth, \
+     projector_init, holdout_fraction, eval_every, patience, max_seconds, seed, max_length";
 
 impl TrainOptions {
     /// `base` with the keys of a JSON object applied (the form `airrep.train` takes), then
@@ -197,6 +241,8 @@ impl TrainOptions {
                     o.train_layers = count()?.to_string().parse()?
                 }
                 "train_layers" => o.train_layers = text()?.parse()?,
+                "depth" if value.is_number() => o.depth = count()?.to_string().parse()?,
+                "depth" => o.depth = text()?.parse()?,
                 "projector_init" => o.projector_init = text()?.parse()?,
                 "holdout_fraction" => o.holdout_fraction = number()?,
                 "eval_every" => o.eval_every = count()?,
@@ -224,7 +270,7 @@ impl TrainOptions {
             "targets_per_step": self.targets_per_step, "subsets_per_step": self.subsets_per_step,
             "max_members_per_subset": self.max_members_per_subset,
             "t_min": self.t_min, "t_max": self.t_max, "pooling": self.pooling.to_string(),
-            "train_layers": self.train_layers.to_string(),
+            "train_layers": self.train_layers.to_string(), "depth": self.depth.to_string(),
             "projector_init": self.projector_init.to_string(),
             "holdout_fraction": self.holdout_fraction, "eval_every": self.eval_every,
             "patience": self.patience, "max_seconds": self.max_seconds, "seed": self.seed, "max_length": self.max_length,

@@ -88,6 +88,7 @@ fn golden_options(golden: &GoldenTraining) -> TrainOptions {
         t_min: o.t_min,
         t_max: o.t_max,
         train_layers: TrainLayers::All,
+        depth: Depth::All,
         projector_init: ProjectorInit::Random,
         holdout_fraction: 0.0,
         ..TrainOptions::default()
@@ -312,12 +313,7 @@ fn trainable_names(trainer: &Trainer) -> Vec<String> {
 }
 
 fn trick_gradients(trainer: &Trainer) -> (f64, Batch, Vec<Tensor>) {
-    let batch = Batch::sample(
-        &mut trainer.rng.clone(),
-        &trainer.data,
-        &trainer.training,
-        &trainer.options,
-    );
+    let batch = trainer.sample_batch(&mut trainer.rng.clone());
     let (ranked, grads) = trainer.loss_and_gradients(&batch, &never).unwrap();
     assert!(ranked.kept_pairs > 0);
     let grads = grads.sums.into_iter().map(Option::unwrap).collect();
@@ -474,6 +470,11 @@ fn best_validated_weights_are_kept() {
 
     // The saved checkpoint is those weights: validated afresh, it scores the best LDS.
     let tokenizer = tokenizer_json();
+    // (every layer of the saved model: a fresh depth choice could truncate it further)
+    let options = TrainOptions {
+        depth: Depth::All,
+        ..options
+    };
     let mut again =
         Trainer::new(&checkpoint, &tokenizer, selection_data(), options, &never).unwrap();
     let revalidated = again.validate(&never).unwrap();
@@ -591,15 +592,198 @@ fn sampling_is_deterministic_and_uses_everything_when_asked() {
     assert!(picked.windows(2).all(|w| w[0] < w[1]) && picked[9] < 100);
     assert_eq!(SplitMix64(7).sample(100, 10), SplitMix64(7).sample(100, 10));
     assert_ne!(SplitMix64(7).sample(100, 10), SplitMix64(8).sample(100, 10));
-    // the holdout split: disjoint, covering, deterministic for a seed
+    // the holdout split of subsets and of targets: disjoint, covering, deterministic for
+    // a seed, and at least the minimum on each side
     let data = selection_data();
-    let (training, held) = data.split(0.25, 5).unwrap();
-    assert_eq!((training.len(), held.len()), (9, 3));
-    let mut all: Vec<usize> = training.iter().chain(&held).copied().collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..12).collect::<Vec<_>>());
-    assert_eq!(data.split(0.25, 5).unwrap(), (training, held));
-    assert_eq!(data.split(0.0, 5).unwrap().1, Vec::<usize>::new());
+    let split = data.split(0.25, 5).unwrap();
+    assert_eq!((split.training.len(), split.held_out.len()), (9, 3));
+    assert_eq!(
+        (split.training_targets.len(), split.held_out_targets.len()),
+        (6, 2)
+    );
+    for (kept, held, count) in [
+        (&split.training, &split.held_out, 12),
+        (&split.training_targets, &split.held_out_targets, 8),
+    ] {
+        let mut all: Vec<usize> = kept.iter().chain(held).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..count).collect::<Vec<_>>());
+    }
+    assert_eq!(data.split(0.25, 5).unwrap(), split);
+    assert_ne!(data.split(0.25, 6).unwrap(), split);
+    let none = data.split(0.0, 5).unwrap();
+    assert!(none.held_out.is_empty() && none.held_out_targets.is_empty());
+    assert_eq!(none.training_targets, (0..8).collect::<Vec<_>>());
+    let small = data.split(0.01, 5).unwrap();
+    assert_eq!((small.held_out.len(), small.held_out_targets.len()), (2, 1));
+}
+
+#[test]
+fn training_never_sees_held_out_targets_and_validation_ranks_only_held_out_pairs() {
+    let options = TrainOptions {
+        steps: 6,
+        head_lr: 0.05,
+        targets_per_step: 3,
+        subsets_per_step: 4,
+        holdout_fraction: 0.34,
+        eval_every: 3,
+        depth: Depth::All,
+        seed: 2,
+        ..TrainOptions::default()
+    };
+    let data = selection_data();
+    let mut trainer = tiny_trainer(data.clone(), options).unwrap();
+    let split = trainer.split.clone();
+    assert!(!split.held_out_targets.is_empty());
+    for _ in 0..6 {
+        let batch = trainer.sample_batch(&mut trainer.rng.clone());
+        assert!(batch
+            .targets
+            .iter()
+            .all(|d| split.training_targets.contains(d)));
+        trainer.step(&never).unwrap();
+        // The held-out LDS is the LDS of held-out subsets for held-out targets, computed
+        // here from the public group scores.
+        let scores = trainer
+            .group_scores(&split.held_out_targets, &split.held_out)
+            .unwrap();
+        let losses: Vec<Vec<f64>> = split
+            .held_out
+            .iter()
+            .map(|&s| {
+                split
+                    .held_out_targets
+                    .iter()
+                    .map(|&d| data.losses[s][d])
+                    .collect()
+            })
+            .collect();
+        let want = lds(&scores, &losses).0;
+        let got = trainer.validate(&never).unwrap().lds;
+        assert!(
+            (got - want).abs() < 1e-12,
+            "validation {got}, reference {want}"
+        );
+    }
+}
+
+/// LDS over every label of the start truncated to `layers`, scored by a trainer of that
+/// truncation (the reference for the depth choice).
+fn lds_of_truncation(data: &TrainData, layers: usize, pooling: Pooling) -> f64 {
+    let options = TrainOptions {
+        steps: 0,
+        holdout_fraction: 0.0,
+        depth: Depth::Layers(layers),
+        pooling,
+        ..TrainOptions::default()
+    };
+    let trainer = Trainer::new(
+        &base_checkpoint(),
+        &tokenizer_json(),
+        data.clone(),
+        options,
+        &never,
+    )
+    .unwrap();
+    let targets: Vec<usize> = (0..data.targets.len()).collect();
+    let subsets: Vec<usize> = (0..data.subsets.len()).collect();
+    lds(
+        &trainer.group_scores(&targets, &subsets).unwrap(),
+        &data.losses,
+    )
+    .0
+}
+
+#[test]
+fn auto_depth_keeps_the_truncation_with_the_best_lds_at_step_0() {
+    let data = selection_data();
+    for pooling in [Pooling::Attention, Pooling::Sum] {
+        let want: Vec<(usize, f64)> = (1..=2)
+            .map(|layers| (layers, lds_of_truncation(&data, layers, pooling)))
+            .collect();
+        let options = TrainOptions {
+            steps: 0,
+            pooling,
+            train_layers: TrainLayers::Projector,
+            ..TrainOptions::default()
+        };
+        let trainer = Trainer::new(
+            &base_checkpoint(),
+            &tokenizer_json(),
+            data.clone(),
+            options,
+            &never,
+        )
+        .unwrap();
+        let choice = trainer.depth().unwrap().clone();
+        assert_eq!(choice.of, 2);
+        for ((d, got), (_, want)) in choice.lds_by_depth.iter().zip(&want) {
+            assert!((got - want).abs() < 1e-9, "depth {d}: {got} against {want}");
+        }
+        let best = if want[0].1 > want[1].1 { 1 } else { 2 };
+        assert_eq!(choice.layers, best, "{pooling}: {want:?}");
+        assert_eq!(trainer.model.model().num_layers(), best);
+        let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
+        assert_eq!(checkpoint.config.num_hidden_layers, best);
+        assert!(selection.reason.starts_with(&choice.describe()));
+    }
+    // Training the top 2 layers leaves nothing to choose but both.
+    let options = TrainOptions {
+        steps: 0,
+        train_layers: TrainLayers::Top(2),
+        ..TrainOptions::default()
+    };
+    let trainer =
+        Trainer::new(&base_checkpoint(), &tokenizer_json(), data, options, &never).unwrap();
+    assert_eq!(trainer.depth().unwrap().lds_by_depth.len(), 1);
+    assert_eq!(trainer.depth().unwrap().layers, 2);
+    // The choice's forward pass is cancellable.
+    let cancelled = Trainer::new(
+        &base_checkpoint(),
+        &tokenizer_json(),
+        selection_data(),
+        TrainOptions::default(),
+        &|| true,
+    );
+    assert!(matches!(cancelled, Err(Error::Cancelled)));
+}
+
+#[test]
+fn a_truncated_checkpoint_encodes_as_the_full_one_pooled_at_that_depth() {
+    let full = base_checkpoint();
+    let tokenizer = TextTokenizer::for_model(&tokenizer_json(), 32, &full.config).unwrap();
+    let texts = [
+        "a short text",
+        "another text that is a little longer than that",
+    ];
+    let ids = tokenizer.encode_all(&texts).unwrap();
+    let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = TokenBatch::new(&sequences, tokenizer.pad_id());
+    let model = |c: &Checkpoint| {
+        crate::trainable::TrainableModel::new(
+            c,
+            ProjectorInit::Identity,
+            0,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let whole = model(&full);
+    let (input_ids, mask) = batch.to_tensors(whole.device()).unwrap();
+    let by_depth = whole.model().pooled_by_depth(&input_ids, &mask).unwrap();
+    assert_eq!(by_depth.len(), 2);
+    for layers in 1..=2 {
+        let truncated = full.truncated(layers).unwrap();
+        assert_eq!(truncated.config.num_hidden_layers, layers);
+        let got = model(&truncated).forward(&batch).unwrap();
+        let want = whole.model().project(&by_depth[layers - 1]).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+    for bad in [0, 3] {
+        let err = full.truncated(bad).unwrap_err().to_string();
+        assert!(err.contains("keep 1 to 2"), "{err}");
+    }
 }
 
 fn rejected(options: TrainOptions) -> String {
@@ -831,7 +1015,7 @@ fn bad_data_and_lengths_are_rejected_with_clear_messages() {
             holdout_fraction: 0.5,
             ..options.clone()
         },
-        "both the training and the held-out side need at least 2 subsets",
+        "holdout_fraction 0.5 needs at least 4 subsets (at least 2 to train and 2 to validate on), got 3",
     ));
     cases.push((
         good.clone(),
