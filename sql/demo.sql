@@ -114,8 +114,9 @@ GROUP BY s.subset_id, t.id;
 SELECT round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses')::numeric, 2) AS lds_attention,
        round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses', 'sum')::numeric, 2) AS lds_sum;
 
-\echo '-- ranking-loss training with the default recipe (NOTICEs show progress): the projector'
-\echo '-- over cached MiniLM embeddings, 25% of subsets held out to pick the best step'
+\echo '-- ranking-loss training with the default recipe (NOTICEs show progress): the depth of'
+\echo '-- MiniLM with the best step-0 LDS is kept, then its top layer and the projector learn;'
+\echo '-- 25% of subsets and of targets are held out to pick the best step'
 SET client_min_messages = notice;
 SELECT airrep.train('minilm-airrep', 'minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses',
     '{"holdout_fraction": 0.25, "seed": 1}') AS trained_model_id;
