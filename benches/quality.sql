@@ -60,10 +60,17 @@ CREATE FUNCTION score(method text, model text, pooling text, train_s float8) RET
 $$;
 SELECT score('MiniLM-L6 base (' || p || ')', 'minilm', p, 0) FROM unnest(ARRAY['sum', 'attention']) p;
 
--- The control: step 0 of training a base model, a fresh random projector and no step.
+-- The controls: step 0 of training the whole base with a fresh random projector, and
+-- step 0 of the default recipe (the depth and centring it chooses from the training labels,
+-- before any step): what the steps add is the difference to the trained rows.
 SELECT airrep.train('control', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
-                    '{"steps": 0, "projector_init": "random", "holdout_fraction": 0, "train_layers": "projector"}') \gset
+                    '{"steps": 0, "projector_init": "random", "depth": "all", "holdout_fraction": 0, "train_layers": "projector"}') \gset
 SELECT score('Step 0: base + random projector (attention)', 'control', 'attention', 0);
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT airrep.train('start', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
+                    :'train_options'::jsonb || '{"steps": 0, "pooling": "attention"}') \gset
+SELECT score('Step 0 of the default recipe: depth and centring chosen (attention)', 'start', 'attention',
+             extract(epoch FROM clock_timestamp()) - :t0);
 
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT airrep.train('airrep-sum', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BASE_SUM = "MiniLM-L6 base (sum)"
 CONTROL = "Step 0: base + random projector (attention)"
+START = "Step 0 of the default recipe: depth and centring chosen (attention)"
 TRAINED_SUM = "AirRep trained (sum)"
 TRAINED_ATTENTION = "AirRep trained (attention)"
 TFIDF = "TF-IDF cosine (sum)"
@@ -25,6 +26,7 @@ METHODS = [
     BASE_SUM,
     "MiniLM-L6 base (attention)",
     CONTROL,
+    START,
     TRAINED_SUM,
     TRAINED_ATTENTION,
     TFIDF,

@@ -211,7 +211,10 @@ fn train(
         "targets_held_out": held_out_targets,
         "layers_kept": trained.config.num_hidden_layers,
         "layers_of_base": checkpoint.config.num_hidden_layers,
-        "lds_by_depth": selection.depth.as_ref().map(|d| d.lds_by_depth.clone()),
+        "centered": selection.depth.as_ref().map(|d| d.centered),
+        "start_scores": selection.depth.as_ref().map(|d| d.scores.iter()
+            .map(|s| json!({"layers": s.layers, "centered": s.centered, "lds": s.lds}))
+            .collect::<Vec<_>>()),
         "steps_done": selection.steps_done,
         "kept_step": selection.kept_step,
         "stopped_early": selection.stopped_early,

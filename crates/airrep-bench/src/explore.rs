@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
-use airrep_model::{Checkpoint, ProjectorInit, TrainData, TrainLayers, TrainOptions, Trainer};
+use airrep_model::{
+    Checkpoint, Depth, ProjectorInit, TrainData, TrainLayers, TrainOptions, Trainer,
+};
 
 use crate::Setup;
 
@@ -65,6 +67,8 @@ fn held_out_lds(
         pooling,
         holdout_fraction: 0.0,
         train_layers: TrainLayers::Projector,
+        // The checkpoint as it is: a base model raw, a trained one as trained.
+        depth: Depth::All,
         projector_init: ProjectorInit::Identity,
         ..TrainOptions::default()
     };

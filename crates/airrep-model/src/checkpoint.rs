@@ -24,6 +24,12 @@ pub enum ProjectorInit {
     /// Weight I, bias 0: the trained model starts exactly at the base model's geometry, so
     /// step 0 is never worse than the base.
     Identity,
+    /// Weight I, bias −μ with μ the mean pooled state of the training examples: the base
+    /// geometry less the component that every text shares (a template, frequent words),
+    /// which otherwise dominates every dot product. On the benchmark this alone lifted
+    /// step-0 LDS more than any training of the uncentred start did. The trainer sets it,
+    /// since it needs the examples.
+    Centered,
     /// Weight and bias U(±1/sqrt(hidden)) like `torch.nn.Linear`, reproducibly from a seed
     /// (the reference implementation's start).
     Random,
@@ -33,6 +39,7 @@ impl std::fmt::Display for ProjectorInit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Identity => "identity",
+            Self::Centered => "centered",
             Self::Random => "random",
         })
     }
@@ -43,9 +50,10 @@ impl std::str::FromStr for ProjectorInit {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "identity" => Ok(Self::Identity),
+            "centered" => Ok(Self::Centered),
             "random" => Ok(Self::Random),
             other => Err(Error::Input(format!(
-                "unknown projector_init \"{other}\": expected 'identity' or 'random'"
+                "unknown projector_init \"{other}\": expected 'centered', 'identity' or 'random'"
             ))),
         }
     }
@@ -167,6 +175,13 @@ impl Checkpoint {
         }
         let hidden = self.config.hidden_size;
         let (weight, bias) = match init {
+            ProjectorInit::Centered => {
+                return Err(Error::Input(
+                    "projector_init 'centered' needs the training examples' mean: use \
+                     Checkpoint::init_centered_projector"
+                        .into(),
+                ))
+            }
             ProjectorInit::Identity => (
                 Tensor::eye(hidden, DType::F32, &Device::Cpu)?,
                 Tensor::zeros(hidden, DType::F32, &Device::Cpu)?,
@@ -185,6 +200,27 @@ impl Checkpoint {
                 )
             }
         };
+        self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
+        self.tensors.insert(PROJECTOR_BIAS.into(), bias);
+        Ok(true)
+    }
+
+    /// Gives a base model the projector `x ↦ x − mean` ([`ProjectorInit::Centered`]);
+    /// `mean` is `[hidden]` on the CPU. Returns false (and changes nothing) if a projector
+    /// is already present.
+    pub fn init_centered_projector(&mut self, mean: &Tensor) -> Result<bool> {
+        if self.has_projector() {
+            return Ok(false);
+        }
+        let hidden = self.config.hidden_size;
+        if mean.dims() != [hidden] {
+            return Err(Error::Input(format!(
+                "a centring mean has shape {:?}, expected [{hidden}]",
+                mean.dims()
+            )));
+        }
+        let weight = Tensor::eye(hidden, DType::F32, &Device::Cpu)?;
+        let bias = mean.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.neg()?;
         self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
         self.tensors.insert(PROJECTOR_BIAS.into(), bias);
         Ok(true)

@@ -1,4 +1,5 @@
-//! Choosing how many of the starting model's layers to keep (`depth` 'auto').
+//! Where training starts: how many of the base model's layers to keep (`depth` 'auto'),
+//! and the pooled states that choice and a centred projector read.
 //!
 //! A sentence encoder's top layers are trained to forget a text's surface form, but that
 //! form (shared words, a shared template) is often what decides whether training on one
@@ -12,103 +13,128 @@
 //! (on the benchmark, 40 held-out targets by 32 held-out subsets picked a depth whose
 //! evaluation LDS was half the best one's). The choice is recorded with the trained model.
 
+use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
 use candle_core::Tensor;
 
+use super::inputs::token_batch;
 use super::{pool_groups, TrainData, Union};
 use crate::error::Result;
 use crate::trainable::TrainableModel;
-use airrep_core::group::Pooling;
 
-/// The depth kept, and the LDS at step 0 of every depth scored.
+/// One way to start that was scored: a depth, centred or not, and its LDS at step 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartScore {
+    pub layers: usize,
+    pub centered: bool,
+    pub lds: f64,
+}
+
+/// The start kept (depth, and whether centred), and every start scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DepthChoice {
     pub layers: usize,
     /// Layers of the starting model.
     pub of: usize,
-    /// `(layers, LDS)` for each depth scored, shallowest first.
-    pub lds_by_depth: Vec<(usize, f64)>,
+    pub centered: bool,
+    /// Shallowest first; centred and uncentred alternate when both were scored.
+    pub scores: Vec<StartScore>,
 }
 
 impl DepthChoice {
     pub fn describe(&self) -> String {
         let scores: Vec<String> = self
-            .lds_by_depth
+            .scores
             .iter()
-            .map(|(d, lds)| format!("{d}: {lds:.4}"))
+            .map(|s| {
+                let how = if s.centered { " centred" } else { "" };
+                format!("{}{how}: {:.4}", s.layers, s.lds)
+            })
             .collect();
         format!(
-            "kept {} of {} layers by LDS at step 0 over every label ({})",
+            "kept {} of {} layers{} by LDS at step 0 over every label ({})",
             self.layers,
             self.of,
+            if self.centered { ", centred," } else { "" },
             scores.join(", ")
         )
     }
 }
 
-/// What the choice reads: the texts' token ids and every label.
-pub(crate) struct Labeled<'a> {
-    pub example_ids: &'a [Vec<u32>],
-    pub target_ids: &'a [Vec<u32>],
-    pub pad_id: u32,
-    pub data: &'a TrainData,
+/// A start to score: `examples` (every example) and `targets` embedded by it.
+pub(crate) struct Candidate {
+    pub layers: usize,
+    pub centered: bool,
+    pub examples: Tensor,
+    pub targets: Tensor,
 }
 
-/// Scores depths `shallowest..=` the model's layers; ties go to the deeper model (the
-/// start unchanged). `check` is polled between forward passes.
-pub(crate) fn choose(
+/// Mean-pooled states `[depth][texts, hidden]` (before the projector) of every text of
+/// `ids` after each layer of `model`, bottom first, `chunk_rows` texts per pass; `check`
+/// is polled between passes.
+pub(crate) fn pooled_by_depth(
     model: &TrainableModel,
-    labeled: &Labeled,
-    shallowest: usize,
-    pooling: Pooling,
+    ids: &[Vec<u32>],
+    pad_id: u32,
     chunk_rows: usize,
     check: &dyn Fn() -> Result<()>,
-) -> Result<DepthChoice> {
-    let data = labeled.data;
-    let union = Union::new(&data.subsets, |i| labeled.example_ids[i].len());
-    let all_targets: Vec<usize> = (0..data.targets.len()).collect();
-    let pooled = |ids: &[Vec<u32>], rows: &[usize]| -> Result<Vec<Tensor>> {
-        let mut by_depth: Vec<Vec<Tensor>> = Vec::new();
-        for chunk in rows.chunks(chunk_rows) {
-            check()?;
-            let (chunk_ids, mask, _) =
-                super::inputs::token_batch(model, ids, labeled.pad_id, chunk)?;
-            let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;
-            by_depth.resize(states.len(), Vec::new());
-            // Detached: the weights train later, and a graph kept here would hold every
-            // layer's activations for every text.
-            for (depth, state) in states.into_iter().enumerate() {
-                by_depth[depth].push(state.detach());
-            }
+) -> Result<Vec<Tensor>> {
+    let rows: Vec<usize> = (0..ids.len()).collect();
+    let mut by_depth: Vec<Vec<Tensor>> = vec![Vec::new(); model.model().num_layers()];
+    for chunk in rows.chunks(chunk_rows) {
+        check()?;
+        let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
+        let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;
+        // Detached: the weights train later, and a graph kept here would hold every
+        // layer's activations for every text.
+        for (depth, state) in states.into_iter().enumerate() {
+            by_depth[depth].push(state.detach());
         }
-        by_depth
-            .iter()
-            .map(|parts| Ok(model.model().project(&Tensor::cat(parts, 0)?)?.detach()))
-            .collect()
-    };
-    let targets = pooled(labeled.target_ids, &all_targets)?;
-    let examples = pooled(labeled.example_ids, &union.examples)?;
-    let of = model.model().num_layers();
-    let mut lds_by_depth = Vec::new();
-    for layers in shallowest.max(1)..=of {
-        let scores = union.member_scores(&targets[layers - 1], &examples[layers - 1])?;
-        let score = lds(&pool_groups(&scores, pooling), &data.losses).0;
-        lds_by_depth.push((layers, score));
     }
-    let (layers, _) =
-        lds_by_depth
-            .iter()
-            .copied()
-            .fold((of, f64::NEG_INFINITY), |best, (d, score)| {
-                if score >= best.1 {
-                    (d, score)
-                } else {
-                    best
-                }
-            });
+    by_depth
+        .iter()
+        .map(|parts| Ok(Tensor::cat(parts, 0)?))
+        .collect()
+}
+
+/// Scores every candidate and keeps the best; ties go to the later candidate, so list the
+/// start unchanged (every layer, uncentred) last. `of` is the base's layer count.
+pub(crate) fn choose(
+    data: &TrainData,
+    candidates: &[Candidate],
+    of: usize,
+    pooling: Pooling,
+) -> Result<DepthChoice> {
+    let union = Union::new(&data.subsets, |_| 0);
+    let mut scores = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let rows = Tensor::from_vec(
+            union.examples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            union.examples.len(),
+            c.examples.device(),
+        )?;
+        let members = c.examples.index_select(&rows, 0)?;
+        let member_scores = union.member_scores(&c.targets, &members)?;
+        scores.push(StartScore {
+            layers: c.layers,
+            centered: c.centered,
+            lds: lds(&pool_groups(&member_scores, pooling), &data.losses).0,
+        });
+    }
+    let best = scores
+        .iter()
+        .copied()
+        .fold(None::<StartScore>, |best, s| match best {
+            // NaN (an undefined LDS) never wins
+            Some(b) if s.lds.is_nan() || s.lds < b.lds => Some(b),
+            Some(b) if b.lds.is_nan() || s.lds >= b.lds => Some(s),
+            _ => Some(s),
+        })
+        .expect("at least one candidate");
     Ok(DepthChoice {
-        layers,
+        layers: best.layers,
         of,
-        lds_by_depth,
+        centered: best.centered,
+        scores,
     })
 }

@@ -54,7 +54,7 @@ use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::checkpoint::{layer_of, Checkpoint, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
+use crate::checkpoint::{layer_of, Checkpoint, ProjectorInit, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::tokenize::TextTokenizer;
@@ -148,9 +148,6 @@ impl Trainer {
         let tokenizer =
             TextTokenizer::for_model(tokenizer_json, options.max_length, &checkpoint.config)?;
         let device = options.device.create()?;
-        let load = |checkpoint: &Checkpoint| {
-            TrainableModel::new(checkpoint, options.projector_init, options.seed, &device)
-        };
         let check = || checked(interrupted);
         let tokens = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -159,34 +156,17 @@ impl Trainer {
         let (example_ids, target_ids) = (tokens(&data.examples)?, tokens(&data.targets)?);
         let layers = options.train_layers;
         let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
-
-        let total = checkpoint.config.num_hidden_layers;
-        let (model, depth) = match options.depth {
-            Depth::All => (load(checkpoint)?, None),
-            Depth::Layers(n) if n == total => (load(checkpoint)?, None),
-            Depth::Layers(n) => (load(&checkpoint.truncated(n)?)?, None),
-            Depth::Auto => {
-                let start = load(checkpoint)?;
-                let labeled = depth::Labeled {
-                    example_ids: &example_ids,
-                    target_ids: &target_ids,
-                    pad_id: pad,
-                    data: &data,
-                };
-                let shallowest = match layers {
-                    TrainLayers::Top(n) => n,
-                    TrainLayers::Projector | TrainLayers::All => 1,
-                };
-                let choice =
-                    depth::choose(&start, &labeled, shallowest, options.pooling, rows, &check)?;
-                let model = if choice.layers == total {
-                    start
-                } else {
-                    load(&checkpoint.truncated(choice.layers)?)?
-                };
-                (model, Some(choice))
-            }
-        };
+        let (start, depth) = Self::start(
+            checkpoint,
+            &data,
+            (&example_ids, &target_ids, pad),
+            &options,
+            &device,
+            &check,
+        )?;
+        // `start` carries any centred projector already; a start chosen uncentred gets none.
+        let init = uncentred(options.projector_init);
+        let model = TrainableModel::new(&start, init, options.seed, &device)?;
         let examples = Inputs::new(&model, layers, example_ids, pad, rows, &check)?;
         let targets = Inputs::new(&model, layers, target_ids, pad, rows, &check)?;
 
@@ -238,6 +218,107 @@ impl Trainer {
             started,
             depth,
         })
+    }
+
+    /// The checkpoint training starts from: `checkpoint` truncated to the `depth` kept,
+    /// with a centred projector when `projector_init` asks for one (a model with its own
+    /// projector keeps it), and the depth choice when 'auto' made one.
+    fn start(
+        checkpoint: &Checkpoint,
+        data: &TrainData,
+        (example_ids, target_ids, pad): (&[Vec<u32>], &[Vec<u32>], u32),
+        options: &TrainOptions,
+        device: &candle_core::Device,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<(Checkpoint, Option<DepthChoice>)> {
+        let total = checkpoint.config.num_hidden_layers;
+        let centre =
+            options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
+        let fixed = match options.depth {
+            Depth::All => Some(total),
+            Depth::Layers(n) => Some(n),
+            Depth::Auto => None,
+        };
+        if fixed.is_some() && !centre {
+            let kept = fixed.unwrap_or(total);
+            let start = if kept == total {
+                checkpoint.clone()
+            } else {
+                checkpoint.truncated(kept)?
+            };
+            return Ok((start, None));
+        }
+        // One pass over the examples (and, to choose a depth, the targets) gives every
+        // depth's pooled states; the centring means are the examples' at each depth.
+        let full = TrainableModel::new(
+            checkpoint,
+            uncentred(options.projector_init),
+            options.seed,
+            device,
+        )?;
+        let pooled = |ids| depth::pooled_by_depth(&full, ids, pad, options.chunk_rows, check);
+        let examples = pooled(example_ids)?;
+        let means: Option<Vec<Tensor>> = if centre {
+            Some(
+                examples
+                    .iter()
+                    .map(|e| e.mean(0))
+                    .collect::<candle_core::Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        let choice = match fixed {
+            Some(_) => None,
+            None => {
+                let shallowest = match options.train_layers {
+                    TrainLayers::Top(n) => n,
+                    TrainLayers::Projector | TrainLayers::All => 1,
+                };
+                let targets = pooled(target_ids)?;
+                // Every depth, centred when asked; the start unchanged (every layer, its own
+                // projector, uncentred) is always a candidate, so the start kept is never
+                // worse on the labels than the base itself.
+                let mut candidates = Vec::new();
+                for layers in shallowest.max(1)..=total {
+                    let d = layers - 1;
+                    let embed = |x: &Tensor, centered: bool| -> Result<Tensor> {
+                        match (&means, centered) {
+                            (Some(means), true) => {
+                                full.model().project(&x.broadcast_sub(&means[d])?)
+                            }
+                            _ => full.model().project(x),
+                        }
+                    };
+                    for centered in [true, false] {
+                        if (centered && means.is_none())
+                            || (!centered && layers < total && means.is_some())
+                        {
+                            continue;
+                        }
+                        candidates.push(depth::Candidate {
+                            layers,
+                            centered,
+                            examples: embed(&examples[d], centered)?,
+                            targets: embed(&targets[d], centered)?,
+                        });
+                    }
+                }
+                Some(depth::choose(data, &candidates, total, options.pooling)?)
+            }
+        };
+        let kept = fixed.or(choice.as_ref().map(|c| c.layers)).unwrap_or(total);
+        let mut start = if kept == total {
+            checkpoint.clone()
+        } else {
+            checkpoint.truncated(kept)?
+        };
+        let centered = choice.as_ref().map_or(centre, |c| c.centered);
+        if let (Some(means), true) = (&means, centered) {
+            start
+                .init_centered_projector(&means[kept - 1].to_device(&candle_core::Device::Cpu)?)?;
+        }
+        Ok((start, choice))
     }
 
     /// Steps taken so far.
@@ -615,6 +696,14 @@ impl Union {
                     .collect()
             })
             .collect())
+    }
+}
+
+/// The projector a model gets when no centring applies: the identity for 'centered'.
+fn uncentred(init: ProjectorInit) -> ProjectorInit {
+    match init {
+        ProjectorInit::Centered => ProjectorInit::Identity,
+        other => other,
     }
 }
 

@@ -667,13 +667,18 @@ fn training_never_sees_held_out_targets_and_validation_ranks_only_held_out_pairs
     }
 }
 
-/// LDS over every label of the start truncated to `layers`, scored by a trainer of that
-/// truncation (the reference for the depth choice).
-fn lds_of_truncation(data: &TrainData, layers: usize, pooling: Pooling) -> f64 {
+/// LDS over every label of the start truncated to `layers`, centred or not, scored by a
+/// trainer of that fixed start (the reference for the choice).
+fn lds_of_start(data: &TrainData, layers: usize, centered: bool, pooling: Pooling) -> f64 {
     let options = TrainOptions {
         steps: 0,
         holdout_fraction: 0.0,
         depth: Depth::Layers(layers),
+        projector_init: if centered {
+            ProjectorInit::Centered
+        } else {
+            ProjectorInit::Identity
+        },
         pooling,
         ..TrainOptions::default()
     };
@@ -695,11 +700,14 @@ fn lds_of_truncation(data: &TrainData, layers: usize, pooling: Pooling) -> f64 {
 }
 
 #[test]
-fn auto_depth_keeps_the_truncation_with_the_best_lds_at_step_0() {
+fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     let data = selection_data();
     for pooling in [Pooling::Attention, Pooling::Sum] {
-        let want: Vec<(usize, f64)> = (1..=2)
-            .map(|layers| (layers, lds_of_truncation(&data, layers, pooling)))
+        // centred at each depth, then the base unchanged (last: it wins ties)
+        let starts = [(1, true), (2, true), (2, false)];
+        let want: Vec<f64> = starts
+            .iter()
+            .map(|&(layers, centered)| lds_of_start(&data, layers, centered, pooling))
             .collect();
         let options = TrainOptions {
             steps: 0,
@@ -717,17 +725,35 @@ fn auto_depth_keeps_the_truncation_with_the_best_lds_at_step_0() {
         .unwrap();
         let choice = trainer.depth().unwrap().clone();
         assert_eq!(choice.of, 2);
-        for ((d, got), (_, want)) in choice.lds_by_depth.iter().zip(&want) {
-            assert!((got - want).abs() < 1e-9, "depth {d}: {got} against {want}");
+        assert_eq!(choice.scores.len(), starts.len());
+        for (score, (&(layers, centered), want)) in
+            choice.scores.iter().zip(starts.iter().zip(&want))
+        {
+            assert_eq!((score.layers, score.centered), (layers, centered));
+            assert!((score.lds - want).abs() < 1e-9, "{score:?} against {want}");
         }
-        let best = if want[0].1 > want[1].1 { 1 } else { 2 };
-        assert_eq!(choice.layers, best, "{pooling}: {want:?}");
-        assert_eq!(trainer.model.model().num_layers(), best);
+        let best = (0..starts.len())
+            .max_by(|&a, &b| want[a].total_cmp(&want[b]))
+            .unwrap();
+        assert_eq!(
+            (choice.layers, choice.centered),
+            starts[best],
+            "{pooling}: {want:?}"
+        );
         let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
-        assert_eq!(checkpoint.config.num_hidden_layers, best);
+        assert_eq!(checkpoint.config.num_hidden_layers, starts[best].0);
+        let bias_is_zero = checkpoint.tensors()[PROJECTOR_BIAS]
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            == 0.0;
+        assert_eq!(bias_is_zero, !starts[best].1);
         assert!(selection.reason.starts_with(&choice.describe()));
     }
-    // Training the top 2 layers leaves nothing to choose but both.
+    // Training the top 2 layers leaves only the full depth, centred or not.
     let options = TrainOptions {
         steps: 0,
         train_layers: TrainLayers::Top(2),
@@ -735,8 +761,8 @@ fn auto_depth_keeps_the_truncation_with_the_best_lds_at_step_0() {
     };
     let trainer =
         Trainer::new(&base_checkpoint(), &tokenizer_json(), data, options, &never).unwrap();
-    assert_eq!(trainer.depth().unwrap().lds_by_depth.len(), 1);
-    assert_eq!(trainer.depth().unwrap().layers, 2);
+    let choice = trainer.depth().unwrap();
+    assert!(choice.scores.iter().all(|s| s.layers == 2) && choice.scores.len() == 2);
     // The choice's forward pass is cancellable.
     let cancelled = Trainer::new(
         &base_checkpoint(),
@@ -1138,4 +1164,86 @@ fn base_model_trains_with_a_fresh_projector() {
         assert!(log.loss.is_finite() && log.grad_norm > 0.0 && log.kept_pairs > 0);
         assert!(trainer.into_checkpoint().unwrap().0.has_projector());
     }
+}
+
+/// Embeddings `[texts, dim]` of `texts` by `checkpoint` as saved (its own projector).
+fn embeddings_of(checkpoint: &Checkpoint, texts: &[String]) -> Tensor {
+    let tokenizer = TextTokenizer::for_model(&tokenizer_json(), 64, &checkpoint.config).unwrap();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = tokenizer.encode_all(&texts).unwrap();
+    let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let model = TrainableModel::new(
+        checkpoint,
+        ProjectorInit::Identity,
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    model
+        .forward(&TokenBatch::new(&sequences, tokenizer.pad_id()))
+        .unwrap()
+}
+
+#[test]
+fn a_centered_start_is_the_base_less_the_examples_mean() {
+    let data = selection_data();
+    for depth in [Depth::All, Depth::Layers(1)] {
+        let options = TrainOptions {
+            steps: 0,
+            depth,
+            ..TrainOptions::default()
+        };
+        assert_eq!(options.projector_init, ProjectorInit::Centered);
+        let trainer = Trainer::new(
+            &base_checkpoint(),
+            &tokenizer_json(),
+            data.clone(),
+            options,
+            &never,
+        )
+        .unwrap();
+        let (centered, _) = trainer.into_checkpoint().unwrap();
+        // The examples' embeddings average to zero...
+        let examples = embeddings_of(&centered, &data.examples);
+        let mean = examples.mean(0).unwrap().abs().unwrap().max(0).unwrap();
+        assert!(mean.to_scalar::<f32>().unwrap() < 1e-5, "{depth}");
+        // ...and differ from the uncentred base at that depth by one shared vector.
+        let kept = centered.config.num_hidden_layers;
+        let base = base_checkpoint().truncated(kept).unwrap();
+        let raw = embeddings_of(&base, &data.examples);
+        let offset = (raw.clone() - &examples).unwrap();
+        let spread = offset
+            .broadcast_sub(&offset.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(spread.to_scalar::<f32>().unwrap() < 1e-5, "{depth}");
+    }
+    // A trained model keeps its own projector.
+    let airrep = Checkpoint::from_dir(golden_dir("tiny-airrep")).unwrap();
+    let options = TrainOptions {
+        steps: 0,
+        depth: Depth::All,
+        ..TrainOptions::default()
+    };
+    let trainer = Trainer::new(&airrep, &tokenizer_json(), data.clone(), options, &never).unwrap();
+    let (kept, _) = trainer.into_checkpoint().unwrap();
+    for name in [PROJECTOR_WEIGHT, PROJECTOR_BIAS] {
+        let diff = (&kept.tensors()[name] - &airrep.tensors()[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+    // Centring needs the examples, so a bare checkpoint cannot do it alone.
+    let err = base_checkpoint()
+        .init_projector_if_missing(ProjectorInit::Centered, 0)
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("needs the training examples' mean"));
 }
