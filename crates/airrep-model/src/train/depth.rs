@@ -19,7 +19,7 @@ use candle_core::Tensor;
 
 use super::inputs::token_batch;
 use super::{pool_groups, TrainData, Union};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::trainable::TrainableModel;
 
 /// One way to start that was scored: a depth, centred or not, and its LDS at step 0.
@@ -130,7 +130,7 @@ pub(crate) fn choose(
             Some(b) if b.lds.is_nan() || s.lds >= b.lds => Some(s),
             _ => Some(s),
         })
-        .expect("at least one candidate");
+        .ok_or_else(|| Error::Input("no depth to choose from".into()))?;
     Ok(DepthChoice {
         layers: best.layers,
         of,

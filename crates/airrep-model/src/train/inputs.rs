@@ -8,7 +8,7 @@
 use candle_core::Tensor;
 
 use super::options::TrainLayers;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tokenize::TokenBatch;
 use crate::trainable::TrainableModel;
 
@@ -36,15 +36,11 @@ impl Inputs {
         check: &dyn Fn() -> Result<()>,
     ) -> Result<Self> {
         let num_layers = model.model().num_layers();
+        layers.fits(num_layers)?;
         let frozen_layers = match layers {
             TrainLayers::All => return Ok(Self::Tokens { ids, pad_id }),
             TrainLayers::Projector => num_layers,
-            TrainLayers::Top(n) if n <= num_layers => num_layers - n,
-            TrainLayers::Top(n) => {
-                return Err(Error::Input(format!(
-                    "train_layers {n} exceeds the model's {num_layers} layers"
-                )))
-            }
+            TrainLayers::Top(n) => num_layers - n,
         };
         let mut pooled = Vec::new();
         let mut states = Vec::with_capacity(ids.len());

@@ -232,6 +232,7 @@ impl Trainer {
         check: &dyn Fn() -> Result<()>,
     ) -> Result<(Checkpoint, Option<DepthChoice>)> {
         let total = checkpoint.config.num_hidden_layers;
+        options.train_layers.fits(total)?;
         let centre =
             options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
         let fixed = match options.depth {

@@ -46,6 +46,18 @@ impl FromStr for TrainLayers {
     }
 }
 
+impl TrainLayers {
+    /// Whether a model with `layers` transformer layers has the layers to train.
+    pub(crate) fn fits(self, layers: usize) -> Result<()> {
+        match self {
+            Self::Top(n) if n > layers => Err(Error::Input(format!(
+                "train_layers {n} exceeds the model's {layers} layers"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for TrainLayers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

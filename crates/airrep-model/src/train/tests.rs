@@ -394,6 +394,16 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
         tiny_trainer(golden_data(&golden), too_many),
         Err(Error::Input(m)) if m.contains("train_layers 3 exceeds the model's 2 layers")
     ));
+    // checked before a depth is chosen, too
+    let too_many = TrainOptions {
+        train_layers: TrainLayers::Top(3),
+        holdout_fraction: 0.0,
+        ..TrainOptions::default()
+    };
+    assert!(matches!(
+        tiny_trainer(golden_data(&golden), too_many),
+        Err(Error::Input(m)) if m == "train_layers 3 exceeds the model's 2 layers"
+    ));
 }
 
 /// Eight targets and twelve subsets of the golden texts, with losses that a trained encoder
