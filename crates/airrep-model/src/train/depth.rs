@@ -97,6 +97,41 @@ pub(crate) fn pooled_by_depth(
         .collect()
 }
 
+/// The starts to score from every depth's pooled states `[depth][texts, hidden]`: each
+/// depth from `shallowest` centred by `means` when given (else as the model's projector
+/// has it), and the start unchanged (every layer, uncentred) last, so the start kept is
+/// never worse on the labels than the base itself.
+pub(crate) fn candidates(
+    model: &TrainableModel,
+    examples: &[Tensor],
+    targets: &[Tensor],
+    means: Option<&[Tensor]>,
+    shallowest: usize,
+) -> Result<Vec<Candidate>> {
+    let total = examples.len();
+    let embed = |x: &Tensor, d: usize, centered: bool| match (means, centered) {
+        (Some(means), true) => model.model().project(&x.broadcast_sub(&means[d])?),
+        _ => model.model().project(x),
+    };
+    let mut starts: Vec<(usize, bool)> = (shallowest.max(1)..=total)
+        .map(|layers| (layers, means.is_some()))
+        .collect();
+    if means.is_some() {
+        starts.push((total, false));
+    }
+    starts
+        .into_iter()
+        .map(|(layers, centered)| {
+            Ok(Candidate {
+                layers,
+                centered,
+                examples: embed(&examples[layers - 1], layers - 1, centered)?,
+                targets: embed(&targets[layers - 1], layers - 1, centered)?,
+            })
+        })
+        .collect()
+}
+
 /// Scores every candidate and keeps the best; ties go to the later candidate, so list the
 /// start unchanged (every layer, uncentred) last. `of` is the base's layer count.
 pub(crate) fn choose(

@@ -240,14 +240,8 @@ impl Trainer {
             Depth::Layers(n) => Some(n),
             Depth::Auto => None,
         };
-        if fixed.is_some() && !centre {
-            let kept = fixed.unwrap_or(total);
-            let start = if kept == total {
-                checkpoint.clone()
-            } else {
-                checkpoint.truncated(kept)?
-            };
-            return Ok((start, None));
+        if let (Some(kept), false) = (fixed, centre) {
+            return Ok((checkpoint.truncated(kept)?, None));
         }
         // One pass over the examples (and, to choose a depth, the targets) gives every
         // depth's pooled states; the centring means are the examples' at each depth.
@@ -277,43 +271,13 @@ impl Trainer {
                     TrainLayers::Projector | TrainLayers::All => 1,
                 };
                 let targets = pooled(target_ids)?;
-                // Every depth, centred when asked; the start unchanged (every layer, its own
-                // projector, uncentred) is always a candidate, so the start kept is never
-                // worse on the labels than the base itself.
-                let mut candidates = Vec::new();
-                for layers in shallowest.max(1)..=total {
-                    let d = layers - 1;
-                    let embed = |x: &Tensor, centered: bool| -> Result<Tensor> {
-                        match (&means, centered) {
-                            (Some(means), true) => {
-                                full.model().project(&x.broadcast_sub(&means[d])?)
-                            }
-                            _ => full.model().project(x),
-                        }
-                    };
-                    for centered in [true, false] {
-                        if (centered && means.is_none())
-                            || (!centered && layers < total && means.is_some())
-                        {
-                            continue;
-                        }
-                        candidates.push(depth::Candidate {
-                            layers,
-                            centered,
-                            examples: embed(&examples[d], centered)?,
-                            targets: embed(&targets[d], centered)?,
-                        });
-                    }
-                }
+                let candidates =
+                    depth::candidates(&full, &examples, &targets, means.as_deref(), shallowest)?;
                 Some(depth::choose(data, &candidates, total, options.pooling)?)
             }
         };
         let kept = fixed.or(choice.as_ref().map(|c| c.layers)).unwrap_or(total);
-        let mut start = if kept == total {
-            checkpoint.clone()
-        } else {
-            checkpoint.truncated(kept)?
-        };
+        let mut start = checkpoint.truncated(kept)?;
         let centered = choice.as_ref().map_or(centre, |c| c.centered);
         if let (Some(means), true) = (&means, centered) {
             start
