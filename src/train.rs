@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use airrep_model::train::{StepLog, TrainData, TrainOptions, Trainer};
-use airrep_model::Checkpoint;
+use airrep_model::{Checkpoint, SplitMix64};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
@@ -40,20 +40,6 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ai
     name = "training_log",
     requires = ["registry_tables"]
 );
-
-/// 0..count in a random order fixed by `seed` (Fisher-Yates over a 64-bit LCG, so plans
-/// do not change with a dependency's RNG).
-fn shuffled(count: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..count).collect();
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    for i in (1..count).rev() {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        order.swap(i, (state >> 33) as usize % (i + 1));
-    }
-    order
-}
 
 /// Whether a cancel (pg_cancel_backend, statement_timeout) or terminate is pending. Only these
 /// flags: InterruptPending is also set by requests that do not end the query. Reading them is
@@ -294,12 +280,11 @@ fn sample_subsets(
     }
     let rows: Vec<(i64, i64)> = (1..=n as i64)
         .flat_map(|subset| {
-            let mut members: Vec<i64> =
-                shuffled(ids.len(), (seed as u64).wrapping_add(subset as u64))
-                    .into_iter()
-                    .take(size as usize)
-                    .map(|i| ids[i])
-                    .collect();
+            let mut members: Vec<i64> = SplitMix64((seed as u64).wrapping_add(subset as u64))
+                .sample(ids.len(), size as usize)
+                .into_iter()
+                .map(|i| ids[i])
+                .collect();
             members.sort_unstable();
             members.into_iter().map(move |id| (subset, id))
         })

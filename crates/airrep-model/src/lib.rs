@@ -24,6 +24,7 @@ pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
 pub use kernels::Product;
+pub use rng::SplitMix64;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use airrep_model::{
-    AirRepModel, Checkpoint, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision, TokenBatch,
-    TrainData, TrainLayers, TrainOptions, Trainer,
+    AirRepModel, Checkpoint, Depth, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision,
+    SplitMix64, TokenBatch, TrainData, TrainLayers, TrainOptions, Trainer,
 };
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -163,14 +163,9 @@ fn parity(device: DeviceSpec, golden_dir: &Path, minilm: Option<PathBuf>) -> Res
     Ok(())
 }
 
-/// Deterministic normal-ish numbers (sum of uniforms), no RNG dependency.
-fn random(n: usize, std: f32, seed: &mut u64) -> Vec<f32> {
-    let mut next = || {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32) / (1u64 << 24) as f32 - 0.5
-    };
+/// Deterministic normal-ish numbers (sum of uniforms) from the project's seeded generator.
+fn random(n: usize, std: f32, rng: &mut SplitMix64) -> Vec<f32> {
+    let mut next = || rng.next_unit() - 0.5;
     (0..n)
         .map(|_| (next() + next() + next() + next()) * std * (3.0f32).sqrt())
         .collect()
@@ -186,18 +181,19 @@ fn make_model(out: &Path, tokenizer_json: &Path) -> Res<()> {
         "attention_probs_dropout_prob": 0.0, "pad_token_id": 0,
         "position_embedding_type": "absolute"
     });
-    let mut seed = 42u64;
+    let mut seed = SplitMix64(42);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut add = |name: String, shape: &[usize], std: Option<f32>, seed: &mut u64| -> Res<()> {
-        let n = shape.iter().product();
-        let data = match std {
-            Some(std) => random(n, std, seed),
-            None if name.ends_with("LayerNorm.weight") => vec![1.0; n],
-            None => vec![0.0; n],
+    let mut add =
+        |name: String, shape: &[usize], std: Option<f32>, seed: &mut SplitMix64| -> Res<()> {
+            let n = shape.iter().product();
+            let data = match std {
+                Some(std) => random(n, std, seed),
+                None if name.ends_with("LayerNorm.weight") => vec![1.0; n],
+                None => vec![0.0; n],
+            };
+            tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+            Ok(())
         };
-        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
-        Ok(())
-    };
     add(
         "embeddings.word_embeddings.weight".into(),
         &[vocab, hidden],
@@ -618,6 +614,7 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
         t_min: o["t_min"].as_f64().ok_or("t_min")?,
         t_max: o["t_max"].as_f64().ok_or("t_max")?,
         train_layers: TrainLayers::All,
+        depth: Depth::All,
         holdout_fraction: 0.0,
         device,
         ..TrainOptions::default()
@@ -697,7 +694,7 @@ fn train_bench(
     let tokenizer = std::fs::read(model_dir.join("tokenizer.json"))?;
     let mut all = texts(targets + subsets * members);
     let examples = all.split_off(targets);
-    let mut seed = 7u64;
+    let mut seed = SplitMix64(7);
     let losses = (0..subsets)
         .map(|_| {
             random(targets, 1.0, &mut seed)
@@ -720,6 +717,7 @@ fn train_bench(
         subsets_per_step: subsets,
         max_members_per_subset: Some(members),
         train_layers: TrainLayers::All,
+        depth: Depth::All,
         holdout_fraction: 0.0,
         device,
         chunk_rows,

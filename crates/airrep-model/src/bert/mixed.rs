@@ -226,17 +226,10 @@ fn gemm_with_bias<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
 mod tests {
     use candle_core::{DType, Device, Tensor};
 
-    /// Deterministic values in [-1, 1) (a 64-bit LCG).
+    /// Deterministic values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        let mut rng = crate::rng::SplitMix64(seed);
+        (0..n).map(|_| rng.next_unit() * 2.0 - 1.0).collect()
     }
 
     /// x `[2, 75, 384]` f32, weight `[1536, 384]` in `dtype`, bias `[1536]` f32, on the CPU.
