@@ -115,7 +115,7 @@ SELECT round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'trai
        round(100 * airrep.lds('minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses', 'sum')::numeric, 2) AS lds_sum;
 
 \echo '-- ranking-loss training with the default recipe (NOTICEs show progress): the depth of'
-\echo '-- MiniLM with the best step-0 LDS is kept, then its top layer and the projector learn;'
+\echo '-- MiniLM with the best step-0 LDS is kept with a centred projector, which then learns;'
 \echo '-- 25% of subsets and of targets are held out to pick the best step'
 SET client_min_messages = notice;
 SELECT airrep.train('minilm-airrep', 'minilm', 'train_examples', 'train_targets', 'train_subsets', 'train_losses',
