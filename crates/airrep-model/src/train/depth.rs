@@ -37,7 +37,8 @@ pub struct DepthChoice {
     /// Layers of the starting model.
     pub of: usize,
     pub centered: bool,
-    /// Shallowest first; centred and uncentred alternate when both were scored.
+    /// In the order scored: each depth, shallowest first, then the start unchanged when
+    /// the depths were centred.
     pub scores: Vec<StartScore>,
 }
 
@@ -140,14 +141,17 @@ pub(crate) fn choose(
     of: usize,
     pooling: Pooling,
 ) -> Result<DepthChoice> {
+    let first = candidates
+        .first()
+        .ok_or_else(|| Error::Input("no depth to choose from".into()))?;
     let union = Union::new(&data.subsets, |_| 0);
+    let rows = Tensor::from_vec(
+        union.examples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        union.examples.len(),
+        first.examples.device(),
+    )?;
     let mut scores = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let rows = Tensor::from_vec(
-            union.examples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            union.examples.len(),
-            c.examples.device(),
-        )?;
         let members = c.examples.index_select(&rows, 0)?;
         let member_scores = union.member_scores(&c.targets, &members)?;
         scores.push(StartScore {
@@ -156,16 +160,14 @@ pub(crate) fn choose(
             lds: lds(&pool_groups(&member_scores, pooling), &data.losses).0,
         });
     }
-    let best = scores
-        .iter()
-        .copied()
-        .fold(None::<StartScore>, |best, s| match best {
-            // NaN (an undefined LDS) never wins
-            Some(b) if s.lds.is_nan() || s.lds < b.lds => Some(b),
-            Some(b) if b.lds.is_nan() || s.lds >= b.lds => Some(s),
-            _ => Some(s),
-        })
-        .ok_or_else(|| Error::Input("no depth to choose from".into()))?;
+    // The best LDS, the later candidate on a tie; NaN (an undefined LDS) never wins.
+    let best = scores[1..].iter().fold(scores[0], |best, &s| {
+        if s.lds.is_nan() || s.lds < best.lds {
+            best
+        } else {
+            s
+        }
+    });
     Ok(DepthChoice {
         layers: best.layers,
         of,

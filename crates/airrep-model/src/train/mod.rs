@@ -156,7 +156,7 @@ impl Trainer {
         let (example_ids, target_ids) = (tokens(&data.examples)?, tokens(&data.targets)?);
         let layers = options.train_layers;
         let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
-        let (start, depth) = Self::start(
+        let start = Self::start(
             checkpoint,
             &data,
             (&example_ids, &target_ids, pad),
@@ -166,9 +166,19 @@ impl Trainer {
         )?;
         // `start` carries any centred projector already; a start chosen uncentred gets none.
         let init = uncentred(options.projector_init);
-        let model = TrainableModel::new(&start, init, options.seed, &device)?;
-        let examples = Inputs::new(&model, layers, example_ids, pad, rows, &check)?;
-        let targets = Inputs::new(&model, layers, target_ids, pad, rows, &check)?;
+        let model = TrainableModel::new(&start.checkpoint, init, options.seed, &device)?;
+        // The depth choice already pooled every text at the depth kept: what the projector
+        // trains on, exactly (the same layers, chunks and pooling).
+        let (examples, targets) = match (layers, start.pooled) {
+            (TrainLayers::Projector, Some((examples, targets))) => {
+                (Inputs::Pooled(examples), Inputs::Pooled(targets))
+            }
+            _ => (
+                Inputs::new(&model, layers, example_ids, pad, rows, &check)?,
+                Inputs::new(&model, layers, target_ids, pad, rows, &check)?,
+            ),
+        };
+        let depth = start.choice;
 
         let (mut head_vars, mut body_vars, mut vars) = (Vec::new(), Vec::new(), Vec::new());
         for (name, var) in model.named_vars() {
@@ -220,9 +230,9 @@ impl Trainer {
         })
     }
 
-    /// The checkpoint training starts from: `checkpoint` truncated to the `depth` kept,
-    /// with a centred projector when `projector_init` asks for one (a model with its own
-    /// projector keeps it), and the depth choice when 'auto' made one.
+    /// Where training starts: `checkpoint` truncated to the `depth` kept, with a centred
+    /// projector when `projector_init` asks for one (a model with its own projector keeps
+    /// it), and the depth choice when 'auto' made one.
     fn start(
         checkpoint: &Checkpoint,
         data: &TrainData,
@@ -230,7 +240,7 @@ impl Trainer {
         options: &TrainOptions,
         device: &candle_core::Device,
         check: &dyn Fn() -> Result<()>,
-    ) -> Result<(Checkpoint, Option<DepthChoice>)> {
+    ) -> Result<Start> {
         let total = checkpoint.config.num_hidden_layers;
         options.train_layers.fits(total)?;
         let centre =
@@ -241,7 +251,11 @@ impl Trainer {
             Depth::Auto => None,
         };
         if let (Some(kept), false) = (fixed, centre) {
-            return Ok((checkpoint.truncated(kept)?, None));
+            return Ok(Start {
+                checkpoint: checkpoint.truncated(kept)?,
+                choice: None,
+                pooled: None,
+            });
         }
         // One pass over the examples (and, to choose a depth, the targets) gives every
         // depth's pooled states; the centring means are the examples' at each depth.
@@ -263,8 +277,8 @@ impl Trainer {
         } else {
             None
         };
-        let choice = match fixed {
-            Some(_) => None,
+        let (choice, targets) = match fixed {
+            Some(_) => (None, None),
             None => {
                 let shallowest = match options.train_layers {
                     TrainLayers::Top(n) => n,
@@ -273,7 +287,8 @@ impl Trainer {
                 let targets = pooled(target_ids)?;
                 let candidates =
                     depth::candidates(&full, &examples, &targets, means.as_deref(), shallowest)?;
-                Some(depth::choose(data, &candidates, total, options.pooling)?)
+                let choice = depth::choose(data, &candidates, total, options.pooling)?;
+                (Some(choice), Some(targets))
             }
         };
         let kept = fixed.or(choice.as_ref().map(|c| c.layers)).unwrap_or(total);
@@ -283,7 +298,12 @@ impl Trainer {
             start
                 .init_centered_projector(&means[kept - 1].to_device(&candle_core::Device::Cpu)?)?;
         }
-        Ok((start, choice))
+        let pooled = targets.map(|targets| (examples[kept - 1].clone(), targets[kept - 1].clone()));
+        Ok(Start {
+            checkpoint: start,
+            choice,
+            pooled,
+        })
     }
 
     /// Steps taken so far.
@@ -612,6 +632,15 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Where a run starts (see `Trainer::start`).
+struct Start {
+    checkpoint: Checkpoint,
+    choice: Option<DepthChoice>,
+    /// Pooled states before the projector `[texts, hidden]` of the examples and targets at
+    /// the depth kept, when the depth choice computed them.
+    pooled: Option<(Tensor, Tensor)>,
 }
 
 /// The forward half of a step.

@@ -750,6 +750,17 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
             starts[best],
             "{pooling}: {want:?}"
         );
+        // The pooled states the choice computed serve the projector's training as they
+        // are: the trainer scores exactly as a trainer built for that start does.
+        let all_targets: Vec<usize> = (0..data.targets.len()).collect();
+        let all_subsets: Vec<usize> = (0..data.subsets.len()).collect();
+        let scores = trainer.group_scores(&all_targets, &all_subsets).unwrap();
+        let got = lds(&scores, &data.losses).0;
+        assert!(
+            (got - want[best]).abs() < 1e-9,
+            "{got} against {}",
+            want[best]
+        );
         let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
         assert_eq!(checkpoint.config.num_hidden_layers, starts[best].0);
         let bias_is_zero = checkpoint.tensors()[PROJECTOR_BIAS]
