@@ -193,3 +193,110 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION airrep.drop_pgvector_casts() IS
     'drop the casts airrep.create_pgvector_casts() made (true if there were any)';
+
+-- The combinable aggregates keep their state in bytea instead of internal, so Citus can push
+-- them down to its workers; their support functions gain the airrep_ prefix. (A view that
+-- uses one of them must be dropped before the upgrade and made again after it.)
+DROP AGGREGATE group_influence(airrep_vector, airrep_vector);
+DROP AGGREGATE group_influence(airrep_vector, airrep_vector, text);
+DROP AGGREGATE sum(airrep_vector);
+DROP AGGREGATE avg(airrep_vector);
+DROP FUNCTION group_influence_step(internal, airrep_vector, airrep_vector);
+DROP FUNCTION group_influence_pooled_step(internal, airrep_vector, airrep_vector, text);
+DROP FUNCTION group_influence_final(internal);
+DROP FUNCTION group_influence_combine(internal, internal);
+DROP FUNCTION group_influence_serialize(internal);
+DROP FUNCTION group_influence_deserialize(bytea, internal);
+DROP FUNCTION airrep_vector_accum(internal, airrep_vector);
+DROP FUNCTION airrep_vector_sum_final(internal);
+DROP FUNCTION airrep_vector_avg_final(internal);
+DROP FUNCTION airrep_vector_sum_combine(internal, internal);
+DROP FUNCTION airrep_vector_sum_serialize(internal);
+DROP FUNCTION airrep_vector_sum_deserialize(bytea, internal);
+
+CREATE  FUNCTION "airrep_group_influence_step"(
+	"state" bytea, /* Option < StateBytes > */
+	"target" airrep_vector, /* Option < VectorRef < '_ > > */
+	"member" airrep_vector /* Option < VectorRef < '_ > > */
+) RETURNS bytea /* Option < StateBytes > */
+PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_group_influence_step_wrapper';
+
+CREATE  FUNCTION "airrep_group_influence_pooled_step"(
+	"state" bytea, /* Option < StateBytes > */
+	"target" airrep_vector, /* Option < VectorRef < '_ > > */
+	"member" airrep_vector, /* Option < VectorRef < '_ > > */
+	"pooling" TEXT /* Option < & str > */
+) RETURNS bytea /* Option < StateBytes > */
+PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_group_influence_pooled_step_wrapper';
+
+CREATE  FUNCTION "airrep_group_influence_final"(
+	"state" bytea /* StateBytes */
+) RETURNS double precision /* Option < f64 > */
+STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_group_influence_final_wrapper';
+
+CREATE  FUNCTION "airrep_group_influence_combine"(
+	"left" bytea, /* Option < StateBytes > */
+	"right" bytea /* Option < StateBytes > */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_group_influence_combine_wrapper';
+
+CREATE  FUNCTION "airrep_vector_sum_accum"(
+	"state" bytea, /* Option < StateBytes > */
+	"value" airrep_vector /* Option < VectorRef < '_ > > */
+) RETURNS bytea /* Option < StateBytes > */
+PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_vector_sum_accum_wrapper';
+
+CREATE  FUNCTION "airrep_vector_sum_result"(
+	"state" bytea /* StateBytes */
+) RETURNS airrep_vector /* Option < Vector > */
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_vector_sum_result_wrapper';
+
+CREATE  FUNCTION "airrep_vector_avg_result"(
+	"state" bytea /* StateBytes */
+) RETURNS airrep_vector /* Option < Vector > */
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_vector_avg_result_wrapper';
+
+CREATE  FUNCTION "airrep_vector_sum_merge"(
+	"left" bytea, /* Option < StateBytes > */
+	"right" bytea /* Option < StateBytes > */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'airrep_vector_sum_merge_wrapper';
+
+CREATE AGGREGATE sum(airrep_vector) (
+    SFUNC = airrep_vector_sum_accum, STYPE = bytea, FINALFUNC = airrep_vector_sum_result,
+    COMBINEFUNC = airrep_vector_sum_merge, PARALLEL = SAFE
+);
+CREATE AGGREGATE avg(airrep_vector) (
+    SFUNC = airrep_vector_sum_accum, STYPE = bytea, FINALFUNC = airrep_vector_avg_result,
+    COMBINEFUNC = airrep_vector_sum_merge, PARALLEL = SAFE
+);
+CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector) (
+    SFUNC = airrep_group_influence_step,
+    STYPE = bytea,
+    FINALFUNC = airrep_group_influence_final,
+    COMBINEFUNC = airrep_group_influence_combine,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector, pooling text) (
+    SFUNC = airrep_group_influence_pooled_step,
+    STYPE = bytea,
+    FINALFUNC = airrep_group_influence_final,
+    COMBINEFUNC = airrep_group_influence_combine,
+    PARALLEL = SAFE
+);

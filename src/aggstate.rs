@@ -1,10 +1,21 @@
-//! Internal-state plumbing shared by the aggregates: state lives in the aggregate's memory
-//! context (dropped with it), and serialises to bytea so parallel workers (or a distributed
-//! Postgres) can ship partial states to be combined.
+//! Aggregate-state plumbing shared by the aggregates.
+//!
+//! The combinable aggregates (`group_influence`, `sum` and `avg` of vectors) keep their
+//! state in a `bytea`, the byte form of a core state (`airrep_core::state`). A real type,
+//! not `internal`, is what lets Citus push them down to its workers (it ships the partial
+//! states between nodes through the type's text form, which for `bytea` round-trips
+//! exactly), and parallel workers hand them over as they are. The transition function
+//! updates the bytes in place, as Postgres allows in aggregate context, so a row costs no
+//! allocation and no copy of the state.
+//!
+//! `airrep.spearman` keeps an `internal` state: it must hold every pair to rank them, so a
+//! pushed-down partial state would carry the rows anyway.
 
-use pgrx::datum::Internal;
+use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
+use pgrx::datum::{Datum, Internal};
+use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
-use pgrx::PgMemoryContexts;
+use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
 use crate::error::raise;
 
@@ -25,6 +36,142 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
         );
     }
     context
+}
+
+/// A detoasted `bytea` transition value.
+pub struct StateBytes(*mut pg_sys::varlena);
+
+impl StateBytes {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: a detoasted varlena with a 4-byte header (see `from_polymorphic_datum`).
+        unsafe {
+            std::slice::from_raw_parts(
+                pgrx::vardata_any(self.0) as *const u8,
+                pgrx::varsize_any_exhdr(self.0),
+            )
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; only `step_state` hands this out, in aggregate context,
+        // where the value is the aggregate's own.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                pgrx::vardata_any(self.0) as *mut u8,
+                pgrx::varsize_any_exhdr(self.0),
+            )
+        }
+    }
+
+    /// The state decoded, or a clear error for bytes that are no such state (the support
+    /// functions can be called with any `bytea`).
+    pub fn decode<T: PartialState>(&self) -> T {
+        T::from_bytes(self.bytes()).unwrap_or_else(|message| invalid_state(&message))
+    }
+}
+
+fn invalid_state(message: &str) -> ! {
+    raise(
+        "22P03",
+        &format!("invalid partial aggregate state: {message}"),
+    )
+}
+
+impl FromDatum for StateBytes {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
+        // Detoasting returns the value itself when it is plain, else a fresh copy: either
+        // may be updated in place and returned.
+        (!is_null).then(|| StateBytes(pg_sys::pg_detoast_datum(datum.cast_mut_ptr())))
+    }
+}
+
+unsafe impl<'fcx> ArgAbi<'fcx> for StateBytes {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        arg.unbox_arg_using_from_datum()
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        arg.unbox_arg_using_from_datum().into()
+    }
+}
+
+impl IntoDatum for StateBytes {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::BYTEAOID
+    }
+}
+
+unsafe impl BoxRet for StateBytes {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => fcinfo.return_raw_datum(datum),
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(StateBytes, "bytea");
+
+/// A transition function's state for this row, to update in place with `update`: `state`
+/// as it came or, on a group's first row, `init()`'s bytes in the aggregate's context.
+/// Bytes of another layout fail `update` with a clear error (`update` checks them, in time
+/// that does not grow with the state, before it writes).
+pub fn step_state<E>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    state: Option<StateBytes>,
+    init: impl FnOnce() -> Vec<u8>,
+    update: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> StateBytes
+where
+    E: std::fmt::Display,
+{
+    let context = aggregate_context(fcinfo);
+    let mut state = state.unwrap_or_else(|| {
+        let bytes = init();
+        let size = pg_sys::VARHDRSZ + bytes.len();
+        // SAFETY: MemoryContextAlloc raises rather than return null; we write `size` bytes.
+        unsafe {
+            let varlena = pg_sys::MemoryContextAlloc(context, size) as *mut pg_sys::varlena;
+            pgrx::set_varsize_4b(varlena, size as i32);
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                pgrx::vardata_4b(varlena) as *mut u8,
+                bytes.len(),
+            );
+            StateBytes(varlena)
+        }
+    });
+    if let Err(message) = update(state.bytes_mut()) {
+        invalid_state(&message.to_string());
+    }
+    state
+}
+
+/// Merge two `bytea` partial states; Postgres calls a combine function non-strict, so
+/// either may be null.
+pub fn combine_bytes<T: PartialState>(
+    left: Option<StateBytes>,
+    right: Option<StateBytes>,
+) -> Option<Vec<u8>> {
+    match (left, right) {
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one.decode::<T>().to_bytes()),
+        (Some(left), Some(right)) => {
+            let mut merged = left.decode::<T>();
+            merged.merge(&right.decode::<T>());
+            Some(merged.to_bytes())
+        }
+    }
 }
 
 /// The state behind `internal`, created by `init` in the aggregate's context on first use.

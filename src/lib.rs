@@ -18,6 +18,7 @@ mod near_duplicates;
 mod pgvector;
 mod registry;
 mod relation;
+mod retired;
 mod runtime;
 mod scan;
 mod select_data;

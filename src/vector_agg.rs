@@ -1,12 +1,11 @@
 //! `sum(airrep_vector)` and `avg(airrep_vector)`, accumulated in f64 and combinable in parallel.
 
-use airrep_core::vector::VectorSum;
-use pgrx::datum::Internal;
+use airrep_core::vector::{EncodedVectorSum, VectorSum};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::aggstate::{self, PartialState};
-use crate::error::OrRaise;
+use crate::aggstate::{self, PartialState, StateBytes};
+use crate::error::{raise_vector, OrRaise};
 use crate::vector_type::{Vector, VectorRef};
 
 impl PartialState for VectorSum {
@@ -24,68 +23,60 @@ impl PartialState for VectorSum {
 }
 
 #[pg_extern(parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_accum(
-    mut internal: Internal,
+fn airrep_vector_sum_accum(
+    state: Option<StateBytes>,
     value: Option<VectorRef<'_>>,
     fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    if let Some(value) = value {
-        let value = value.as_slice();
-        let state = aggstate::state_mut(fcinfo, &mut internal, || VectorSum::new(value.len()));
-        state.push(value).or_raise();
-    }
-    internal
+) -> Option<StateBytes> {
+    let Some(value) = value else {
+        return state;
+    };
+    let value = value.as_slice();
+    Some(aggstate::step_state(
+        fcinfo,
+        state,
+        || VectorSum::new(value.len()).to_bytes(),
+        |bytes| {
+            let mut sum = EncodedVectorSum::new(bytes)?;
+            sum.push(value).unwrap_or_else(|e| raise_vector(e));
+            Ok::<_, airrep_core::state::StateError>(())
+        },
+    ))
 }
 
-#[pg_extern(parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_sum_final(internal: Internal) -> Option<Vector> {
-    aggstate::state_ref::<VectorSum>(&internal).map(|s| Vector(s.sum().or_raise()))
+#[pg_extern(strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_sum_result(state: StateBytes) -> Option<Vector> {
+    let sum = state.decode::<VectorSum>();
+    (sum.count() > 0).then(|| Vector(sum.sum().or_raise()))
 }
 
-#[pg_extern(parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_vector_avg_final(internal: Internal) -> Option<Vector> {
-    aggstate::state_ref::<VectorSum>(&internal).map(|s| Vector(s.avg()))
-}
-
-#[pg_extern(strict, parallel_safe)]
-fn airrep_vector_sum_serialize(internal: Internal) -> Vec<u8> {
-    aggstate::serialize::<VectorSum>(internal)
-}
-
-#[pg_extern(strict, parallel_safe)]
-fn airrep_vector_sum_deserialize(bytes: &[u8], _unused: Internal) -> Internal {
-    aggstate::deserialize::<VectorSum>(bytes)
+#[pg_extern(strict, parallel_safe, requires = ["airrep_vector_type"])]
+fn airrep_vector_avg_result(state: StateBytes) -> Option<Vector> {
+    let sum = state.decode::<VectorSum>();
+    (sum.count() > 0).then(|| Vector(sum.avg()))
 }
 
 #[pg_extern(parallel_safe)]
-fn airrep_vector_sum_combine(
-    left: Internal,
-    right: Internal,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    aggstate::combine::<VectorSum>(fcinfo, left, right)
+fn airrep_vector_sum_merge(left: Option<StateBytes>, right: Option<StateBytes>) -> Option<Vec<u8>> {
+    aggstate::combine_bytes::<VectorSum>(left, right)
 }
 
 extension_sql!(
     r#"
 CREATE AGGREGATE sum(airrep_vector) (
-    SFUNC = airrep_vector_accum, STYPE = internal, FINALFUNC = airrep_vector_sum_final,
-    COMBINEFUNC = airrep_vector_sum_combine, SERIALFUNC = airrep_vector_sum_serialize,
-    DESERIALFUNC = airrep_vector_sum_deserialize, PARALLEL = SAFE
+    SFUNC = airrep_vector_sum_accum, STYPE = bytea, FINALFUNC = airrep_vector_sum_result,
+    COMBINEFUNC = airrep_vector_sum_merge, PARALLEL = SAFE
 );
 CREATE AGGREGATE avg(airrep_vector) (
-    SFUNC = airrep_vector_accum, STYPE = internal, FINALFUNC = airrep_vector_avg_final,
-    COMBINEFUNC = airrep_vector_sum_combine, SERIALFUNC = airrep_vector_sum_serialize,
-    DESERIALFUNC = airrep_vector_sum_deserialize, PARALLEL = SAFE
+    SFUNC = airrep_vector_sum_accum, STYPE = bytea, FINALFUNC = airrep_vector_avg_result,
+    COMBINEFUNC = airrep_vector_sum_merge, PARALLEL = SAFE
 );
 "#,
     name = "vector_aggregates",
     requires = [
-        airrep_vector_accum,
-        airrep_vector_sum_final,
-        airrep_vector_avg_final,
-        airrep_vector_sum_combine,
-        airrep_vector_sum_serialize,
-        airrep_vector_sum_deserialize
+        airrep_vector_sum_accum,
+        airrep_vector_sum_result,
+        airrep_vector_avg_result,
+        airrep_vector_sum_merge
     ]
 );

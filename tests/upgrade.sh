@@ -36,6 +36,11 @@ psql_in fresh -c "CREATE EXTENSION airrep"
     fail "the existing model has no owner"
 [ "$(psql_in upgraded -c "SELECT count(*) FROM airrep.top_k('docs', 'docs', 3)")" = 60 ] ||
     fail "a new function does not work on the upgraded database"
+[ "$(psql_in upgraded -c "SELECT round(group_influence(t, embedding, 'sum')::numeric, 4) = round(sum(influence(t, embedding))::numeric, 4),
+                  (SELECT sum(embedding) FROM docs WHERE id <= 2)::text
+                      = (SELECT (a.embedding + b.embedding)::text FROM docs a, docs b WHERE a.id = 1 AND b.id = 2)
+            FROM docs, (SELECT embedding AS t FROM docs WHERE id = 1) target")" = "t|t" ] ||
+    fail "the aggregates do not work on the upgraded database"
 # The same objects as a fresh install, no more and no fewer (the test build's own
 # `tests` schema of #[pg_test] functions aside: it is not part of the product).
 members='SELECT pg_describe_object(classid, objid, 0) FROM pg_depend
@@ -43,6 +48,19 @@ members='SELECT pg_describe_object(classid, objid, 0) FROM pg_depend
 product() { psql_in "$1" -c "$members" | grep -v -e '^function tests\.' -e '^schema tests$'; }
 diff <(product upgraded) <(product fresh) >&2 ||
     fail "the upgraded extension's objects differ from a fresh install's (< upgraded, > fresh)"
+# ... and the same function definitions: C symbol, volatility, parallel safety, strictness,
+# and for aggregates their support functions and state type.
+definitions="SELECT p.oid::regprocedure::text || ' ' || p.prosrc || ' ' || p.provolatile::text || p.proparallel::text || p.proisstrict::text
+                    || coalesce(' ' || a.aggtransfn::text || ' ' || a.aggtranstype::regtype::text || ' ' || a.aggfinalfn::text
+                                || ' ' || a.aggcombinefn::text || ' ' || a.aggserialfn::text, '')
+             FROM pg_proc p LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid
+             JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+             WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'airrep')
+               AND p.pronamespace <> coalesce(to_regnamespace('tests'), 0) ORDER BY 1"
+upgraded_definitions=$(psql_in upgraded -c "$definitions")
+fresh_definitions=$(psql_in fresh -c "$definitions")
+diff <(echo "$upgraded_definitions") <(echo "$fresh_definitions") >&2 ||
+    fail "the upgraded extension's function definitions differ from a fresh install's (< upgraded, > fresh)"
 # ... and the same registry: columns, row-level security, policies, grants and dump marks.
 shape="SELECT table_name || '.' || column_name || ' ' || data_type FROM information_schema.columns WHERE table_schema = 'airrep'
        UNION ALL SELECT tablename || ' policy ' || policyname || ' ' || cmd || ' ' || coalesce(qual, '') || ' ' || coalesce(with_check, '') FROM pg_policies WHERE schemaname = 'airrep'

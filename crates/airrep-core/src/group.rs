@@ -224,6 +224,59 @@ impl TargetGroup {
     }
 }
 
+/// A [`TargetGroup`] in its byte form, updated where it lies: an aggregate's transition
+/// value gains one member per row without being decoded and encoded again. Only the 40
+/// bytes of the running scores change; the target is compared, never copied.
+pub struct EncodedGroup<'a> {
+    pooling: Pooling,
+    target: &'a [u8],
+    scores: &'a mut [u8],
+}
+
+impl<'a> EncodedGroup<'a> {
+    /// Checks that `bytes` has the layout of [`TargetGroup::to_bytes`] (pooling code,
+    /// dimensions, that many f32s, the scores), in time that does not grow with them.
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, StateError> {
+        let (header, rest) = bytes
+            .split_first_chunk_mut::<5>()
+            .ok_or(StateError("truncated state"))?;
+        let pooling = Pooling::from_code(header[0]).ok_or(StateError("unknown pooling code"))?;
+        let dims = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if rest.len() != 4 * dims + GROUP_STATE_BYTES {
+            return Err(StateError("state length does not match its dimensions"));
+        }
+        let (target, scores) = rest.split_at_mut(4 * dims);
+        Ok(EncodedGroup {
+            pooling,
+            target,
+            scores,
+        })
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether `target` is the group's target, compared as values (as `==` on slices).
+    pub fn has_target(&self, target: &[f32]) -> bool {
+        self.target.len() == 4 * target.len()
+            && self
+                .target
+                .chunks_exact(4)
+                .zip(target)
+                .all(|(b, &x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == x)
+    }
+
+    pub fn push(&mut self, score: f64) {
+        let mut scores = GroupState::from_bytes(self.scores).expect("length checked in new");
+        scores.push(score);
+        self.scores.copy_from_slice(&scores.to_bytes());
+    }
+}
+
+/// The length of [`GroupState::to_bytes`].
+const GROUP_STATE_BYTES: usize = 40;
+
 /// The pooled score of `scores` in one pass (handy for training and evaluation).
 pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f64> {
     scores.into_iter().collect::<GroupState>().result(pooling)
@@ -257,6 +310,45 @@ pub fn pool_slopes(scores: &[f64], score: f64, pooling: Pooling) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_group_grows_as_the_decoded_one() {
+        let target = [0.5f32, -2.0, 0.0];
+        let scores = [0.7, -1.3, 2.2, 0.05];
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            let mut decoded = TargetGroup::new(&target, pooling);
+            let mut bytes = decoded.to_bytes();
+            for &s in &scores {
+                decoded.scores.push(s);
+                let mut group = EncodedGroup::new(&mut bytes).unwrap();
+                assert!(group.has_target(&target));
+                assert!(!group.has_target(&[0.5, -2.0, 1.0]));
+                assert!(!group.has_target(&[0.5, -2.0]));
+                assert_eq!(group.pooling(), pooling);
+                group.push(s);
+            }
+            assert_eq!(TargetGroup::from_bytes(&bytes).unwrap(), decoded);
+        }
+    }
+
+    #[test]
+    fn an_encoded_group_rejects_bytes_of_another_layout() {
+        let mut bytes = TargetGroup::new(&[1.0, 2.0], Pooling::Sum).to_bytes();
+        for cut in [0, 4, bytes.len() - 1] {
+            assert!(
+                EncodedGroup::new(&mut bytes.clone()[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        bytes.push(0);
+        assert!(EncodedGroup::new(&mut bytes).is_err());
+        let mut bad_code = TargetGroup::new(&[1.0], Pooling::Sum).to_bytes();
+        bad_code[0] = 9;
+        assert_eq!(
+            EncodedGroup::new(&mut bad_code).err(),
+            Some(StateError("unknown pooling code"))
+        );
+    }
 
     #[test]
     fn slopes_match_central_differences() {

@@ -415,9 +415,66 @@ impl VectorSum {
     }
 }
 
+/// A [`VectorSum`] in its byte form, updated where it lies: an aggregate's transition
+/// value adds one vector per row without being decoded and encoded again.
+pub struct EncodedVectorSum<'a> {
+    count: &'a mut [u8; 8],
+    sums: &'a mut [u8],
+}
+
+impl<'a> EncodedVectorSum<'a> {
+    /// Checks that `bytes` has the layout of [`VectorSum::to_bytes`], in time that does not
+    /// grow with the dimensions.
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, StateError> {
+        let (count, rest) = bytes
+            .split_first_chunk_mut::<8>()
+            .ok_or(StateError("truncated state"))?;
+        let (dims, sums) = rest
+            .split_first_chunk_mut::<8>()
+            .ok_or(StateError("truncated state"))?;
+        let dims = u64::from_le_bytes(*dims);
+        if dims > MAX_DIM as u64 || sums.len() as u64 != 8 * dims {
+            return Err(StateError("state length does not match its dimensions"));
+        }
+        Ok(EncodedVectorSum { count, sums })
+    }
+
+    pub fn push(&mut self, v: &[f32]) -> Result<(), VectorError> {
+        check_same_dims(self.sums.len() / 8, v.len())?;
+        for (s, &x) in self.sums.chunks_exact_mut(8).zip(v) {
+            let sum = f64::from_le_bytes(s.try_into().expect("chunks of 8")) + x as f64;
+            s.copy_from_slice(&sum.to_le_bytes());
+        }
+        *self.count = (u64::from_le_bytes(*self.count) + 1).to_le_bytes();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_sum_grows_as_the_decoded_one() {
+        let rows = [[1.0f32, -2.5, 3.0], [0.25, 4.0, -1.0], [1e30, 0.0, 7.0]];
+        let mut decoded = VectorSum::new(3);
+        let mut bytes = decoded.to_bytes();
+        for row in &rows {
+            decoded.push(row).unwrap();
+            EncodedVectorSum::new(&mut bytes)
+                .unwrap()
+                .push(row)
+                .unwrap();
+        }
+        assert_eq!(VectorSum::from_bytes(&bytes).unwrap(), decoded);
+        assert_eq!(
+            EncodedVectorSum::new(&mut bytes).unwrap().push(&[1.0, 2.0]),
+            Err(VectorError::DifferentDimensions(3, 2))
+        );
+        for cut in [0, 8, bytes.len() - 1] {
+            assert!(EncodedVectorSum::new(&mut bytes.clone()[..cut]).is_err());
+        }
+    }
 
     #[test]
     fn parses_with_spaces_and_exponents() {

@@ -22,4 +22,19 @@ SELECT group_influence(t, m) FROM (VALUES ('[100]'::airrep_vector, '[100]'::airr
 SELECT group_influence(target, member, 'max') FROM members;
 SELECT group_influence(target, member) FROM members;
 SELECT group_influence('[1,2,3]', member) FROM members WHERE grp = 1;
+-- The states are plain bytea (a real type, so Citus can push the aggregates down); the
+-- support functions check what they are given.
+SELECT airrep_group_influence_step(NULL, '[1]', '[1]');
+SELECT airrep_group_influence_final('\x00');
+SELECT airrep_group_influence_combine('\x0001000000', NULL);
+SELECT airrep_vector_sum_result('\x01');
+SELECT airrep_vector_sum_merge(NULL, NULL) IS NULL AS both_empty;
+-- States are updated in place: windows (running and sliding) and aggregates that share one
+-- state (sum and avg) still see each row once.
+SELECT i, sum(v) OVER running AS running_sum, avg(v) OVER running AS running_avg,
+       sum(v) OVER sliding AS sliding_sum,
+       group_influence('[1,1]', v, 'sum') OVER sliding AS sliding_influence
+FROM (VALUES (1, '[1,2]'::airrep_vector), (2, '[3,4]'), (3, '[-1,0]')) x(i, v)
+WINDOW running AS (ORDER BY i), sliding AS (ORDER BY i ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+ORDER BY i;
 DROP TABLE members;
