@@ -41,6 +41,10 @@ tests/dump_restore.sh
 
 echo "==> ALTER EXTENSION UPDATE from 0.1.0 keeps models and vectors"
 tests/upgrade.sh
+echo "==> concurrent backends give one backend's results"
+tests/concurrency.sh
+echo "==> Citus pushes the aggregates down (builds Citus from ../shared/vendor, or skips)"
+tests/citus.sh
 
 # The attribution quality pipeline end to end on tiny sizes: every method must produce a
 # finite LDS (which one wins is not asserted). Its own cluster dir and port.

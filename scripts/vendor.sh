@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the third-party extensions that some tests need from ../shared/vendor (DESIGN
-# section 4; neither is in Debian's archive): `scripts/vendor.sh pgvector`. Prints why and
-# succeeds without building when the source is absent, so callers skip their tests.
+# section 4; neither is in Debian's archive): `scripts/vendor.sh pgvector|citus`. Prints
+# why and succeeds without building when the source is absent, so callers skip their tests.
 set -euo pipefail
 VENDOR=${AIRREP_VENDOR:-$(cd "$(dirname "$0")/../.." && pwd)/shared/vendor}
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -21,8 +21,33 @@ pgvector)
     rm -rf "$build"
     echo "pgvector: built and installed from $source"
     ;;
+citus)
+    if [ -f "$($PG_CONFIG --sharedir)/extension/citus.control" ]; then
+        exit 0
+    fi
+    source=$(ls "$VENDOR"/citus-*.tar.gz 2>/dev/null | head -1 || true)
+    if [ -z "$source" ]; then
+        echo "citus: no source in $VENDOR; the distributed test is skipped"
+        exit 0
+    fi
+    # Citus' build dependencies (../shared/vendor/README.md); about 6 minutes on 2 cores.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurl4-openssl-dev liblz4-dev \
+        libzstd-dev libkrb5-dev libselinux1-dev libxslt1-dev libpam0g-dev libssl-dev \
+        libreadline-dev >/dev/null
+    build=$(mktemp -d)
+    tar xzf "$source" -C "$build"
+    (
+        cd "$build"/citus-*
+        for patch in "$VENDOR"/citus-*.patch; do patch -s -p1 <"$patch"; done
+        ./configure -q PG_CONFIG="$PG_CONFIG" >/dev/null
+        make -s -j"$(nproc)" >/dev/null 2>&1
+        make -s install >/dev/null
+    )
+    rm -rf "$build"
+    echo "citus: built and installed from $source"
+    ;;
 *)
-    echo "usage: $0 pgvector" >&2
+    echo "usage: $0 pgvector|citus" >&2
     exit 2
     ;;
 esac

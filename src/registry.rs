@@ -1,7 +1,9 @@
 //! The model registry: models live in tables (config as jsonb, files as chunked bytea) so that
 //! pg_dump, replication and backups carry them. A server directory is only an import source.
 
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::{FromDatum, IntoDatum};
 
 use crate::error::raise;
 
@@ -91,6 +93,15 @@ pub struct ModelIdentity {
     pub written_by: i64,
 }
 
+/// The first column of the first row of a read-only `query`, through a read-only SPI
+/// connection. (pgrx's `Spi::get_one*` run as updates, which assign a transaction id: an
+/// error in a parallel worker, so `encode` failed in parallel plans, and a wasted xid
+/// anywhere else.)
+fn read_one<T: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid]) -> Option<T> {
+    Spi::connect(|client| client.select(query, Some(1), args)?.first().get_one())
+        .unwrap_or_else(|e: pgrx::spi::SpiError| raise("XX000", &e.to_string()))
+}
+
 pub fn model_identity(name: &str) -> ModelIdentity {
     Spi::connect(|client| {
         let rows = client
@@ -117,8 +128,7 @@ pub fn model_identity(name: &str) -> ModelIdentity {
 /// the caller's identity with the (sub)transaction's abort.
 fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
     let owner =
-        Spi::get_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'")
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+        read_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'", &[])
             .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     // SAFETY: plain calls into the backend on its own thread.
@@ -142,12 +152,11 @@ pub fn model_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 
 fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let file = |name: &str| -> Vec<u8> {
-        Spi::get_one_with_args::<Vec<u8>>(
+        read_one::<Vec<u8>>(
             "SELECT string_agg(data, ''::bytea ORDER BY chunk) FROM airrep.model_files
              WHERE model_id = $1 AND file = $2",
             &[id.into(), name.into()],
         )
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()))
         .unwrap_or_else(|| {
             raise(
                 "58P01",
@@ -155,11 +164,10 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
             )
         })
     };
-    let config = Spi::get_one_with_args::<pgrx::JsonB>(
+    let config = read_one::<pgrx::JsonB>(
         "SELECT config FROM airrep.models WHERE id = $1",
         &[id.into()],
     )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
     .unwrap_or_else(|| raise("42704", &format!("model {id} does not exist")));
     (
         serde_json::to_vec(&config.0).expect("jsonb serialises"),
@@ -171,11 +179,10 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// Fail unless `name` is free; callers check before any expensive work (the UNIQUE
 /// constraint stays the backstop).
 pub fn require_unused_name(name: &str) {
-    let exists = Spi::get_one_with_args::<bool>(
+    let exists = read_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)",
         &[name.into()],
     )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
     .unwrap_or(false);
     if exists {
         raise("42710", &format!("model \"{name}\" already exists"));
@@ -195,11 +202,10 @@ pub fn require_insert_privileges(action: &str, with_log: bool) {
         .iter()
         .copied()
         .filter(|table| {
-            !Spi::get_one_with_args::<bool>(
+            !read_one::<bool>(
                 "SELECT has_table_privilege($1, 'INSERT')",
                 &[(*table).into()],
             )
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()))
             .unwrap_or(false)
         })
         .collect();
@@ -265,12 +271,11 @@ fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serd
 }
 
 fn may_read_server_files() -> bool {
-    Spi::get_one::<bool>(
+    read_one::<bool>(
         "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
          FROM pg_roles WHERE rolname = current_user",
+        &[],
     )
-    .ok()
-    .flatten()
     .unwrap_or(false)
 }
 
@@ -341,11 +346,10 @@ fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn drop_model(name: &str) {
     let id = model_identity(name).id;
-    let owns = Spi::get_one_with_args::<bool>(
+    let owns = read_one::<bool>(
         "SELECT pg_has_role(current_user, owner::oid, 'MEMBER') FROM airrep.models WHERE id = $1",
         &[id.into()],
     )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
     .unwrap_or(false);
     if !owns {
         raise("42501", &format!("must be owner of model \"{name}\""));

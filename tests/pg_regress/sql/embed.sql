@@ -47,6 +47,19 @@ SELECT count(*) FROM unnest(airrep.encode('tiny', array(SELECT 'text number ' ||
 RESET statement_timeout;
 SELECT airrep_dims(airrep.encode('tiny', 'still usable after a cancel'));
 
+-- encoding runs in parallel workers, and reading a model assigns no transaction id (an xid
+-- is an error in a parallel worker, and a waste anywhere)
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT count(airrep.encode('tiny', body)) FROM docs;
+SELECT count(airrep.encode('tiny', body)) AS encoded_in_parallel FROM docs;
+RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+BEGIN;
+SET LOCAL airrep.max_length = 64;  -- another cache key: the model is read from the registry again
+SELECT airrep_dims(airrep.encode('tiny', 'a read-only call')) AS dims;
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_xid_assigned;
+COMMIT;
 -- leave the database as we found it
 DROP TABLE docs;
 DROP FUNCTION fail_at_500();
