@@ -127,9 +127,11 @@ pub fn model_identity(name: &str) -> ModelIdentity {
 /// encoding reads weights that the caller may use but not SELECT. An error inside restores
 /// the caller's identity with the (sub)transaction's abort.
 fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
-    let owner =
-        read_one::<pg_sys::Oid>("SELECT extowner FROM pg_extension WHERE extname = 'airrep'", &[])
-            .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
+    let owner = read_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_extension WHERE extname = 'airrep'",
+        &[],
+    )
+    .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     // SAFETY: plain calls into the backend on its own thread.
     unsafe {

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::state::{self, Reader, StateError};
+use crate::state::{Reader, StateError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -144,10 +144,32 @@ impl GroupState {
 
     /// Little-endian: count, m, z, n, sum.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40);
-        state::put_u64(&mut out, self.count);
-        state::put_f64s(&mut out, &[self.m, self.z, self.n, self.sum]);
-        out
+        let mut out = [0; GROUP_STATE_BYTES];
+        self.write_array(&mut out);
+        out.to_vec()
+    }
+
+    fn write_array(&self, out: &mut [u8; GROUP_STATE_BYTES]) {
+        out[..8].copy_from_slice(&self.count.to_le_bytes());
+        for (field, x) in out[8..]
+            .chunks_exact_mut(8)
+            .zip([self.m, self.z, self.n, self.sum])
+        {
+            field.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    /// The inverse of [`Self::write_array`]: every 40 bytes are some state.
+    fn from_array(bytes: &[u8; GROUP_STATE_BYTES]) -> Self {
+        let word =
+            |i: usize| <[u8; 8]>::try_from(&bytes[8 * i..8 * i + 8]).expect("5 words of 8 bytes");
+        GroupState {
+            count: u64::from_le_bytes(word(0)),
+            m: f64::from_le_bytes(word(1)),
+            z: f64::from_le_bytes(word(2)),
+            n: f64::from_le_bytes(word(3)),
+            sum: f64::from_le_bytes(word(4)),
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
@@ -258,9 +280,19 @@ impl<'a> EncodedGroup<'a> {
     }
 
     /// Whether `target` is the group's target, compared as values (as `==` on slices).
+    /// Runs once per row: equal bytes (one `memcmp`) settle it; only bytes that differ are
+    /// compared as values, where 0.0 equals -0.0.
     pub fn has_target(&self, target: &[f32]) -> bool {
-        self.target.len() == 4 * target.len()
-            && self
+        if self.target.len() != 4 * target.len() {
+            return false;
+        }
+        let same_bytes = self
+            .target
+            .chunks_exact(4)
+            .zip(target)
+            .all(|(b, x)| b == x.to_le_bytes());
+        same_bytes
+            || self
                 .target
                 .chunks_exact(4)
                 .zip(target)
@@ -268,9 +300,11 @@ impl<'a> EncodedGroup<'a> {
     }
 
     pub fn push(&mut self, score: f64) {
-        let mut scores = GroupState::from_bytes(self.scores).expect("length checked in new");
+        let bytes: &mut [u8; GROUP_STATE_BYTES] =
+            self.scores.try_into().expect("length checked in new");
+        let mut scores = GroupState::from_array(bytes);
         scores.push(score);
-        self.scores.copy_from_slice(&scores.to_bytes());
+        scores.write_array(bytes);
     }
 }
 
@@ -322,6 +356,7 @@ mod tests {
                 decoded.scores.push(s);
                 let mut group = EncodedGroup::new(&mut bytes).unwrap();
                 assert!(group.has_target(&target));
+                assert!(group.has_target(&[0.5, -2.0, -0.0]), "compared as values");
                 assert!(!group.has_target(&[0.5, -2.0, 1.0]));
                 assert!(!group.has_target(&[0.5, -2.0]));
                 assert_eq!(group.pooling(), pooling);
