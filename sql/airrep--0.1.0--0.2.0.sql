@@ -214,14 +214,8 @@ DROP FUNCTION airrep_vector_sum_combine(internal, internal);
 DROP FUNCTION airrep_vector_sum_serialize(internal);
 DROP FUNCTION airrep_vector_sum_deserialize(bytea, internal);
 
-CREATE  FUNCTION "airrep_group_influence_step"(
-	"state" bytea, /* Option < StateBytes > */
-	"target" airrep_vector, /* Option < VectorRef < '_ > > */
-	"member" airrep_vector /* Option < VectorRef < '_ > > */
-) RETURNS bytea /* Option < StateBytes > */
-PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'airrep_group_influence_step_wrapper';
+CREATE FUNCTION airrep_group_influence_step(state bytea, target airrep_vector, member airrep_vector)
+RETURNS bytea PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'airrep_group_influence_step';
 
 CREATE  FUNCTION "airrep_group_influence_pooled_step"(
 	"state" bytea, /* Option < StateBytes > */

@@ -42,6 +42,16 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
 pub struct StateBytes(*mut pg_sys::varlena);
 
 impl StateBytes {
+    /// # Safety
+    /// `datum` must be a non-null `bytea` datum.
+    pub unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
+        StateBytes(pg_sys::pg_detoast_datum(datum.cast_mut_ptr()))
+    }
+
+    pub fn into_raw(self) -> pg_sys::Datum {
+        pg_sys::Datum::from(self.0)
+    }
+
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: a detoasted varlena with a 4-byte header (see `from_polymorphic_datum`).
         unsafe {
@@ -85,7 +95,7 @@ impl FromDatum for StateBytes {
     ) -> Option<Self> {
         // Detoasting returns the value itself when it is plain, else a fresh copy: either
         // may be updated in place and returned.
-        (!is_null).then(|| StateBytes(pg_sys::pg_detoast_datum(datum.cast_mut_ptr())))
+        (!is_null).then(|| Self::from_raw(datum))
     }
 }
 
@@ -103,7 +113,7 @@ unsafe impl<'fcx> ArgAbi<'fcx> for StateBytes {
 
 impl IntoDatum for StateBytes {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(pg_sys::Datum::from(self.0))
+        Some(self.into_raw())
     }
 
     fn type_oid() -> pg_sys::Oid {

@@ -66,14 +66,36 @@ fn step(
     ))
 }
 
-#[pg_extern(parallel_safe, requires = ["airrep_vector_type"])]
-fn airrep_group_influence_step(
-    state: Option<StateBytes>,
-    target: Option<VectorRef<'_>>,
-    member: Option<VectorRef<'_>>,
+/// `group_influence(target, member)`'s transition function, a plain V1 C function rather
+/// than a `#[pg_extern]`: it runs once per row, and pgrx's per-call plumbing (argument
+/// unboxing, memory-context switch, result boxing) cost as much as the state update.
+///
+/// # Safety
+/// Called by Postgres with three arguments: `bytea`, `airrep_vector`, `airrep_vector`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn airrep_group_influence_step(
     fcinfo: pg_sys::FunctionCallInfo,
-) -> Option<StateBytes> {
-    step(fcinfo, state, target, member, Pooling::Attention)
+) -> pg_sys::Datum {
+    let args = (*fcinfo).args.as_slice(3);
+    let arg = |i: usize| (!args[i].isnull).then_some(args[i].value);
+    let state = arg(0).map(|datum| StateBytes::from_raw(datum));
+    let target = arg(1).map(|datum| VectorRef::from_raw(datum));
+    let member = arg(2).map(|datum| VectorRef::from_raw(datum));
+    match step(fcinfo, state, target, member, Pooling::Attention) {
+        Some(state) => state.into_raw(),
+        None => {
+            (*fcinfo).isnull = true;
+            pg_sys::Datum::from(0)
+        }
+    }
+}
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_airrep_group_influence_step() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
 }
 
 #[pg_extern(parallel_safe, requires = ["airrep_vector_type"])]
@@ -107,6 +129,8 @@ fn airrep_group_influence_combine(
 
 extension_sql!(
     r#"
+CREATE FUNCTION airrep_group_influence_step(state bytea, target airrep_vector, member airrep_vector)
+RETURNS bytea PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'airrep_group_influence_step';
 CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector) (
     SFUNC = airrep_group_influence_step,
     STYPE = bytea,
@@ -124,7 +148,7 @@ CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector, poo
 "#,
     name = "group_influence_aggregate",
     requires = [
-        airrep_group_influence_step,
+        "airrep_vector_type",
         airrep_group_influence_pooled_step,
         airrep_group_influence_final,
         airrep_group_influence_combine

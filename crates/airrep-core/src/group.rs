@@ -280,18 +280,13 @@ impl<'a> EncodedGroup<'a> {
     }
 
     /// Whether `target` is the group's target, compared as values (as `==` on slices).
-    /// Runs once per row: equal bytes (one `memcmp`) settle it; only bytes that differ are
-    /// compared as values, where 0.0 equals -0.0.
+    /// Runs once per row: equal bytes (one `memcmp`, on a little-endian machine) settle
+    /// it; only bytes that differ are compared as values, where 0.0 equals -0.0.
     pub fn has_target(&self, target: &[f32]) -> bool {
         if self.target.len() != 4 * target.len() {
             return false;
         }
-        let same_bytes = self
-            .target
-            .chunks_exact(4)
-            .zip(target)
-            .all(|(b, x)| b == x.to_le_bytes());
-        same_bytes
+        self.target == native_bytes(target)
             || self
                 .target
                 .chunks_exact(4)
@@ -306,6 +301,12 @@ impl<'a> EncodedGroup<'a> {
         scores.push(score);
         scores.write_array(bytes);
     }
+}
+
+/// The bytes of `v` in memory: its little-endian encoding on a little-endian machine.
+fn native_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and every byte is a valid u8; the length is the slice's.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// The length of [`GroupState::to_bytes`].
