@@ -568,17 +568,13 @@ fn identity_projector_starts_at_the_base_geometry() {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         encoder.encode(&texts).unwrap()
     };
-    let (t, e) = (embed(&data.targets), embed(&data.examples));
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum::<f64>();
-    let want: Vec<Vec<f64>> = t
-        .iter()
-        .map(|t| {
-            data.subsets
-                .iter()
-                .map(|m| pool(m.iter().map(|&i| dot(t, &e[i])), Pooling::Attention).unwrap())
-                .collect()
-        })
-        .collect();
+    // Every example is the union, so a subset's members are their own positions in it.
+    let want = airrep_core::group::group_scores(
+        &embed(&data.targets),
+        &embed(&data.examples),
+        &data.subsets,
+        Pooling::Attention,
+    );
     assert_matrix_rel(
         &scores(ProjectorInit::Identity),
         &want,
