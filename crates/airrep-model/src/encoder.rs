@@ -243,7 +243,7 @@ mod tests {
             eprintln!(
                 "{model}, amx {amx} (available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
-                crate::testing::worst_relative_error(&batched, expected)
+                crate::testing::worst_relative_l2_error(&batched, expected)
             );
         }
     }
@@ -304,7 +304,7 @@ mod tests {
             .unwrap();
             assert_eq!(encoder.precision(), Precision::Bf16);
             let got = encoder.encode(&texts).unwrap();
-            let worst = crate::testing::worst_relative_error(&got, expected);
+            let worst = crate::testing::worst_relative_l2_error(&got, expected);
             eprintln!(
                 "{}, amx {amx}: bf16 worst relative L2 {worst:.3e}",
                 dir.display()
@@ -454,7 +454,7 @@ mod tests {
             eprintln!(
                 "minilm, amx {amx} (available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
-                crate::testing::worst_relative_error(&got, &golden.minilm_base)
+                crate::testing::worst_relative_l2_error(&got, &golden.minilm_base)
             );
         }
     }
