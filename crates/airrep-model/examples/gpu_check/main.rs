@@ -311,7 +311,6 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
     let texts = texts(n);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut results = serde_json::Map::new();
-    let checkpoint = Checkpoint::from_dir(model_dir)?;
     for precision in [Precision::Bf16, Precision::F32] {
         let t0 = Instant::now();
         let encoder = Encoder::from_dir(
@@ -349,15 +348,6 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
             first = emb[..16].to_vec();
         }
         // Forward only: the same model, pre-tokenised batches.
-        let dev = device.create()?;
-        let dtype = precision.dtype();
-        let vb = VarBuilder::from_tensors(checkpoint.tensors().clone(), dtype, &dev);
-        let model = AirRepModel::load(
-            vb,
-            &checkpoint.config,
-            checkpoint.projector_dim(),
-            Kernels::inference(&dev, dtype, true),
-        )?;
         let batches: Vec<TokenBatch> = order
             .chunks(batch)
             .map(|c| {
@@ -369,11 +359,7 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
         for run in 0..=RUNS {
             let t = Instant::now();
             for b in &batches {
-                let (input_ids, mask) = b.to_tensors(&dev)?;
-                model
-                    .forward(&input_ids, &mask)?
-                    .to_dtype(DType::F32)?
-                    .to_vec2::<f32>()?;
+                encoder.forward(b)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             }
             if run > 0 {
                 fwd.push(n as f64 / t.elapsed().as_secs_f64());
