@@ -1,8 +1,7 @@
 //! Evaluation: `airrep.spearman(x, y)` and the linear datamodeling score `airrep.lds(...)`.
 
-use airrep_core::group::{pool, Pooling};
+use airrep_core::group::{self, Pooling};
 use airrep_core::lds::{lds, SpearmanState};
-use airrep_core::vector::dot;
 use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -103,24 +102,19 @@ pub fn group_scores(
         .iter()
         .map(|&e| labels.example_texts[e].as_str())
         .collect();
-    let embedded = encode_texts(encoder, &texts);
-    let example = |e: usize| &embedded[used.binary_search(&e).expect("encoded above")];
-    let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
-    encode_texts(encoder, &target_texts)
+    let union = encode_texts(encoder, &texts);
+    let positions: Vec<Vec<usize>> = subsets
         .iter()
-        .map(|t| {
-            subsets
+        .map(|&s| {
+            labels.subsets[s]
                 .iter()
-                .map(|&s| {
-                    pool(
-                        labels.subsets[s].iter().map(|&m| dot(t, example(m))),
-                        pooling,
-                    )
-                    .expect("subsets are non-empty")
-                })
+                .map(|e| used.binary_search(e).expect("encoded above"))
                 .collect()
         })
-        .collect()
+        .collect();
+    let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
+    let targets = encode_texts(encoder, &target_texts);
+    group::group_scores(&targets, &union, &positions, pooling)
 }
 
 /// LDS over the chosen subsets: (mean, per target).

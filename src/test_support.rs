@@ -28,10 +28,6 @@ pub fn sql_error(query: &str) -> String {
     error_message(move || Spi::run(&query).unwrap())
 }
 
-pub fn relative_error(actual: f64, expected: f64) -> f64 {
-    (actual - expected).abs() / expected.abs().max(f64::MIN_POSITIVE)
-}
-
 pub fn one_f64(query: &str) -> f64 {
     Spi::get_one::<f64>(query)
         .expect(query)

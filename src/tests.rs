@@ -8,7 +8,9 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
-    use crate::test_support::{one_f64, relative_error, sql_error};
+    use airrep_model::testing::relative_error;
+
+    use crate::test_support::{one_f64, sql_error};
 
     /// `[a,b,...]` with enough digits that the value reaches Postgres unchanged.
     fn vector_literal(values: &[Value]) -> String {

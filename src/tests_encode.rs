@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use airrep_model::testing::relative_l2_error;
     use pgrx::prelude::*;
     use serde_json::Value;
 
@@ -19,17 +20,6 @@ mod tests {
         ))
         .unwrap()
         .unwrap()
-    }
-
-    fn relative_l2_error(got: &[f32], want: &[f64]) -> f64 {
-        assert_eq!(got.len(), want.len());
-        let diff: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(g, w)| (*g as f64 - w).powi(2))
-            .sum();
-        let norm: f64 = want.iter().map(|w| w * w).sum();
-        (diff / norm).sqrt()
     }
 
     /// Every golden text through `airrep.encode` one at a time and as one array, with

@@ -8,7 +8,9 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
-    use crate::test_support::{count, relative_error, sql_error, FIXTURES};
+    use airrep_model::testing::relative_error;
+
+    use crate::test_support::{count, sql_error, FIXTURES};
 
     fn literal(text: &str) -> String {
         format!("'{}'", text.replace('\'', "''"))

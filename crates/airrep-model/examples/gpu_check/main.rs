@@ -35,6 +35,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use airrep_model::testing::{
+    relative_error, relative_l2_error, worst_relative_error, worst_relative_l2_error,
+};
 use airrep_model::{
     AirRepModel, Checkpoint, Depth, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision,
     SplitMix64, TokenBatch, TrainData, TrainLayers, TrainOptions, Trainer,
@@ -88,16 +91,6 @@ fn main() -> Res<()> {
     }
 }
 
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (*g as f64 - w).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
-}
-
 fn parity(device: DeviceSpec, golden_dir: &Path, minilm: Option<PathBuf>) -> Res<()> {
     let golden: Value =
         serde_json::from_slice(&std::fs::read(golden_dir.join("embeddings.json"))?)?;
@@ -132,22 +125,18 @@ fn parity(device: DeviceSpec, golden_dir: &Path, minilm: Option<PathBuf>) -> Res
                 },
             )?;
             let batched = encoder.encode(&texts)?;
-            let worst_batched = batched
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| rel_l2(g, w))
-                .fold(0.0, f64::max);
+            let worst_batched = worst_relative_l2_error(&batched, &want);
             if std::env::var_os("GPU_CHECK_VERBOSE").is_some() {
                 let errs: Vec<String> = batched
                     .iter()
                     .zip(&want)
-                    .map(|(g, w)| format!("{:.1e}", rel_l2(g, w)))
+                    .map(|(g, w)| format!("{:.1e}", relative_l2_error(g, w)))
                     .collect();
                 println!("  {name} {precision} per text: {}", errs.join(" "));
             }
             let mut worst_single: f64 = 0.0;
             for (text, w) in texts.iter().zip(&want) {
-                worst_single = worst_single.max(rel_l2(&encoder.encode(&[text])?[0], w));
+                worst_single = worst_single.max(relative_l2_error(&encoder.encode(&[text])?[0], w));
             }
             let pass = worst_batched <= bound && worst_single <= bound;
             ok &= pass;
@@ -322,7 +311,6 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
     let texts = texts(n);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut results = serde_json::Map::new();
-    let checkpoint = Checkpoint::from_dir(model_dir)?;
     for precision in [Precision::Bf16, Precision::F32] {
         let t0 = Instant::now();
         let encoder = Encoder::from_dir(
@@ -360,15 +348,6 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
             first = emb[..16].to_vec();
         }
         // Forward only: the same model, pre-tokenised batches.
-        let dev = device.create()?;
-        let dtype = precision.dtype();
-        let vb = VarBuilder::from_tensors(checkpoint.tensors().clone(), dtype, &dev);
-        let model = AirRepModel::load(
-            vb,
-            &checkpoint.config,
-            checkpoint.projector_dim(),
-            Kernels::inference(&dev, dtype, true),
-        )?;
         let batches: Vec<TokenBatch> = order
             .chunks(batch)
             .map(|c| {
@@ -380,11 +359,7 @@ fn bench(device: DeviceSpec, model_dir: &Path, n: usize, batch: usize, out: &Pat
         for run in 0..=RUNS {
             let t = Instant::now();
             for b in &batches {
-                let (input_ids, mask) = b.to_tensors(&dev)?;
-                model
-                    .forward(&input_ids, &mask)?
-                    .to_dtype(DType::F32)?
-                    .to_vec2::<f32>()?;
+                encoder.forward(b)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             }
             if run > 0 {
                 fwd.push(n as f64 / t.elapsed().as_secs_f64());
@@ -555,10 +530,6 @@ fn op_profile(device: DeviceSpec) -> Res<()> {
     Ok(())
 }
 
-fn rel(got: f64, want: f64) -> f64 {
-    (got - want).abs() / want.abs().max(1e-12)
-}
-
 fn f64s(v: &Value) -> Vec<f64> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
@@ -569,14 +540,6 @@ fn f64_rows(v: &Value) -> Vec<Vec<f64>> {
     v.as_array()
         .map(|a| a.iter().map(f64s).collect())
         .unwrap_or_default()
-}
-
-fn worst_rel(got: &[Vec<f64>], want: &[Vec<f64>]) -> f64 {
-    got.iter()
-        .flatten()
-        .zip(want.iter().flatten())
-        .map(|(g, w)| rel(*g, *w))
-        .fold(0.0, f64::max)
 }
 
 /// tests/golden/train_steps.json through `Trainer` on `device`, as the CPU unit test
@@ -641,18 +604,18 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
             want["loss"].as_f64().ok_or("loss")?,
             want["grad_norm_before_clip"].as_f64().ok_or("grad norm")?,
         );
-        let scores = worst_rel(&log.group_scores, &f64_rows(&want["group_scores"]));
+        let scores = worst_relative_error(&log.group_scores, &f64_rows(&want["group_scores"]));
         println!(
             "train-golden {device} step {t}: loss {:.9} (golden {wl:.9}, rel {:.2e}), \
              grad norm {:.9} (golden {wg:.9}, rel {:.2e}), group scores worst rel {scores:.2e}",
             log.loss,
-            rel(log.loss, wl),
+            relative_error(log.loss, wl),
             log.grad_norm,
-            rel(log.grad_norm, wg),
+            relative_error(log.grad_norm, wg),
         );
         worst = worst
-            .max(rel(log.loss, wl))
-            .max(rel(log.grad_norm, wg))
+            .max(relative_error(log.loss, wl))
+            .max(relative_error(log.grad_norm, wg))
             .max(scores);
     }
     let n_targets = golden["targets"].as_array().map_or(0, Vec::len);
@@ -660,7 +623,7 @@ fn train_golden(device: DeviceSpec, golden_dir: &Path) -> Res<()> {
         &(0..n_targets).collect::<Vec<_>>(),
         &(0..n_subsets).collect::<Vec<_>>(),
     )?;
-    let after_err = worst_rel(&after, &f64_rows(&golden["group_scores_after"]));
+    let after_err = worst_relative_error(&after, &f64_rows(&golden["group_scores_after"]));
     let row = trainer.into_checkpoint()?.0.tensors()["projector.weight"]
         .get(0)?
         .to_vec1::<f32>()?;

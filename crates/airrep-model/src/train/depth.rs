@@ -18,7 +18,7 @@ use airrep_core::lds::lds;
 use candle_core::Tensor;
 
 use super::inputs::token_batch;
-use super::{pool_groups, TrainData, Union};
+use super::{TrainData, Union};
 use crate::error::{Error, Result};
 use crate::trainable::TrainableModel;
 
@@ -153,11 +153,11 @@ pub(crate) fn choose(
     let mut scores = Vec::with_capacity(candidates.len());
     for c in candidates {
         let members = c.examples.index_select(&rows, 0)?;
-        let member_scores = union.member_scores(&c.targets, &members)?;
+        let group_scores = union.group_scores(&c.targets, &members, pooling)?;
         scores.push(StartScore {
             layers: c.layers,
             centered: c.centered,
-            lds: lds(&pool_groups(&member_scores, pooling), &data.losses).0,
+            lds: lds(&group_scores, &data.losses).0,
         });
     }
     // The best LDS, the later candidate on a tie; NaN (an undefined LDS) never wins.

@@ -5,9 +5,10 @@
 //! 1. the union U of the members of S, each example once, is encoded without gradients,
 //!    and so are T;
 //! 2. member scores for all pairs at once, `A = T·Uᵀ`; subset k's scores are the columns
-//!    of its members (repeats included), pooled into group scores (every member counts
-//!    unless `max_members_per_subset` asks for a sample); the ranking loss and
-//!    d loss / d score come from airrep-core;
+//!    of its members (repeats included), pooled into group scores by airrep-core's
+//!    `pool_subsets`, as evaluation pools them (every member counts unless
+//!    `max_members_per_subset` asks for a sample); the ranking loss and d loss / d score
+//!    come from airrep-core;
 //! 3. the chain rule by hand: `G = d loss / d A` sums, per example of U, the pooling slopes
 //!    (airrep-core's `pool_slopes`) of every place it occupies in every subset; then
 //!    `d loss / d T = G·U` and `d loss / d U = Gᵀ·T`;
@@ -48,7 +49,7 @@ pub use options::{Depth, TrainLayers, TrainOptions};
 
 use std::time::Instant;
 
-use airrep_core::group::{pool, pool_slopes, Pooling};
+use airrep_core::group::{pool_slopes, pool_subsets, Pooling};
 use airrep_core::lds::lds;
 use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
@@ -530,8 +531,7 @@ impl Trainer {
         let union = Union::new(&members, |i| self.examples.cost(i));
         let t = self.embed(&self.targets, targets, interrupted)?;
         let u = self.embed(&self.examples, &union.examples, interrupted)?;
-        let member_scores = union.member_scores(&t, &u)?;
-        Ok(pool_groups(&member_scores, self.options.pooling))
+        union.group_scores(&t, &u, self.options.pooling)
     }
 
     /// The ranking loss of `batch` and its gradient for every trainable variable, by
@@ -549,8 +549,8 @@ impl Trainer {
         let u = self.embed(&self.examples, &union.examples, interrupted)?;
 
         // 2. Member scores, group scores, ranking loss and d loss / d group score.
-        let member_scores = union.member_scores(&t, &u)?;
-        let group_scores = pool_groups(&member_scores, pooling);
+        let scores = union.scores(&t, &u)?;
+        let group_scores = pool_subsets(&scores, &union.positions, pooling);
         let batch_labels: Vec<Vec<f64>> = batch
             .targets
             .iter()
@@ -567,7 +567,8 @@ impl Trainer {
         let mut g = vec![0f32; nt * nu];
         for (k, positions) in union.positions.iter().enumerate() {
             for d in 0..nt {
-                let slopes = pool_slopes(&member_scores[k][d], group_scores[d][k], pooling);
+                let members: Vec<f64> = positions.iter().map(|&p| scores[d][p]).collect();
+                let slopes = pool_slopes(&members, group_scores[d][k], pooling);
                 let upstream = ranked.grad[d][k];
                 for (&p, slope) in positions.iter().zip(slopes) {
                     g[d * nu + p] += (upstream * slope) as f32;
@@ -678,18 +679,19 @@ impl Union {
         }
     }
 
-    /// `[subset][target][member]` scores from target embeddings `t` and the union's `u`.
-    fn member_scores(&self, t: &Tensor, u: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
+    /// Scores `[target][union example]` from target embeddings `t` and the union's `u`:
+    /// one product on the model's device, each distinct example once.
+    fn scores(&self, t: &Tensor, u: &Tensor) -> Result<Vec<Vec<f64>>> {
         let all = t.matmul(&u.t()?)?.to_vec2::<f32>()?;
-        Ok(self
-            .positions
+        Ok(all
             .iter()
-            .map(|positions| {
-                all.iter()
-                    .map(|row| positions.iter().map(|&p| f64::from(row[p])).collect())
-                    .collect()
-            })
+            .map(|row| row.iter().map(|&x| f64::from(x)).collect())
             .collect())
+    }
+
+    /// Group scores `[target][subset]` from target embeddings `t` and the union's `u`.
+    fn group_scores(&self, t: &Tensor, u: &Tensor, pooling: Pooling) -> Result<Vec<Vec<f64>>> {
+        Ok(pool_subsets(&self.scores(t, u)?, &self.positions, pooling))
     }
 }
 
@@ -716,17 +718,4 @@ fn trains(name: &str, layers: TrainLayers, num_layers: usize) -> bool {
         TrainLayers::Projector => false,
         TrainLayers::Top(n) => layer_of(name).is_some_and(|layer| layer + n >= num_layers),
     }
-}
-
-/// Group scores `[target][subset]` from member scores `[subset][target][member]`.
-fn pool_groups(member_scores: &[Vec<Vec<f64>>], pooling: Pooling) -> Vec<Vec<f64>> {
-    let targets = member_scores.first().map_or(0, Vec::len);
-    (0..targets)
-        .map(|d| {
-            member_scores
-                .iter()
-                .map(|s| pool(s[d].iter().copied(), pooling).expect("subsets are not empty"))
-                .collect()
-        })
-        .collect()
 }

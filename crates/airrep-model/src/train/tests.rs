@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::*;
 use crate::checkpoint::ProjectorInit;
-use crate::testing::golden_dir;
+use crate::testing::{assert_relative, golden_dir};
 use crate::tokenize::{TokenBatch, DEFAULT_MAX_LENGTH};
 
 /// `tests/golden/train_steps.json`.
@@ -123,20 +123,12 @@ fn never() -> bool {
     false
 }
 
-fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
-    let err = (got - want).abs() / want.abs().max(1e-12);
-    assert!(
-        err <= tol,
-        "{what}: got {got}, want {want} (relative error {err:e})"
-    );
-}
-
 fn assert_matrix_rel(got: &[Vec<f64>], want: &[Vec<f64>], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: rows");
     for (d, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len(), "{what}: row {d}");
         for (k, (g, w)) in g.iter().zip(w).enumerate() {
-            assert_rel(*g, *w, tol, &format!("{what}[{d}][{k}]"));
+            assert_relative(*g, *w, tol, &format!("{what}[{d}][{k}]"));
         }
     }
 }
@@ -180,9 +172,9 @@ fn train_reproduces_golden_steps() {
     for (t, want) in golden.trace.iter().enumerate() {
         let log = trainer.step(&never).unwrap();
         assert_eq!(log.step, t);
-        assert_rel(log.lr, want.lr, 1e-12, &format!("step {t} lr"));
-        assert_rel(log.loss, want.loss, 1e-4, &format!("step {t} loss"));
-        assert_rel(
+        assert_relative(log.lr, want.lr, 1e-12, &format!("step {t} lr"));
+        assert_relative(log.loss, want.loss, 1e-4, &format!("step {t} loss"));
+        assert_relative(
             log.grad_norm,
             want.grad_norm_before_clip,
             1e-4,
@@ -340,7 +332,7 @@ fn union_gradients_equal_full_graph_gradients_with_shared_and_repeated_members()
             }
             let (want_loss, direct) = direct_loss_and_gradients(&trainer, &batch);
             let what = format!("{pooling:?}, max members {max_members:?}");
-            assert_rel(loss, want_loss, 1e-5, &format!("{what}: loss"));
+            assert_relative(loss, want_loss, 1e-5, &format!("{what}: loss"));
             assert_gradients_close(&trainable_names(&trainer), &trick, &direct, &what);
         }
     }
@@ -373,7 +365,7 @@ fn cached_frozen_layers_give_the_uncached_gradient() {
         assert!(names.iter().any(|n| n.starts_with("projector.")));
         let (loss_all, _, grads_all) = trick_gradients(&all);
         let (loss_cached, _, grads_cached) = trick_gradients(&cached);
-        assert_rel(loss_cached, loss_all, 1e-5, &format!("{layers} loss"));
+        assert_relative(loss_cached, loss_all, 1e-5, &format!("{layers} loss"));
         let all_names = trainable_names(&all);
         let want: Vec<Tensor> = names
             .iter()
@@ -568,17 +560,13 @@ fn identity_projector_starts_at_the_base_geometry() {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         encoder.encode(&texts).unwrap()
     };
-    let (t, e) = (embed(&data.targets), embed(&data.examples));
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum::<f64>();
-    let want: Vec<Vec<f64>> = t
-        .iter()
-        .map(|t| {
-            data.subsets
-                .iter()
-                .map(|m| pool(m.iter().map(|&i| dot(t, &e[i])), Pooling::Attention).unwrap())
-                .collect()
-        })
-        .collect();
+    // Every example is the union, so a subset's members are their own positions in it.
+    let want = airrep_core::group::group_scores(
+        &embed(&data.targets),
+        &embed(&data.examples),
+        &data.subsets,
+        Pooling::Attention,
+    );
     assert_matrix_rel(
         &scores(ProjectorInit::Identity),
         &want,
