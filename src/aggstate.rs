@@ -18,6 +18,7 @@ use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
 use crate::error::raise;
+use crate::vector_type::detoasted;
 
 /// A partial aggregate that can be shipped between processes and merged.
 pub trait PartialState: Sized + Clone {
@@ -30,12 +31,16 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
     let mut context = std::ptr::null_mut();
     // SAFETY: fcinfo is the live call's FunctionCallInfo; Postgres only reads it.
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut context) } == 0 {
-        raise(
-            "0A000",
-            "aggregate function called in non-aggregate context",
-        );
+        not_an_aggregate();
     }
     context
+}
+
+fn not_an_aggregate() -> ! {
+    raise(
+        "0A000",
+        "aggregate function called in non-aggregate context",
+    )
 }
 
 /// A detoasted `bytea` transition value.
@@ -45,7 +50,7 @@ impl StateBytes {
     /// # Safety
     /// `datum` must be a non-null `bytea` datum.
     pub unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
-        StateBytes(pg_sys::pg_detoast_datum(datum.cast_mut_ptr()))
+        StateBytes(detoasted(datum))
     }
 
     pub fn into_raw(self) -> pg_sys::Datum {
@@ -145,26 +150,47 @@ pub fn step_state<E>(
 where
     E: std::fmt::Display,
 {
-    let context = aggregate_context(fcinfo);
-    let mut state = state.unwrap_or_else(|| {
-        let bytes = init();
-        let size = pg_sys::VARHDRSZ + bytes.len();
-        // SAFETY: MemoryContextAlloc raises rather than return null; we write `size` bytes.
-        unsafe {
-            let varlena = pg_sys::MemoryContextAlloc(context, size) as *mut pg_sys::varlena;
-            pgrx::set_varsize_4b(varlena, size as i32);
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                pgrx::vardata_4b(varlena) as *mut u8,
-                bytes.len(),
-            );
-            StateBytes(varlena)
-        }
-    });
+    let mut state = match state {
+        // SAFETY: fcinfo is the live call's.
+        Some(state) if unsafe { called_as_aggregate(fcinfo) } => state,
+        Some(_) => not_an_aggregate(),
+        None => allocate(aggregate_context(fcinfo), &init()),
+    };
     if let Err(message) = update(state.bytes_mut()) {
         invalid_state(&message.to_string());
     }
     state
+}
+
+/// `bytes` as a new `bytea` in `context`.
+fn allocate(context: pg_sys::MemoryContext, bytes: &[u8]) -> StateBytes {
+    let size = pg_sys::VARHDRSZ + bytes.len();
+    // SAFETY: MemoryContextAlloc raises rather than return null; we write `size` bytes.
+    unsafe {
+        let varlena = pg_sys::MemoryContextAlloc(context, size) as *mut pg_sys::varlena;
+        pgrx::set_varsize_4b(varlena, size as i32);
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            pgrx::vardata_4b(varlena) as *mut u8,
+            bytes.len(),
+        );
+        StateBytes(varlena)
+    }
+}
+
+/// Whether the call comes from an aggregate or a window aggregate, as AggCheckCallContext
+/// decides, read from `fcinfo` without a (guarded) call into the backend: a transition
+/// function asks once per row, before it updates its state in place.
+///
+/// # Safety
+/// `fcinfo` must be the live call's.
+unsafe fn called_as_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    let context = (*fcinfo).context;
+    !context.is_null()
+        && matches!(
+            (*context).type_,
+            pg_sys::NodeTag::T_AggState | pg_sys::NodeTag::T_WindowAggState
+        )
 }
 
 /// Merge two `bytea` partial states; Postgres calls a combine function non-strict, so

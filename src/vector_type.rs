@@ -29,7 +29,7 @@ impl<'a> VectorRef<'a> {
     /// # Safety
     /// `datum` must be a non-null `airrep_vector` datum.
     pub(crate) unsafe fn from_raw(datum: pg_sys::Datum) -> Self {
-        let varlena = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
+        let varlena = detoasted(datum);
         let base = varlena as *const u8;
         let dim = (base.add(4) as *const i16).read() as usize;
         debug_assert_eq!(pgrx::varsize_any(varlena), HEADER_BYTES + 4 * dim);
@@ -37,6 +37,21 @@ impl<'a> VectorRef<'a> {
             base.add(HEADER_BYTES) as *const f32,
             dim,
         ))
+    }
+}
+
+/// `datum`'s varlena, detoasted only when it must be: a plain value with a 4-byte header (how
+/// a heap tuple holds an uncompressed vector) is read where it lies, without a call into
+/// the backend, which pgrx guards with a `sigsetjmp`. Hot paths run this once per row.
+///
+/// # Safety
+/// `datum` must be a non-null varlena datum.
+pub(crate) unsafe fn detoasted(datum: pg_sys::Datum) -> *mut pg_sys::varlena {
+    let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
+    if pgrx::varatt_is_4b_u(varlena) {
+        varlena
+    } else {
+        pg_sys::pg_detoast_datum(varlena)
     }
 }
 
