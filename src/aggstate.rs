@@ -17,7 +17,7 @@ use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 
 /// A partial aggregate that can be shipped between processes and merged.
 pub trait PartialState: Sized + Clone {
@@ -31,7 +31,7 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
     // SAFETY: fcinfo is the live call's FunctionCallInfo; Postgres only reads it.
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut context) } == 0 {
         raise(
-            "0A000",
+            sqlstate::FEATURE_NOT_SUPPORTED,
             "aggregate function called in non-aggregate context",
         );
     }
@@ -82,7 +82,7 @@ impl StateBytes {
 
 fn invalid_state(message: &str) -> ! {
     raise(
-        "22P03",
+        sqlstate::INVALID_BINARY_REPRESENTATION,
         &format!("invalid partial aggregate state: {message}"),
     )
 }
@@ -216,7 +216,7 @@ pub fn deserialize<T: PartialState>(bytes: &[u8]) -> Internal {
     match T::from_bytes(bytes) {
         Ok(state) => Internal::new(state),
         Err(message) => raise(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             &format!("invalid partial aggregate state: {message}"),
         ),
     }

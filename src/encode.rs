@@ -10,7 +10,7 @@ use std::rc::Rc;
 use airrep_model::{DeviceSpec, Encoder, EncoderOptions, Precision};
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::raise_model;
 use crate::runtime::{device, precision, thread_pool};
 use crate::vector_type::Vector;
 use crate::{gucs, registry};
@@ -62,7 +62,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
     };
     let loaded = thread_pool()
         .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))
-        .unwrap_or_else(|e| raise("XX000", &format!("could not load model \"{name}\": {e}")));
+        .unwrap_or_else(|e| raise_model(e, |e| format!("could not load model \"{name}\": {e}")));
     let loaded = Rc::new(loaded);
     MODELS.with_borrow_mut(|models| {
         models.retain(|(k, _, _)| k.model.id != model_id);
@@ -87,7 +87,7 @@ pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
         pgrx::check_for_interrupts!();
         let embedded = pool
             .install(|| encoder.encode(batch))
-            .unwrap_or_else(|e| raise("XX000", &format!("encoding failed: {e}")));
+            .unwrap_or_else(|e| raise_model(e, |e| format!("encoding failed: {e}")));
         out.extend(embedded);
     }
     out

@@ -5,7 +5,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
-use crate::error::raise;
+use crate::error::{raise, raise_model, sqlstate};
 
 /// Files are split so no single bytea value nears the 1 GB limit and rows stay TOAST-friendly.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -99,7 +99,7 @@ pub struct ModelIdentity {
 /// anywhere else.)
 fn read_one<T: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid]) -> Option<T> {
     Spi::connect(|client| client.select(query, Some(1), args)?.first().get_one())
-        .unwrap_or_else(|e: pgrx::spi::SpiError| raise("XX000", &e.to_string()))
+        .unwrap_or_else(|e: pgrx::spi::SpiError| raise(sqlstate::INTERNAL_ERROR, &e.to_string()))
 }
 
 pub fn model_identity(name: &str) -> ModelIdentity {
@@ -110,7 +110,7 @@ pub fn model_identity(name: &str) -> ModelIdentity {
                 Some(1),
                 &[name.into()],
             )
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
         let row = rows.first();
         match (row.get::<i64>(1), row.get::<i64>(2), row.get::<i64>(3)) {
             (Ok(Some(id)), Ok(Some(version)), Ok(Some(written_by))) => ModelIdentity {
@@ -118,7 +118,10 @@ pub fn model_identity(name: &str) -> ModelIdentity {
                 version,
                 written_by,
             },
-            _ => raise("42704", &format!("model \"{name}\" does not exist")),
+            _ => raise(
+                sqlstate::UNDEFINED_OBJECT,
+                &format!("model \"{name}\" does not exist"),
+            ),
         }
     })
 }
@@ -131,7 +134,12 @@ fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
         "SELECT extowner FROM pg_extension WHERE extname = 'airrep'",
         &[],
     )
-    .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
+    .unwrap_or_else(|| {
+        raise(
+            sqlstate::INTERNAL_ERROR,
+            "extension airrep is not installed",
+        )
+    });
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     // SAFETY: plain calls into the backend on its own thread.
     unsafe {
@@ -161,7 +169,7 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         )
         .unwrap_or_else(|| {
             raise(
-                "58P01",
+                sqlstate::UNDEFINED_FILE,
                 &format!("model {id} has no {name} in airrep.model_files"),
             )
         })
@@ -170,7 +178,12 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         "SELECT config FROM airrep.models WHERE id = $1",
         &[id.into()],
     )
-    .unwrap_or_else(|| raise("42704", &format!("model {id} does not exist")));
+    .unwrap_or_else(|| {
+        raise(
+            sqlstate::UNDEFINED_OBJECT,
+            &format!("model {id} does not exist"),
+        )
+    });
     (
         serde_json::to_vec(&config.0).expect("jsonb serialises"),
         file(WEIGHTS_FILE),
@@ -187,7 +200,10 @@ pub fn require_unused_name(name: &str) {
     )
     .unwrap_or(false);
     if exists {
-        raise("42710", &format!("model \"{name}\" already exists"));
+        raise(
+            sqlstate::DUPLICATE_OBJECT,
+            &format!("model \"{name}\" already exists"),
+        );
     }
 }
 
@@ -213,7 +229,7 @@ pub fn require_insert_privileges(action: &str, with_log: bool) {
         .collect();
     if !missing.is_empty() {
         raise(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             &format!(
                 "permission denied: {action} needs INSERT on {}",
                 missing.join(", ")
@@ -241,7 +257,7 @@ pub fn insert_model(
             description.into(),
         ],
     )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()))
     .expect("INSERT ... RETURNING gives a row");
     for (file, bytes) in [(WEIGHTS_FILE, weights), (TOKENIZER_FILE, tokenizer)] {
         for (chunk, data) in bytes.chunks(CHUNK_BYTES).enumerate() {
@@ -249,7 +265,7 @@ pub fn insert_model(
                 "INSERT INTO airrep.model_files (model_id, file, chunk, data) VALUES ($1, $2, $3, $4)",
                 &[id.into(), file.into(), (chunk as i32).into(), data.into()],
             )
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
         }
     }
     id
@@ -259,7 +275,7 @@ pub fn insert_model(
 fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serde_json::Value {
     let config_json: serde_json::Value = serde_json::from_slice(config).unwrap_or_else(|e| {
         raise(
-            "22P02",
+            sqlstate::INVALID_TEXT_REPRESENTATION,
             &format!("model \"{name}\": config.json is not valid JSON: {e}"),
         )
     });
@@ -268,7 +284,7 @@ fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serd
         .install(|| {
             airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ())
         })
-        .unwrap_or_else(|e| raise("22023", &format!("model \"{name}\" cannot be loaded: {e}")));
+        .unwrap_or_else(|e| raise_model(e, |e| format!("model \"{name}\" cannot be loaded: {e}")));
     config_json
 }
 
@@ -285,7 +301,7 @@ fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
     let path = dir.join(file);
     std::fs::read(&path).unwrap_or_else(|e| {
         raise(
-            "58P01",
+            sqlstate::UNDEFINED_FILE,
             &format!("could not read file \"{}\": {e}", path.display()),
         )
     })
@@ -297,7 +313,7 @@ fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
 fn load_model(name: &str, dir: &str) -> i64 {
     if !may_read_server_files() {
         raise(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             "permission denied to load a model from the server's file system\n\
              only superusers and members of pg_read_server_files may; others can use airrep.import_model",
         );
@@ -306,7 +322,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
     let dir = std::path::Path::new(dir);
     if !dir.is_absolute() {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!(
                 "model directory must be an absolute path, not \"{}\"",
                 dir.display()
@@ -354,10 +370,13 @@ fn drop_model(name: &str) {
     )
     .unwrap_or(false);
     if !owns {
-        raise("42501", &format!("must be owner of model \"{name}\""));
+        raise(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            &format!("must be owner of model \"{name}\""),
+        );
     }
     Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
 }
 
 extension_sql!(
