@@ -16,27 +16,8 @@ use crate::registry;
 use crate::relation::qualified;
 use crate::runtime::{device, thread_pool};
 
-extension_sql!(
-    r#"
-CREATE TABLE airrep.training_log (
-    model_id   bigint NOT NULL REFERENCES airrep.models (id) ON DELETE CASCADE,
-    step       int NOT NULL,
-    loss       double precision NOT NULL,
-    grad_norm  double precision NOT NULL,
-    lr         double precision NOT NULL,
-    kept_pairs int NOT NULL,
-    seconds    double precision NOT NULL,
-    validation_lds double precision,
-    PRIMARY KEY (model_id, step)
-);
-COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.train; grad_norm is before clipping; validation_lds is the held-out LDS of the weights after the step, on validation steps';
--- Models are data: pg_dump carries the registry's rows (and the id sequence's position).
-SELECT pg_catalog.pg_extension_config_dump('airrep.models', '');
-SELECT pg_catalog.pg_extension_config_dump('airrep.model_files', '');
-SELECT pg_catalog.pg_extension_config_dump('airrep.training_log', '');
--- An identity sequence's position is dumped only when it is marked itself.
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('airrep.models', 'id')::regclass, '');
-"#,
+extension_sql_file!(
+    "../sql/training_log.sql",
     name = "training_log",
     requires = ["registry_tables"]
 );
