@@ -23,4 +23,4 @@ source scripts/cluster.sh
 start_cluster "$WORK" "$PORT"
 
 echo "==> demo"
-run_psql -v model_dir="$WORK/models/minilm" -f sql/demo.sql
+run_psql -v model_dir="$WORK/models/minilm" -f examples/demo.sql

@@ -17,7 +17,7 @@ use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 use crate::vector_type::detoasted;
 
 /// A partial aggregate that can be shipped between processes and merged.
@@ -38,7 +38,7 @@ fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext 
 
 fn not_an_aggregate() -> ! {
     raise(
-        "0A000",
+        sqlstate::FEATURE_NOT_SUPPORTED,
         "aggregate function called in non-aggregate context",
     )
 }
@@ -87,7 +87,7 @@ impl StateBytes {
 
 fn invalid_state(message: &str) -> ! {
     raise(
-        "22P03",
+        sqlstate::INVALID_BINARY_REPRESENTATION,
         &format!("invalid partial aggregate state: {message}"),
     )
 }
@@ -242,7 +242,7 @@ pub fn deserialize<T: PartialState>(bytes: &[u8]) -> Internal {
     match T::from_bytes(bytes) {
         Ok(state) => Internal::new(state),
         Err(message) => raise(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             &format!("invalid partial aggregate state: {message}"),
         ),
     }

@@ -16,7 +16,7 @@ use airrep_core::text::{exact_key, NgramIndex};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 use crate::near_duplicates::{check_threshold, cosine_pairs};
 use crate::scan::{Columns, Source};
 
@@ -45,7 +45,7 @@ fn parse_methods(methods: &[Option<String>]) -> Vec<Method> {
             Some("ngram") => Method::Ngram,
             Some("embedding") => Method::Embedding,
             other => raise(
-                "22023",
+                sqlstate::INVALID_PARAMETER_VALUE,
                 &format!(
                     "unknown contamination method {}: expected 'exact', 'ngram' or 'embedding'",
                     other.map_or("NULL".to_string(), |m| format!("\"{m}\""))
@@ -57,7 +57,7 @@ fn parse_methods(methods: &[Option<String>]) -> Vec<Method> {
     out.dedup();
     if out.is_empty() {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             "methods must name at least one of 'exact', 'ngram', 'embedding'",
         );
     }
@@ -93,7 +93,10 @@ fn contamination(
 > {
     let methods = parse_methods(&methods);
     if ngram < 1 {
-        raise("22023", &format!("ngram must be at least 1, got {ngram}"));
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            &format!("ngram must be at least 1, got {ngram}"),
+        );
     }
     let cutoff = check_threshold(threshold);
     // Each kind of match reads only its own column; all are checked before any work.

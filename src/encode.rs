@@ -1,4 +1,5 @@
-//! Encoding text with a registry model: `airrep.encode`, `airrep.format`, `airrep.embed`.
+//! Encoding text with a registry model: `airrep.encode`, `airrep.format`, `airrep.embed`
+//! (a procedure in `sql/embed.sql`).
 //!
 //! Models are cached per backend (never in the postmaster), keyed by the model's identity
 //! (registry id, version and writing transaction) and the settings it was loaded with. Compute runs on the backend's pool (`runtime.rs`); only the backend's own
@@ -10,7 +11,7 @@ use std::rc::Rc;
 use airrep_model::{DeviceSpec, Encoder, EncoderOptions, Precision};
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::raise_model;
 use crate::runtime::{device, precision, thread_pool};
 use crate::vector_type::Vector;
 use crate::{gucs, registry};
@@ -62,7 +63,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
     };
     let loaded = thread_pool()
         .install(|| Encoder::from_bytes(&config, &weights, &tokenizer, options))
-        .unwrap_or_else(|e| raise("XX000", &format!("could not load model \"{name}\": {e}")));
+        .unwrap_or_else(|e| raise_model(e, |e| format!("could not load model \"{name}\": {e}")));
     let loaded = Rc::new(loaded);
     MODELS.with_borrow_mut(|models| {
         models.retain(|(k, _, _)| k.model.id != model_id);
@@ -87,7 +88,7 @@ pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
         pgrx::check_for_interrupts!();
         let embedded = pool
             .install(|| encoder.encode(batch))
-            .unwrap_or_else(|e| raise("XX000", &format!("encoding failed: {e}")));
+            .unwrap_or_else(|e| raise_model(e, |e| format!("encoding failed: {e}")));
         out.extend(embedded);
     }
     out
@@ -122,47 +123,8 @@ fn format(prompt: &str, response: &str) -> String {
     airrep_model::format_pair(prompt, response)
 }
 
-extension_sql!(
-    r#"
-CREATE PROCEDURE airrep.embed(
-    relation regclass, text_column name, vector_column name, model text, batch_size int DEFAULT 64)
-LANGUAGE plpgsql AS $$
-DECLARE
-    total   bigint;
-    done    bigint := 0;
-    batch   bigint;
-    started timestamptz := clock_timestamp();
-    elapsed double precision;
-    rate    double precision;
-BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be a positive integer, not %', batch_size;
-    END IF;
-    PERFORM airrep.encode(model, ARRAY[]::text[]);  -- fails early on an unknown model
-    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL',
-                   relation, vector_column, text_column) INTO total;
-    LOOP
-        EXECUTE format(
-            'WITH todo AS (
-                 SELECT ctid AS row_id, %2$I AS body FROM %1$s
-                 WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED),
-             batch AS (SELECT array_agg(row_id) AS ids, array_agg(body) AS bodies FROM todo),
-             embedded AS (
-                 SELECT e.row_id, e.embedding
-                 FROM batch, unnest(batch.ids, airrep.encode(%5$L, batch.bodies)) AS e(row_id, embedding))
-             UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded WHERE t.ctid = embedded.row_id',
-            relation, text_column, vector_column, batch_size, model);
-        GET DIAGNOSTICS batch = ROW_COUNT;
-        EXIT WHEN batch = 0;
-        COMMIT;
-        done := done + batch;
-        elapsed := extract(epoch FROM clock_timestamp() - started);
-        rate := done / greatest(elapsed, 1e-6);
-        RAISE NOTICE 'airrep.embed: % of % rows, % rows/s, ETA % s',
-            done, total, round(rate::numeric, 1), round((greatest(total - done, 0) / rate)::numeric, 1);
-    END LOOP;
-END $$;
-"#,
+extension_sql_file!(
+    "../sql/embed.sql",
     name = "embed_procedure",
     requires = [encode_array]
 );

@@ -11,7 +11,7 @@ use crate::aggstate::{self, PartialState};
 use airrep_model::Encoder;
 
 use crate::encode::{encode_texts, encoder};
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 use crate::labels::LabelSet;
 
 impl PartialState for SpearmanState {
@@ -37,7 +37,10 @@ fn spearman_step(
 ) -> Internal {
     if let (Some(x), Some(y)) = (x, y) {
         if x.is_nan() || y.is_nan() {
-            raise("22023", "airrep.spearman does not accept NaN");
+            raise(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "airrep.spearman does not accept NaN",
+            );
         }
         aggstate::state_mut(fcinfo, &mut internal, SpearmanState::default).push(x, y);
     }
@@ -132,7 +135,9 @@ fn subset_lds(
 fn parse_pooling(pooling: &str) -> Pooling {
     pooling
         .parse()
-        .unwrap_or_else(|e: airrep_core::group::UnknownPooling| raise("22023", &e.to_string()))
+        .unwrap_or_else(|e: airrep_core::group::UnknownPooling| {
+            raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string())
+        })
 }
 
 fn per_target(

@@ -7,12 +7,12 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState, StateBytes};
-use crate::error::{raise, OrRaise};
+use crate::error::{raise, sqlstate, OrRaise};
 use crate::vector_type::VectorRef;
 
 fn target_changed() -> ! {
     raise(
-        "22023",
+        sqlstate::INVALID_PARAMETER_VALUE,
         "group_influence target changed within a group: use one target per group (GROUP BY the target)",
     )
 }
@@ -55,7 +55,10 @@ fn step(
         |bytes| {
             let mut group = EncodedGroup::new(bytes)?;
             if group.pooling() != pooling {
-                raise("22023", "group_influence pooling changed within a group");
+                raise(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "group_influence pooling changed within a group",
+                );
             }
             if !group.has_target(target) {
                 target_changed();
@@ -109,7 +112,7 @@ fn airrep_group_influence_pooled_step(
     let pooling = pooling
         .unwrap_or("attention")
         .parse::<Pooling>()
-        .unwrap_or_else(|e| raise("22023", &e.to_string()));
+        .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()));
     step(fcinfo, state, target, member, pooling)
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 use crate::relation::{qualified, require_columns, Kind};
 
 /// The label tables, loaded and cross-checked. Subsets and targets are in id order.
@@ -25,7 +25,7 @@ fn select<T>(query: &str, mut row: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> T
     Spi::connect(|client| {
         client
             .select(query, None, &[])
-            .unwrap_or_else(|e| raise("22023", &e.to_string()))
+            .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()))
             .map(|r| row(&r))
             .collect()
     })
@@ -34,8 +34,11 @@ fn select<T>(query: &str, mut row: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> T
 fn non_null<T>(value: Result<Option<T>, pgrx::spi::SpiError>, what: &str) -> T {
     match value {
         Ok(Some(v)) => v,
-        Ok(None) => raise("22004", &format!("{what} must not be NULL")),
-        Err(e) => raise("42804", &format!("{what}: {e}")),
+        Ok(None) => raise(
+            sqlstate::NULL_VALUE_NOT_ALLOWED,
+            &format!("{what} must not be NULL"),
+        ),
+        Err(e) => raise(sqlstate::DATATYPE_MISMATCH, &format!("{what}: {e}")),
     }
 }
 
@@ -57,7 +60,7 @@ fn texts(relation: &PgRelation, role: &str) -> Vec<(i64, String)> {
     );
     if let Some(pair) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
         raise(
-            "23505",
+            sqlstate::UNIQUE_VIOLATION,
             &format!(
                 "{role} relation \"{name}\" has id {} more than once",
                 pair[0].0
@@ -65,7 +68,10 @@ fn texts(relation: &PgRelation, role: &str) -> Vec<(i64, String)> {
         );
     }
     if rows.is_empty() {
-        raise("22023", &format!("{role} relation \"{name}\" is empty"));
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            &format!("{role} relation \"{name}\" is empty"),
+        );
     }
     rows
 }
@@ -112,7 +118,7 @@ impl LabelSet {
         let mut members: Vec<Vec<usize>> = Vec::new();
         for (subset, example) in memberships {
             let index = *example_index.get(&example).unwrap_or_else(|| {
-                raise("23503", &format!("subset {subset} lists example {example}, which is not in the examples relation"))
+                raise(sqlstate::FOREIGN_KEY_VIOLATION, &format!("subset {subset} lists example {example}, which is not in the examples relation"))
             });
             if subset_ids.last() != Some(&subset) {
                 subset_ids.push(subset);
@@ -122,7 +128,7 @@ impl LabelSet {
         }
         if subset_ids.is_empty() {
             raise(
-                "22023",
+                sqlstate::INVALID_PARAMETER_VALUE,
                 &format!("subsets relation \"{subsets_name}\" is empty"),
             );
         }
@@ -159,7 +165,7 @@ impl LabelSet {
         for (subset, target, loss) in rows {
             let s = *subset_index.get(&subset).unwrap_or_else(|| {
                 raise(
-                    "23503",
+                    sqlstate::FOREIGN_KEY_VIOLATION,
                     &format!(
                         "losses name subset {subset}, which has no members in the subsets relation"
                     ),
@@ -167,16 +173,16 @@ impl LabelSet {
             });
             let t = *target_index.get(&target).unwrap_or_else(|| {
                 raise(
-                    "23503",
+                    sqlstate::FOREIGN_KEY_VIOLATION,
                     &format!("losses name target {target}, which is not in the targets relation"),
                 )
             });
             if !loss.is_finite() {
-                raise("22023", &format!("loss of subset {subset} on target {target} is {loss}; losses must be finite"));
+                raise(sqlstate::INVALID_PARAMETER_VALUE, &format!("loss of subset {subset} on target {target} is {loss}; losses must be finite"));
             }
             if !matrix[s][t].is_nan() {
                 raise(
-                    "23505",
+                    sqlstate::UNIQUE_VIOLATION,
                     &format!("loss of subset {subset} on target {target} is given more than once"),
                 );
             }
@@ -185,7 +191,7 @@ impl LabelSet {
         for (s, row) in matrix.iter().enumerate() {
             if let Some(t) = row.iter().position(|l| l.is_nan()) {
                 raise(
-                    "22023",
+                    sqlstate::INVALID_PARAMETER_VALUE,
                     &format!("no loss for subset {} on target {}: every subset needs a loss on every target", subset_ids[s], targets[t].0),
                 );
             }

@@ -52,13 +52,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-mod test_support;
-#[cfg(any(test, feature = "pg_test"))]
 mod tests;
-#[cfg(any(test, feature = "pg_test"))]
-mod tests_encode;
-#[cfg(any(test, feature = "pg_test"))]
-mod tests_train;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

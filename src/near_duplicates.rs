@@ -15,7 +15,7 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate, OrRaise};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
 
@@ -28,7 +28,7 @@ const COSINE_SLACK: f64 = 2e-6;
 pub fn check_threshold(threshold: f64) -> f32 {
     if !(threshold > 0.0 && threshold <= 1.0) {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!("threshold must be in (0, 1], got {threshold}"),
         );
     }
@@ -48,8 +48,7 @@ pub fn cosine_pairs(
     mut each: impl FnMut(i64, i64, f64),
 ) {
     let threads = thread_pool();
-    let unit = Queries::new(queries.unit_rows(dim), dim)
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let unit = Queries::new(queries.unit_rows(dim), dim).or_raise();
     let block_rows = unit.block_rows();
     source.scan_after(
         after,
@@ -60,7 +59,7 @@ pub fn cosine_pairs(
         |block| {
             let pairs = threads
                 .install(|| unit.pairs_at_least(&block.unit_rows(dim), cutoff))
-                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+                .or_raise();
             for (q, r, s) in pairs {
                 each(queries.ids[q], block.ids[r], (s as f64).min(1.0));
             }
@@ -94,7 +93,9 @@ fn near_duplicates(
     let cutoff = check_threshold(threshold);
     let keep: Keep = keep
         .parse()
-        .unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| raise("22023", &e.to_string()));
+        .unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| {
+            raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string())
+        });
     let source = Source::vectors(&relation, "input", vector_column);
     let mut dim: Option<usize> = None;
     let mut clusters = Clusters::new();

@@ -12,49 +12,8 @@
 
 use pgrx::prelude::*;
 
-extension_sql!(
-    r#"
-CREATE FUNCTION airrep.create_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
-BEGIN
-    IF theirs IS NULL THEN
-        RAISE EXCEPTION 'pgvector is not installed in this database'
-            USING ERRCODE = 'undefined_object', HINT = 'CREATE EXTENSION vector; first';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN
-        EXECUTE format('CREATE CAST (%s AS %s) WITHOUT FUNCTION', ours, theirs);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_cast WHERE castsource = theirs AND casttarget = ours) THEN
-        EXECUTE format('CREATE CAST (%s AS %s) WITHOUT FUNCTION', theirs, ours);
-    END IF;
-    RETURN true;
-END $$;
-COMMENT ON FUNCTION airrep.create_pgvector_casts() IS
-    'binary-compatible casts both ways between airrep_vector and pgvector''s vector';
-
-CREATE FUNCTION airrep.drop_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
-    found boolean := false;
-BEGIN
-    IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN
-        EXECUTE format('DROP CAST (%s AS %s)', ours, theirs);
-        found := true;
-    END IF;
-    IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = theirs AND casttarget = ours) THEN
-        EXECUTE format('DROP CAST (%s AS %s)', theirs, ours);
-        found := true;
-    END IF;
-    RETURN found;
-END $$;
-COMMENT ON FUNCTION airrep.drop_pgvector_casts() IS
-    'drop the casts airrep.create_pgvector_casts() made (true if there were any)';
-"#,
+extension_sql_file!(
+    "../sql/pgvector_casts.sql",
     name = "pgvector_casts",
     requires = ["airrep_vector_type"]
 );

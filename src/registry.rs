@@ -5,7 +5,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
-use crate::error::raise;
+use crate::error::{raise, raise_model, sqlstate};
 
 /// Files are split so no single bytea value nears the 1 GB limit and rows stay TOAST-friendly.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -13,74 +13,7 @@ const CHUNK_BYTES: usize = 4 << 20;
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-extension_sql!(
-    r#"
-CREATE TABLE airrep.models (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name        text NOT NULL UNIQUE CHECK (name <> ''),
-    config      jsonb NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    parent_id   bigint REFERENCES airrep.models (id) ON DELETE SET NULL,
-    description text,
-    -- bumped whenever the model's files change, so backend caches notice
-    version     bigint NOT NULL DEFAULT 1,
-    -- only this role (or its members, or a superuser) may change or drop the model
-    owner       regrole NOT NULL DEFAULT current_user::regrole
-);
-COMMENT ON TABLE airrep.models IS 'airrep encoder models; files in airrep.model_files';
-
-CREATE TABLE airrep.model_files (
-    model_id bigint NOT NULL REFERENCES airrep.models (id) ON DELETE CASCADE,
-    file     text NOT NULL CHECK (file IN ('model.safetensors', 'tokenizer.json')),
-    chunk    int NOT NULL CHECK (chunk >= 0),
-    data     bytea NOT NULL,
-    PRIMARY KEY (model_id, file, chunk)
-);
-ALTER TABLE airrep.model_files ALTER COLUMN data SET STORAGE EXTERNAL;
-
--- Ownership: anyone may list models and encode with them, only a model's owner (or a
--- member of the owning role, or a superuser) may change or drop it. The weights are not
--- readable by PUBLIC: airrep reads them for encoding as the extension's owner, and a DBA
--- grants SELECT on airrep.model_files to roles that may copy models out.
-ALTER TABLE airrep.models ENABLE ROW LEVEL SECURITY;
-CREATE POLICY models_visible ON airrep.models FOR SELECT USING (true);
-CREATE POLICY models_added_as_self ON airrep.models FOR INSERT WITH CHECK (owner = current_user::regrole);
-CREATE POLICY models_changed_by_owner ON airrep.models FOR UPDATE
-    USING (pg_has_role(current_user, owner::oid, 'MEMBER')) WITH CHECK (pg_has_role(current_user, owner::oid, 'MEMBER'));
-CREATE POLICY models_dropped_by_owner ON airrep.models FOR DELETE USING (pg_has_role(current_user, owner::oid, 'MEMBER'));
-ALTER TABLE airrep.model_files ENABLE ROW LEVEL SECURITY;
-CREATE POLICY files_visible ON airrep.model_files FOR SELECT USING (true);
-CREATE POLICY files_written_by_owner ON airrep.model_files FOR ALL
-    USING (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')))
-    WITH CHECK (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')));
-
-CREATE FUNCTION airrep.bump_model_version() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE airrep.models SET version = version + 1
-    WHERE id IN (SELECT model_id FROM changed);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER model_files_changed_insert AFTER INSERT ON airrep.model_files
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
-CREATE TRIGGER model_files_changed_update AFTER UPDATE ON airrep.model_files
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
-CREATE TRIGGER model_files_changed_delete AFTER DELETE ON airrep.model_files
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION airrep.bump_model_version();
-
-CREATE VIEW airrep.model_list AS
-SELECT m.id, m.name, m.owner, p.name AS parent, m.created_at, m.description,
-       (m.config ->> 'num_hidden_layers')::int AS layers,
-       (m.config ->> 'hidden_size')::int AS hidden_size,
-       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'model.safetensors'), 0) AS weights_bytes,
-       coalesce(sum(octet_length(f.data)) FILTER (WHERE f.file = 'tokenizer.json'), 0) AS tokenizer_bytes,
-       pg_size_pretty(coalesce(sum(octet_length(f.data)), 0)) AS total_size
-FROM airrep.models m
-LEFT JOIN airrep.models p ON p.id = m.parent_id
-LEFT JOIN airrep.model_files f ON f.model_id = m.id
-GROUP BY m.id, p.name;
-"#,
-    name = "registry_tables"
-);
+extension_sql_file!("../sql/registry.sql", name = "registry_tables");
 
 /// What names one content of a model for a cache: its id and version, and the
 /// transaction that last wrote its row (`xmin`). Ids restart after DROP/CREATE EXTENSION
@@ -99,7 +32,7 @@ pub struct ModelIdentity {
 /// anywhere else.)
 fn read_one<T: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid]) -> Option<T> {
     Spi::connect(|client| client.select(query, Some(1), args)?.first().get_one())
-        .unwrap_or_else(|e: pgrx::spi::SpiError| raise("XX000", &e.to_string()))
+        .unwrap_or_else(|e: pgrx::spi::SpiError| raise(sqlstate::INTERNAL_ERROR, &e.to_string()))
 }
 
 pub fn model_identity(name: &str) -> ModelIdentity {
@@ -110,7 +43,7 @@ pub fn model_identity(name: &str) -> ModelIdentity {
                 Some(1),
                 &[name.into()],
             )
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
         let row = rows.first();
         match (row.get::<i64>(1), row.get::<i64>(2), row.get::<i64>(3)) {
             (Ok(Some(id)), Ok(Some(version)), Ok(Some(written_by))) => ModelIdentity {
@@ -118,7 +51,10 @@ pub fn model_identity(name: &str) -> ModelIdentity {
                 version,
                 written_by,
             },
-            _ => raise("42704", &format!("model \"{name}\" does not exist")),
+            _ => raise(
+                sqlstate::UNDEFINED_OBJECT,
+                &format!("model \"{name}\" does not exist"),
+            ),
         }
     })
 }
@@ -131,7 +67,12 @@ fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
         "SELECT extowner FROM pg_extension WHERE extname = 'airrep'",
         &[],
     )
-    .unwrap_or_else(|| raise("XX000", "extension airrep is not installed"));
+    .unwrap_or_else(|| {
+        raise(
+            sqlstate::INTERNAL_ERROR,
+            "extension airrep is not installed",
+        )
+    });
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     // SAFETY: plain calls into the backend on its own thread.
     unsafe {
@@ -161,7 +102,7 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         )
         .unwrap_or_else(|| {
             raise(
-                "58P01",
+                sqlstate::UNDEFINED_FILE,
                 &format!("model {id} has no {name} in airrep.model_files"),
             )
         })
@@ -170,7 +111,12 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         "SELECT config FROM airrep.models WHERE id = $1",
         &[id.into()],
     )
-    .unwrap_or_else(|| raise("42704", &format!("model {id} does not exist")));
+    .unwrap_or_else(|| {
+        raise(
+            sqlstate::UNDEFINED_OBJECT,
+            &format!("model {id} does not exist"),
+        )
+    });
     (
         serde_json::to_vec(&config.0).expect("jsonb serialises"),
         file(WEIGHTS_FILE),
@@ -187,7 +133,10 @@ pub fn require_unused_name(name: &str) {
     )
     .unwrap_or(false);
     if exists {
-        raise("42710", &format!("model \"{name}\" already exists"));
+        raise(
+            sqlstate::DUPLICATE_OBJECT,
+            &format!("model \"{name}\" already exists"),
+        );
     }
 }
 
@@ -213,7 +162,7 @@ pub fn require_insert_privileges(action: &str, with_log: bool) {
         .collect();
     if !missing.is_empty() {
         raise(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             &format!(
                 "permission denied: {action} needs INSERT on {}",
                 missing.join(", ")
@@ -241,7 +190,7 @@ pub fn insert_model(
             description.into(),
         ],
     )
-    .unwrap_or_else(|e| raise("XX000", &e.to_string()))
+    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()))
     .expect("INSERT ... RETURNING gives a row");
     for (file, bytes) in [(WEIGHTS_FILE, weights), (TOKENIZER_FILE, tokenizer)] {
         for (chunk, data) in bytes.chunks(CHUNK_BYTES).enumerate() {
@@ -249,7 +198,7 @@ pub fn insert_model(
                 "INSERT INTO airrep.model_files (model_id, file, chunk, data) VALUES ($1, $2, $3, $4)",
                 &[id.into(), file.into(), (chunk as i32).into(), data.into()],
             )
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
         }
     }
     id
@@ -259,7 +208,7 @@ pub fn insert_model(
 fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serde_json::Value {
     let config_json: serde_json::Value = serde_json::from_slice(config).unwrap_or_else(|e| {
         raise(
-            "22P02",
+            sqlstate::INVALID_TEXT_REPRESENTATION,
             &format!("model \"{name}\": config.json is not valid JSON: {e}"),
         )
     });
@@ -268,7 +217,7 @@ fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serd
         .install(|| {
             airrep_model::Encoder::from_bytes(config, weights, tokenizer, options).map(|_| ())
         })
-        .unwrap_or_else(|e| raise("22023", &format!("model \"{name}\" cannot be loaded: {e}")));
+        .unwrap_or_else(|e| raise_model(e, |e| format!("model \"{name}\" cannot be loaded: {e}")));
     config_json
 }
 
@@ -285,7 +234,7 @@ fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
     let path = dir.join(file);
     std::fs::read(&path).unwrap_or_else(|e| {
         raise(
-            "58P01",
+            sqlstate::UNDEFINED_FILE,
             &format!("could not read file \"{}\": {e}", path.display()),
         )
     })
@@ -297,7 +246,7 @@ fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
 fn load_model(name: &str, dir: &str) -> i64 {
     if !may_read_server_files() {
         raise(
-            "42501",
+            sqlstate::INSUFFICIENT_PRIVILEGE,
             "permission denied to load a model from the server's file system\n\
              only superusers and members of pg_read_server_files may; others can use airrep.import_model",
         );
@@ -306,7 +255,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
     let dir = std::path::Path::new(dir);
     if !dir.is_absolute() {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!(
                 "model directory must be an absolute path, not \"{}\"",
                 dir.display()
@@ -354,10 +303,13 @@ fn drop_model(name: &str) {
     )
     .unwrap_or(false);
     if !owns {
-        raise("42501", &format!("must be owner of model \"{name}\""));
+        raise(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            &format!("must be owner of model \"{name}\""),
+        );
     }
     Spi::run_with_args("DELETE FROM airrep.models WHERE id = $1", &[id.into()])
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
 }
 
 extension_sql!(

@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 
 /// The column types each role accepts (read through casts to bigint, text and float8).
 #[derive(Clone, Copy)]
@@ -59,14 +59,14 @@ pub fn require_columns(relation: &PgRelation, role: &str, columns: &[(&str, Kind
             .find(|a| !a.is_dropped() && a.name() == column);
         match attribute {
             None => raise(
-                "42703",
+                sqlstate::UNDEFINED_COLUMN,
                 &format!(
                     "{role} relation \"{name}\" has no column \"{column}\" (expected columns: {})",
                     expected.join(", ")
                 ),
             ),
             Some(a) if !kind.accepts(a.type_oid().value()) => raise(
-                "42804",
+                sqlstate::DATATYPE_MISMATCH,
                 &format!(
                     "column \"{column}\" of {role} relation \"{name}\" must be {}",
                     kind.describe()

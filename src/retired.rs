@@ -7,11 +7,11 @@
 
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 
 fn needs_update() -> ! {
     raise(
-        "55000",
+        sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
         "this aggregate belongs to airrep 0.1.0, whose library was replaced: run ALTER EXTENSION airrep UPDATE",
     )
 }

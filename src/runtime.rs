@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use airrep_model::{DeviceSpec, Precision};
 
-use crate::error::raise;
+use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::gucs;
 
 thread_local! {
@@ -27,7 +27,10 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
                 .thread_name(|i| format!("airrep-{i}"))
                 .build()
                 .unwrap_or_else(|e| {
-                    raise("53000", &format!("could not start {threads} threads: {e}"))
+                    raise(
+                        sqlstate::INSUFFICIENT_RESOURCES,
+                        &format!("could not start {threads} threads: {e}"),
+                    )
                 });
             let built = Rc::new(built);
             *pool = Some((threads, built.clone()));
@@ -38,9 +41,7 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
 
 /// The device named by `airrep.device`.
 pub fn device() -> DeviceSpec {
-    gucs::device()
-        .parse()
-        .unwrap_or_else(|e: airrep_model::Error| raise("22023", &e.to_string()))
+    gucs::device().parse::<DeviceSpec>().or_raise()
 }
 
 /// The precision named by `airrep.precision`; None for `auto`.
@@ -48,7 +49,7 @@ pub fn precision() -> Option<Precision> {
     match gucs::precision().trim() {
         p if p.eq_ignore_ascii_case("auto") => None,
         p => Some(p.parse().unwrap_or_else(|e: airrep_model::Error| {
-            raise("22023", &format!("airrep.precision: {e} (or auto)"))
+            raise_model(e, |e| format!("airrep.precision: {e} (or auto)"))
         })),
     }
 }

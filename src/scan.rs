@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation};
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate};
 use crate::relation::{qualified, quote_ident, require_columns, Kind};
 use crate::vector_type::VectorRef;
 
@@ -223,7 +223,7 @@ impl Source {
                 block.clear();
                 let table = cursor
                     .fetch(fetch)
-                    .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+                    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
                 // SAFETY: the fetch just set it; it stays valid until freed below.
                 let tuples = unsafe { pg_sys::SPI_tuptable };
                 // Detoasted copies go to a context reset per block.
@@ -251,13 +251,13 @@ impl Source {
             let id = match table.get::<i64>(1) {
                 Ok(Some(id)) => id,
                 Ok(None) => raise(
-                    "22004",
+                    sqlstate::NULL_VALUE_NOT_ALLOWED,
                     &format!(
                         "{} relation \"{}\" has a row whose id is NULL",
                         self.role, self.name
                     ),
                 ),
-                Err(e) => raise("XX000", &e.to_string()),
+                Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
             };
             let mut column = 2;
             if self.vector.is_some() {
@@ -273,7 +273,7 @@ impl Source {
                 match *dim {
                     None => *dim = Some(v.len()),
                     Some(d) if d != v.len() => raise(
-                        "22000",
+                        sqlstate::DATA_EXCEPTION,
                         &format!(
                             "different vector dimensions {d} and {}: row {id} of {} relation \"{}\" (column {})",
                             v.len(),
@@ -292,19 +292,19 @@ impl Source {
                     // that folds ASCII letters only.
                     Ok(Some(text)) => block.texts.push(text.to_lowercase()),
                     Ok(None) => unreachable!("the query skips NULL texts"),
-                    Err(e) => raise("XX000", &e.to_string()),
+                    Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
                 }
                 column += 1;
             }
             if self.cost.is_some() {
                 let cost = match table.get::<f64>(column) {
                     Ok(c) => c,
-                    Err(e) => raise("XX000", &e.to_string()),
+                    Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
                 };
                 match cost {
                     Some(c) if c.is_finite() && c >= 0.0 => block.costs.push(c),
                     other => raise(
-                        "22023",
+                        sqlstate::INVALID_PARAMETER_VALUE,
                         &format!(
                             "cost column {} of row {id} of {} relation \"{}\" is {}; costs must be finite and 0 or more",
                             self.cost.as_deref().unwrap_or_default(),

@@ -17,7 +17,7 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate, OrRaise};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
 use crate::top_k::{read_targets, search};
@@ -42,7 +42,7 @@ fn strategy(name: &str) -> Strategy {
         "mean" => Strategy::ByAggregate(Aggregate::Mean),
         "group" => Strategy::Group,
         other => raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!("unknown selection strategy \"{other}\": expected 'round_robin', 'max', 'mean' or 'group'"),
         ),
     }
@@ -106,7 +106,12 @@ fn select_data(
         name!(cumulative_cost, f64),
     ),
 > {
-    let required = |what: &str| -> ! { raise("22004", &format!("{what} must not be NULL")) };
+    let required = |what: &str| -> ! {
+        raise(
+            sqlstate::NULL_VALUE_NOT_ALLOWED,
+            &format!("{what} must not be NULL"),
+        )
+    };
     let (targets, pool) = (
         targets.unwrap_or_else(|| required("targets")),
         pool.unwrap_or_else(|| required("pool")),
@@ -114,7 +119,7 @@ fn select_data(
     let budget = budget.unwrap_or_else(|| required("budget"));
     if !budget.is_finite() || budget < 0.0 {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!("budget must be finite and 0 or more, got {budget}"),
         );
     }
@@ -217,9 +222,7 @@ fn select_by_aggregate(
         false,
         "airrep.select_data",
         |block| {
-            let scores = threads
-                .install(|| queries.dots(&block.rows))
-                .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            let scores = threads.install(|| queries.dots(&block.rows)).or_raise();
             let rows = block.len();
             for (r, &id) in block.ids.iter().enumerate() {
                 let value = aggregate.of((0..count).map(|t| scores[t * rows + r] as f64));
@@ -259,7 +262,7 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
     ids.dedup();
     if ids.len() * count > GROUP_SCORES_MAX {
         raise(
-            "54000",
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
             &format!(
                 "strategy 'group' would score {} candidate rows against {count} targets, more than {GROUP_SCORES_MAX} scores; use fewer targets or a smaller budget",
                 ids.len()
@@ -269,7 +272,7 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
     let candidates = pool.lookup(&ids, &mut Some(dim));
     let scores = thread_pool()
         .install(|| queries.dots(&candidates.rows))
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        .or_raise();
     let rows = candidates.len();
     let by_target: Vec<Vec<f32>> = scores.chunks(rows.max(1)).map(<[f32]>::to_vec).collect();
     let costs = if costed {
@@ -281,8 +284,14 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
         pgrx::check_for_interrupts!();
         false
     };
-    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted)
-        .unwrap_or_else(|Cancelled| raise("57014", "canceling statement due to user request"))
+    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted).unwrap_or_else(
+        |Cancelled| {
+            raise(
+                sqlstate::QUERY_CANCELED,
+                "canceling statement due to user request",
+            )
+        },
+    )
 }
 
 extension_sql!(

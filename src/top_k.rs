@@ -9,7 +9,7 @@ use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::raise;
+use crate::error::{raise, sqlstate, OrRaise};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
 
@@ -18,7 +18,7 @@ pub fn read_targets(targets: &Source) -> Option<(Vec<i64>, Queries)> {
     let mut dim = None;
     let all = targets.read_all(&mut dim);
     let dim = dim?;
-    let queries = Queries::new(all.rows, dim).unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let queries = Queries::new(all.rows, dim).or_raise();
     Some((all.ids, queries))
 }
 
@@ -38,7 +38,7 @@ pub fn search(
     pool.scan(&mut dim, block_rows, false, what, |block| {
         threads
             .install(|| search.add_block(&block.ids, &block.rows))
-            .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+            .or_raise();
         each(block);
     });
     search.finish()
@@ -46,7 +46,10 @@ pub fn search(
 
 pub fn check_k(k: i32) -> usize {
     if k < 1 {
-        raise("22023", &format!("k must be at least 1, got {k}"));
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            &format!("k must be at least 1, got {k}"),
+        );
     }
     k as usize
 }

@@ -10,33 +10,14 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 use serde_json::{json, Value};
 
-use crate::error::raise;
+use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::labels::LabelSet;
 use crate::registry;
 use crate::relation::qualified;
 use crate::runtime::{device, thread_pool};
 
-extension_sql!(
-    r#"
-CREATE TABLE airrep.training_log (
-    model_id   bigint NOT NULL REFERENCES airrep.models (id) ON DELETE CASCADE,
-    step       int NOT NULL,
-    loss       double precision NOT NULL,
-    grad_norm  double precision NOT NULL,
-    lr         double precision NOT NULL,
-    kept_pairs int NOT NULL,
-    seconds    double precision NOT NULL,
-    validation_lds double precision,
-    PRIMARY KEY (model_id, step)
-);
-COMMENT ON TABLE airrep.training_log IS 'one row per optimiser step of airrep.train; grad_norm is before clipping; validation_lds is the held-out LDS of the weights after the step, on validation steps';
--- Models are data: pg_dump carries the registry's rows (and the id sequence's position).
-SELECT pg_catalog.pg_extension_config_dump('airrep.models', '');
-SELECT pg_catalog.pg_extension_config_dump('airrep.model_files', '');
-SELECT pg_catalog.pg_extension_config_dump('airrep.training_log', '');
--- An identity sequence's position is dumped only when it is marked itself.
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('airrep.models', 'id')::regclass, '');
-"#,
+extension_sql_file!(
+    "../sql/training_log.sql",
     name = "training_log",
     requires = ["registry_tables"]
 );
@@ -61,16 +42,14 @@ fn run<T: Send>(
     pool.install(work).unwrap_or_else(|e| fail(what, e))
 }
 
-/// Raises a trainer's error: bad input as the trainer words it, a cancel as Postgres's own.
+/// Raises a trainer's error with its SQLSTATE from [`raise_model`]: bad input as the trainer
+/// words it, a cancel as Postgres's own, anything else as `what` failed.
 fn fail(what: &str, error: airrep_model::Error) -> ! {
-    match error {
-        airrep_model::Error::Cancelled => {
-            pgrx::check_for_interrupts!();
-            raise("57014", "airrep.train was cancelled")
-        }
-        airrep_model::Error::Input(message) => raise("22023", &message),
-        other => raise("XX000", &format!("{what} failed: {other}")),
-    }
+    raise_model(error, |error| match error {
+        airrep_model::Error::Cancelled => "airrep.train was cancelled".to_string(),
+        airrep_model::Error::Input(message) => message.clone(),
+        other => format!("{what} failed: {other}"),
+    })
 }
 
 /// One row of `airrep.training_log`.
@@ -105,8 +84,7 @@ fn train(
     let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
 
     let (config, weights, tokenizer) = registry::model_files(base_id);
-    let checkpoint = Checkpoint::from_bytes(&config, &weights)
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let checkpoint = Checkpoint::from_bytes(&config, &weights).or_raise();
     let data = TrainData {
         examples: labels.example_texts,
         targets: labels.target_texts,
@@ -181,9 +159,7 @@ fn train(
     }
     let (trained, selection) = run(&pool, "saving the model", || trainer.into_checkpoint());
     notice!("airrep.train: {}", selection.reason);
-    let weights = trained
-        .to_safetensors()
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+    let weights = trained.to_safetensors().or_raise();
 
     let mut config: Value =
         serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
@@ -241,7 +217,7 @@ fn train(
                 row.validation_lds.into(),
             ],
         )
-        .unwrap_or_else(|e| raise("XX000", &e.to_string()));
+        .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
     }
     id
 }
@@ -257,7 +233,7 @@ fn sample_subsets(
 ) -> TableIterator<'static, (name!(subset_id, i64), name!(example_id, i64))> {
     if n < 1 || size < 1 {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"),
         );
     }
@@ -268,13 +244,13 @@ fn sample_subsets(
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| raise("22023", &e.to_string()))
+            .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()))
             .filter_map(|r| r.get::<i64>(1).ok().flatten())
             .collect()
     });
     if (size as usize) > ids.len() {
         raise(
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
             &format!("subset size {size} exceeds the {} examples", ids.len()),
         );
     }

@@ -14,7 +14,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
-use crate::error::{raise, OrRaise};
+use crate::error::{raise, sqlstate, OrRaise};
 
 const HEADER_BYTES: usize = 8;
 
@@ -140,7 +140,7 @@ pub fn validated(v: Vec<f32>, typmod: i32) -> Vector {
 fn airrep_vector_in(input: &CStr, _typoid: pg_sys::Oid, typmod: i32) -> Vector {
     let text = input.to_str().unwrap_or_else(|_| {
         raise(
-            "22P02",
+            sqlstate::INVALID_TEXT_REPRESENTATION,
             &VectorError::InvalidSyntax(input.to_string_lossy().into_owned()).to_string(),
         )
     });
@@ -157,22 +157,30 @@ fn airrep_vector_out(v: VectorRef<'_>) -> CString {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn airrep_vector_typmod_in(modifiers: Array<&CStr>) -> i32 {
     if modifiers.len() != 1 {
-        raise("22023", "invalid type modifier");
+        raise(sqlstate::INVALID_PARAMETER_VALUE, "invalid type modifier");
     }
     let text = modifiers
         .get(0)
         .flatten()
         .map(|m| m.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dims: i64 = text
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| raise("22P02", "invalid type modifier"));
+    let dims: i64 = text.trim().parse().unwrap_or_else(|_| {
+        raise(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            "invalid type modifier",
+        )
+    });
     if dims < 1 {
-        raise("22023", &VectorError::TypmodTooSmall.to_string());
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            &VectorError::TypmodTooSmall.to_string(),
+        );
     }
     if dims > vector::MAX_DIM as i64 {
-        raise("22023", &VectorError::TypmodTooLarge.to_string());
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            &VectorError::TypmodTooLarge.to_string(),
+        );
     }
     dims as i32
 }

@@ -1,4 +1,4 @@
-//! Helpers shared by the #[pg_test] modules.
+//! Helpers shared by the `#[pg_test]` modules under `src/tests/`.
 
 use pgrx::prelude::*;
 

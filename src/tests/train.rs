@@ -10,7 +10,7 @@ mod tests {
 
     use airrep_model::testing::relative_error;
 
-    use crate::test_support::{count, sql_error, FIXTURES};
+    use crate::tests::support::{count, sql_error, FIXTURES};
 
     fn literal(text: &str) -> String {
         format!("'{}'", text.replace('\'', "''"))
@@ -68,7 +68,7 @@ mod tests {
     #[pg_test]
     fn golden_train_steps_through_sql() {
         let golden: Value =
-            serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/golden/train_steps.json")).unwrap();
         Spi::run(&format!(
             "SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')"
         ))
@@ -134,7 +134,7 @@ mod tests {
     #[pg_test]
     fn bad_label_tables_fail_before_training_and_leave_nothing() {
         let golden: Value =
-            serde_json::from_str(include_str!("../tests/golden/train_steps.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/golden/train_steps.json")).unwrap();
         Spi::run(&format!(
             "SELECT airrep.load_model('tiny', '{FIXTURES}/tiny-airrep')"
         ))
@@ -188,7 +188,8 @@ mod tests {
 
     #[pg_test]
     fn spearman_aggregate_reproduces_golden_lds() {
-        let golden: Value = serde_json::from_str(include_str!("../tests/golden/lds.json")).unwrap();
+        let golden: Value =
+            serde_json::from_str(include_str!("../../tests/golden/lds.json")).unwrap();
         for (c, case) in golden["cases"].as_array().unwrap().iter().enumerate() {
             let scores = case["scores"].as_array().unwrap();
             let losses = case["losses"].as_array().unwrap();

@@ -1,5 +1,5 @@
-//! Tests that need a running Postgres: golden values through SQL, parallel aggregation,
-//! the binary wire format, and robustness against garbage input.
+//! The vector type and group influence inside Postgres: golden values through SQL, parallel
+//! aggregation, the binary wire format, and robustness against garbage input.
 
 use pgrx::prelude::*;
 
@@ -10,7 +10,7 @@ mod tests {
 
     use airrep_model::testing::relative_error;
 
-    use crate::test_support::{one_f64, sql_error};
+    use crate::tests::support::{one_f64, sql_error};
 
     /// `[a,b,...]` with enough digits that the value reaches Postgres unchanged.
     fn vector_literal(values: &[Value]) -> String {
@@ -24,7 +24,7 @@ mod tests {
     #[pg_test]
     fn golden_group_influence_through_sql() {
         let golden: Value =
-            serde_json::from_str(include_str!("../tests/golden/group_influence.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/golden/group_influence.json")).unwrap();
         let cases = golden["cases"].as_array().unwrap();
         assert!(!cases.is_empty());
         for (index, case) in cases.iter().enumerate() {

@@ -8,10 +8,10 @@ mod tests {
     use pgrx::prelude::*;
     use serde_json::Value;
 
-    use crate::test_support::{error_message, sql_error, FIXTURES};
+    use crate::tests::support::{error_message, sql_error, FIXTURES};
 
     fn golden_embeddings() -> Value {
-        serde_json::from_str(include_str!("../tests/golden/embeddings.json")).unwrap()
+        serde_json::from_str(include_str!("../../tests/golden/embeddings.json")).unwrap()
     }
 
     fn load(name: &str, dir: &str) -> i64 {
