@@ -6,18 +6,18 @@
 #   scripts/gpu-verify.sh            # build the cuda extension, then pack
 #   scripts/gpu-verify.sh --no-build # pack what target-cuda/ holds
 #   AIRREP_SO=/path/airrep.so scripts/gpu-verify.sh --no-build   # pack another build
-#   (likewise GPU_CHECK=/path/gpu_check, AIRREP_MODEL_TESTS=/path/airrep_model-<hash>)
+#   (likewise AIRREP_MODEL_TESTS=/path/airrep_model-<hash>)
 #
 # Then, on the GPU machine, from the repository root (the `run` tool: carry ["gpu-sql"]):
 #
 #   bash gpu-sql/run-sql.sh          # parity and throughput through SQL, next to PyTorch
 #
-# gpu-sql/ holds: gpu_check.xz and airrep_model_tests.xz (the cuda builds of the example
-# and of airrep-model's unit tests, for the Rust-level checks run first), airrep.so.xz (the
+# gpu-sql/ holds: airrep_model_tests.xz (the cuda build of airrep-model's unit tests, for
+# the Rust-level checks run first: golden parity and training steps on the GPU), airrep.so.xz (the
 # cuda build, stripped), airrep.control and the
 # extension's SQL, pg15.tar.xz (Debian's PostgreSQL 15 server, initdb, pg_ctl, psql, its
 # share/ and the shared libraries they load, minus glibc's), run-sql.sh, sql_bench.py and
-# torch_bench.py (from crates/airrep-model/examples/gpu_check/). MINILM=DIR adds a pruned
+# torch_bench.py (from tools/gpu/). MINILM=DIR adds a pruned
 # MiniLM (the 999 word-embedding rows the golden texts use; about 42 MB gzipped: with it
 # the carry is near the tool's 64 MiB limit).
 set -euo pipefail
@@ -26,13 +26,13 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$REPO/gpu-sql"
 PG=/usr/lib/postgresql/15
 PGSHARE=/usr/share/postgresql/15
-EXAMPLES="$REPO/crates/airrep-model/examples/gpu_check"
+EXAMPLES="$REPO/tools/gpu"
 
 TESTS=""
 if [[ "${1:-}" != "--no-build" ]]; then
   "$REPO/scripts/build-cuda.sh" build --release --features cuda -p airrep --lib
-  "$REPO/scripts/build-cuda.sh" build --release --features cuda -p airrep-model --example gpu_check
-  # The airrep-model unit tests with cuda (bert::mixed's GPU test runs there).
+  # The airrep-model unit tests with cuda: the golden tests run their bodies on the GPU too
+  # (testing::devices), and bert::mixed's GPU test runs there.
   TESTS=$("$REPO/scripts/build-cuda.sh" test --release --features cuda -p airrep-model --lib --no-run \
     --message-format=json 2>/dev/null | python3 -c 'import json,sys
 for line in sys.stdin:
@@ -41,7 +41,6 @@ for line in sys.stdin:
         print(m["executable"])')
 fi
 TESTS="${AIRREP_MODEL_TESTS:-$TESTS}"
-GPU_CHECK="${GPU_CHECK:-$REPO/target-cuda/release/examples/gpu_check}"
 SO="${AIRREP_SO:-$REPO/target-cuda/release/libairrep.so}"
 [[ -f "$SO" ]] || { echo "gpu-verify: no $SO (build it first)" >&2; exit 1; }
 # The extension's SQL does not depend on the cuda feature: take the one pgrx generates for
@@ -75,7 +74,7 @@ rm -f "$STAGE"/pg/share/extension/airrep*
 tar -C "$STAGE" -cf - pg | xz -T2 -6 > "$OUT/pg15.tar.xz"
 
 # Rust-level checks run first on the device, where present.
-for bin in "$GPU_CHECK:gpu_check" "$TESTS:airrep_model_tests"; do
+for bin in "$TESTS:airrep_model_tests"; do
   src="${bin%%:*}"; name="${bin##*:}"
   if [[ -n "$src" && -f "$src" ]]; then strip -o "$OUT/$name" "$src" && xz -T2 -6 -f "$OUT/$name"
   else echo "gpu-verify: no $name binary (${src:-not built}): skipped"; fi

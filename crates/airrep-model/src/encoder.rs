@@ -215,14 +215,26 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, golden_dir, Golden};
+    use crate::testing::{assert_close, golden_dir, targets, Golden, Target};
 
     fn encoder(name: &str, batch_size: usize, amx: bool) -> Encoder {
+        encoder_on(
+            name,
+            batch_size,
+            Target {
+                device: DeviceSpec::Cpu,
+                amx,
+            },
+        )
+    }
+
+    fn encoder_on(name: &str, batch_size: usize, target: Target) -> Encoder {
         Encoder::from_dir(
             golden_dir(name),
             EncoderOptions {
                 batch_size,
-                amx,
+                device: target.device,
+                amx: target.amx,
                 ..Default::default()
             },
         )
@@ -250,29 +262,30 @@ mod tests {
         assert!(err.contains("non-finite embedding"), "{err}");
     }
 
-    /// Batched and one text at a time, with f32 FMA products and with AMX split products
-    /// (the same f32 path again where the CPU has no AMX).
+    /// Batched and one text at a time, on every target: the CPU with f32 FMA products and
+    /// with AMX split products (the same f32 path again where the CPU has no AMX), and a
+    /// GPU where the build and the machine have one.
     fn check_parity(model: &str, expected: &[Vec<f64>]) {
         let golden = Golden::load();
         let texts = golden.texts();
-        for amx in [false, true] {
-            let encoder = encoder(model, 8, amx);
+        for target in targets() {
+            let encoder = encoder_on(model, 8, target);
             let batched = encoder.encode(&texts).unwrap();
             for (i, (got, want)) in batched.iter().zip(expected).enumerate() {
                 assert_close(
                     got,
                     want,
                     1e-4,
-                    &format!("{model} amx {amx} text {i} batched"),
+                    &format!("{model} {target:?} text {i} batched"),
                 );
             }
             for (i, text) in texts.iter().enumerate() {
                 let single = encoder.encode(&[text]).unwrap();
-                let what = format!("{model} amx {amx} text {i} single");
+                let what = format!("{model} {target:?} text {i} single");
                 assert_close(&single[0], &expected[i], 1e-4, &what);
             }
             eprintln!(
-                "{model}, amx {amx} (available: {}): worst relative L2 {:.2e}",
+                "{model}, {target:?} (AMX available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
                 crate::testing::worst_relative_l2_error(&batched, expected)
             );
@@ -317,17 +330,22 @@ mod tests {
         if let Some(dir) = crate::testing::minilm_dir() {
             cases.push((dir, &golden.minilm_base, 9.2e-3, 8.6e-3));
         }
-        // amx false: candle's portable kernels; true: the fused CPU kernels with AMX bf16
-        // products where the CPU has them (else the portable ones again).
-        for ((dir, expected, bound, amx_bound), amx) in cases
-            .into_iter()
-            .flat_map(|case| [false, true].map(|amx| (case.clone(), amx)))
+        // amx false: candle's portable kernels (on the CPU, the numbers a GPU computes);
+        // true: the fused CPU kernels with AMX bf16 products where the CPU has them (else
+        // the portable ones again).
+        for ((dir, expected, bound, amx_bound), Target { device, amx }) in
+            cases.into_iter().flat_map(|case| {
+                targets()
+                    .into_iter()
+                    .map(move |target| (case.clone(), target))
+            })
         {
             let encoder = Encoder::from_dir(
                 &dir,
                 EncoderOptions {
                     batch_size: 8,
                     dtype: Some(Precision::Bf16),
+                    device,
                     amx,
                     ..Default::default()
                 },
@@ -337,7 +355,7 @@ mod tests {
             let got = encoder.encode(&texts).unwrap();
             let worst = crate::testing::worst_relative_l2_error(&got, expected);
             eprintln!(
-                "{}, amx {amx}: bf16 worst relative L2 {worst:.3e}",
+                "{}, {device:?} amx {amx}: bf16 worst relative L2 {worst:.3e}",
                 dir.display()
             );
             for (i, (got, want)) in got.iter().zip(expected).enumerate() {
@@ -350,7 +368,7 @@ mod tests {
                     got,
                     want,
                     bound,
-                    &format!("{} bf16 amx {amx} text {i}", dir.display()),
+                    &format!("{} bf16 {device:?} amx {amx} text {i}", dir.display()),
                 );
             }
         }
@@ -471,19 +489,20 @@ mod tests {
         };
         let golden = Golden::load();
         let texts = golden.texts();
-        for amx in [false, true] {
+        for target in targets() {
             let options = EncoderOptions {
-                amx,
+                device: target.device,
+                amx: target.amx,
                 ..Default::default()
             };
             let encoder = Encoder::from_dir(&dir, options).unwrap();
             assert_eq!(encoder.dim(), 384);
             let got = encoder.encode(&texts).unwrap();
             for (i, (got, want)) in got.iter().zip(&golden.minilm_base).enumerate() {
-                assert_close(got, want, 1e-4, &format!("minilm amx {amx} text {i}"));
+                assert_close(got, want, 1e-4, &format!("minilm {target:?} text {i}"));
             }
             eprintln!(
-                "minilm, amx {amx} (available: {}): worst relative L2 {:.2e}",
+                "minilm, {target:?} (AMX available: {}): worst relative L2 {:.2e}",
                 crate::kernels::amx_available(),
                 crate::testing::worst_relative_l2_error(&got, &golden.minilm_base)
             );

@@ -9,11 +9,54 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// `tests/golden/<name>`, the reference values computed with PyTorch.
+use crate::DeviceSpec;
+
+/// `tests/golden/<name>`, the reference values computed with PyTorch; `$AIRREP_GOLDEN_DIR`
+/// stands for `tests/golden` where the tests run away from their checkout (a test binary
+/// copied to a GPU machine).
 pub fn golden_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
+    std::env::var_os("AIRREP_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden"))
         .join(name)
+}
+
+/// One way this build can run the encoder on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub device: DeviceSpec,
+    /// AMX products on the CPU (the same f32 path again where the CPU has no AMX).
+    pub amx: bool,
+}
+
+/// The devices the device-generic tests run on, in the manner of candle's `test_device!`:
+/// the CPU always, and the first CUDA GPU when this build has CUDA and the machine has a
+/// usable one. A golden test runs its body once per device, so on a GPU machine the
+/// `--features cuda` build of these tests is the GPU's parity check (docs/gpu.md).
+pub fn devices() -> Vec<DeviceSpec> {
+    let mut devices = vec![DeviceSpec::Cpu];
+    if DeviceSpec::cuda_compiled() {
+        match DeviceSpec::Cuda(0).create() {
+            Ok(_) => devices.push(DeviceSpec::Cuda(0)),
+            Err(e) => eprintln!("no usable GPU ({e}): the device tests run on the CPU only"),
+        }
+    }
+    devices
+}
+
+/// Every [`Target`]: each of [`devices`], the CPU with and without AMX products.
+pub fn targets() -> Vec<Target> {
+    devices()
+        .into_iter()
+        .flat_map(|device| {
+            let amx: &[bool] = if device.is_cuda() {
+                &[false]
+            } else {
+                &[false, true]
+            };
+            amx.iter().map(move |&amx| Target { device, amx })
+        })
+        .collect()
 }
 
 /// `tests/golden/embeddings.json`.

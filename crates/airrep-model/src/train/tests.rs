@@ -163,11 +163,24 @@ fn assert_gradients_close(names: &[String], got: &[Tensor], want: &[Tensor], wha
     }
 }
 
+/// On every device the build and the machine have (`testing::devices`): the CPU, and a GPU
+/// in a `--features cuda` build on a GPU machine.
 #[test]
 fn train_reproduces_golden_steps() {
+    for device in crate::testing::devices() {
+        eprintln!("golden training steps on {device:?}");
+        train_reproduces_golden_steps_on(device);
+    }
+}
+
+fn train_reproduces_golden_steps_on(device: crate::DeviceSpec) {
     let golden = golden();
     let data = golden_data(&golden);
-    let mut trainer = tiny_trainer(data, golden_options(&golden)).unwrap();
+    let options = TrainOptions {
+        device,
+        ..golden_options(&golden)
+    };
+    let mut trainer = tiny_trainer(data, options).unwrap();
     assert_matrix_rel(&trainer.labels, &golden.labels, 1e-12, "labels");
     for (t, want) in golden.trace.iter().enumerate() {
         let log = trainer.step(&never).unwrap();

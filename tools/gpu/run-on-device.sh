@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root: bash gpu-run/run.sh (docs/gpu.md).
-# gpu-run/ holds gpu_check.xz, torch_bench.py, this script and minilm/ (pruned, gzipped).
+# gpu-run/ holds gpu_check.xz, airrep_model_tests.xz (airrep-model's unit tests, cuda build),
+# torch_bench.py, this script and minilm/ (pruned, gzipped).
 set -uo pipefail
 cd "$(dirname "$0")"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -11,7 +12,9 @@ export LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd ./gpu_check | grep -E "not found|libcuda|cublas|curand|nvrtc|cudart"
 [ -f minilm/model.safetensors ] || gunzip -k minilm/model.safetensors.gz
-echo "== parity"; time ./gpu_check parity cuda ../tests/golden minilm; echo "parity rc=$?"
+# Golden parity: airrep-model's golden tests, whose bodies run on the CPU and then the GPU.
+[ -x airrep_model_tests ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('airrep_model_tests.xz'), open('airrep_model_tests','wb'))" && chmod +x airrep_model_tests; }
+echo "== parity"; time AIRREP_GOLDEN_DIR=../tests/golden AIRREP_MINILM_DIR=minilm ./airrep_model_tests golden --nocapture --test-threads 1; echo "parity rc=$?"
 echo "== bench model"; ./gpu_check make-model /tmp/gte-small minilm/tokenizer.json
 echo "== ours"; time ./gpu_check bench cuda /tmp/gte-small ${N_TEXTS:-8192} 256 /tmp/bench; echo "bench rc=$?"
 echo "== pytorch"; time python3 torch_bench.py ../tests/golden minilm /tmp/gte-small /tmp/bench; echo "torch rc=$?"

@@ -53,18 +53,18 @@ ldd "$PGB/bin/postgres" | grep "not found" && { echo "postgres: missing librarie
 "$PGB/bin/postgres" --version
 
 # Rust-level checks first (as root, straight on the crate): the mixed-precision linear
-# kernel against its f64 reference, then golden parity through airrep_model::Encoder.
-for name in airrep_model_tests gpu_check; do
+# kernel against its f64 reference, then the golden tests (their bodies run on the CPU and
+# the GPU: golden parity through airrep_model::Encoder, and the golden training steps).
+for name in airrep_model_tests; do
   [[ -f "$HERE/$name.xz" ]] && python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" \
     "$HERE/$name.xz" "$ROOT/$name" && chmod +x "$ROOT/$name"
 done
 if [[ -x "$ROOT/airrep_model_tests" ]]; then
-  echo "== airrep-model unit tests on the GPU: bert::mixed"
+  echo "== airrep-model unit tests on the GPU: bert::mixed, then the golden tests"
   "$ROOT/airrep_model_tests" bert::mixed --nocapture --test-threads 1 2>&1 | grep -vE "^\s*$" || echo "unit tests FAILED"
-fi
-if [[ -x "$ROOT/gpu_check" ]]; then
-  echo "== gpu_check parity ${DEVICE:-cuda} (Rust, no Postgres)"
-  "$ROOT/gpu_check" parity "${DEVICE:-cuda}" "$REPO/tests/golden" ${MINILM_DIR:-} || echo "gpu_check parity: a bound missed (rc $?)"
+  if [[ -n "${MINILM_DIR:-}" ]]; then minilm=(AIRREP_MINILM_DIR="$MINILM_DIR"); else minilm=(AIRREP_SKIP_MINILM=1); fi
+  env AIRREP_GOLDEN_DIR="$REPO/tests/golden" "${minilm[@]}" "$ROOT/airrep_model_tests" golden --nocapture --test-threads 1 \
+    || echo "golden tests: a bound missed (rc $?)"
 fi
 
 # A throwaway cluster as an unprivileged user.

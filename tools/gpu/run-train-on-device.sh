@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Training on the GPU machine (docs/gpu.md, Training): copied to gpu-run/run-train.sh and run
-# there as `bash gpu-run/run-train.sh`; gpu-run/ holds gpu_check.xz and this script.
+# there as `bash gpu-run/run-train.sh`; gpu-run/ holds gpu_check.xz, airrep_model_tests.xz
+# (airrep-model's unit tests, cuda build) and this script.
 set -uo pipefail
 cd "$(dirname "$0")"
 mkdir -p "${OUT:-/tmp/out}"
@@ -19,8 +20,10 @@ peak() {
   echo "== $label: rc=$rc, peak GPU memory used $(sort -n /tmp/smi.$$ | tail -1) MiB (nvidia-smi, whole GPU)"
 }
 echo "idle GPU memory used: $(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits) MiB"
-echo "== golden, cpu"; ./gpu_check train-golden cpu ../tests/golden
-peak "golden cuda" ./gpu_check train-golden cuda ../tests/golden
+[ -x airrep_model_tests ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('airrep_model_tests.xz'), open('airrep_model_tests','wb'))" && chmod +x airrep_model_tests; }
+# The golden training steps: airrep-model's test, whose body runs on the CPU and then the GPU.
+peak "golden steps, cpu and cuda" env AIRREP_GOLDEN_DIR=../tests/golden AIRREP_SKIP_MINILM=1 \
+  ./airrep_model_tests train_reproduces_golden_steps --nocapture --test-threads 1
 ./gpu_check make-model /tmp/gte-small ../tests/golden/tiny-airrep/tokenizer.json
 for shape in ${TRAIN_SHAPES:-"256 32 64 32 3" "256 32 64 256 3" "1000 32 64 256 3"}; do
   peak "train-bench $shape" ./gpu_check train-bench cuda /tmp/gte-small $shape
