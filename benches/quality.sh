@@ -4,10 +4,20 @@
 # encoders through the extension's SQL and for TF-IDF and gradient baselines.
 # Writes docs/quality.md and docs/quality.png (--quick: a few minutes, tiny sizes, writes to
 # $AIRREP_QUALITY_DIR only; fails if any method's LDS is missing or not finite).
-# Usage: benches/quality.sh [--quick]   (release build, throwaway cluster on port 28818)
+# Usage: benches/quality.sh [--quick]   (release build, throwaway cluster on port 28818;
+# --quick reuses the dev-profile builds scripts/test.sh made before it, whose dependencies
+# are optimised (Cargo.toml), so a fresh machine compiles the dependency tree once, not twice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=""; [ "${1:-}" = "--quick" ] && QUICK=--quick
+if [ -n "$QUICK" ]; then
+    PROFILE=(); QUALITY_BIN="${CARGO_TARGET_DIR:-target}/debug/airrep-quality"
+    # the build `cargo pgrx test` and scripts/regress.sh install (it adds only the tests schema)
+    INSTALL=(--test --features "pg_test pg15" --no-default-features)
+else
+    PROFILE=(--release); QUALITY_BIN="${CARGO_TARGET_DIR:-target}/release/airrep-quality"
+    INSTALL=(--release)
+fi
 source scripts/setup.sh
 WORK=${AIRREP_QUALITY_DIR:-/tmp/airrep-quality}
 PORT=${AIRREP_QUALITY_PORT:-28818}
@@ -21,9 +31,9 @@ done
 python3 -c 'import matplotlib' 2>/dev/null || pip install --quiet matplotlib
 
 echo "==> labels (tiny GPT retrained per subset; cached) and baselines"
-cargo build --release -p airrep-bench
+cargo build "${PROFILE[@]}" -p airrep-bench
 rm -rf "$WORK/data" && mkdir -p "$WORK/data" "$WORK/models"
-"${CARGO_TARGET_DIR:-target}/release/airrep-quality" $QUICK --out "$WORK/data"
+"$QUALITY_BIN" $QUICK --out "$WORK/data"
 
 minilm=$(scripts/fetch-minilm.sh)
 rm -rf "$WORK/models/minilm" && cp -r "$minilm" "$WORK/models/minilm"
@@ -37,10 +47,10 @@ else
 fi
 # Others install their own builds into the same Postgres: install ours right before use,
 # and once more if theirs replaced it before our backend loaded it.
-echo "==> install the extension (release) and score AirRep's encoders in a throwaway cluster"
+echo "==> install the extension and score AirRep's encoders in a throwaway cluster"
 source scripts/cluster.sh
 for attempt in 1 2; do
-    cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null 2>&1
+    cargo pgrx install "${INSTALL[@]}" --pg-config "$PG_CONFIG" >/dev/null 2>&1
     start_cluster "$WORK" "$PORT"
     if run_psql -v data="$WORK/data" -v minilm="$WORK/models/minilm" -v train_options="$options" \
         -f benches/quality.sql > "$WORK/data/airrep.tsv"; then
@@ -52,7 +62,7 @@ for attempt in 1 2; do
 done
 
 echo "==> data selection: fine-tune the tiny GPT on each 10% selection"
-"${CARGO_TARGET_DIR:-target}/release/airrep-quality" $QUICK --out "$WORK/data" --select-from "$WORK/data"
+"$QUALITY_BIN" $QUICK --out "$WORK/data" --select-from "$WORK/data"
 
 echo "==> report"
 out=docs; [ -n "$QUICK" ] && out="$WORK/report"
