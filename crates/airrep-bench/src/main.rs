@@ -7,6 +7,8 @@
 //! subsets are cheap and recomputed from the seed every time. With
 //! `--explore MODEL_DIR OPTIONS...` (last), it compares training recipes instead (explore.rs);
 //! with `--texts-only` it writes only the pool's `examples.csv` (no labels);
+//! with `--token-states MODEL_DIR` it writes every token's hidden states and the labels for
+//! `benches/representation_ceiling.py` (token_states.rs);
 //! with `--select-from DIR` it runs the data-selection experiment on the selections in DIR
 //! (selection.rs) and writes `selection.tsv` to the --out DIR.
 
@@ -17,6 +19,7 @@ mod gpt;
 mod labels;
 mod rng;
 mod selection;
+mod token_states;
 
 use gpt::{Config, Gpt};
 use rng::Rng;
@@ -327,6 +330,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .trim()
             .to_string()
     };
+    if let Some(model_dir) = value("--token-states") {
+        return token_states::write(&setup, Path::new(&model_dir), &out);
+    }
     if let Some(model_dir) = value("--explore") {
         let at = args
             .iter()
