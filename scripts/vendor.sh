@@ -30,18 +30,22 @@ citus)
         echo "citus: no source in $VENDOR; the distributed test is skipped"
         exit 0
     fi
-    # Citus' build dependencies (../shared/vendor/README.md); about 6 minutes on 2 cores.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurl4-openssl-dev liblz4-dev \
-        libzstd-dev libkrb5-dev libselinux1-dev libxslt1-dev libpam0g-dev libssl-dev \
-        libreadline-dev >/dev/null
+    # Citus' build dependencies (../shared/vendor/README.md); 2-6 minutes on 2 cores.
+    packages=(patch libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libselinux1-dev
+        libxslt1-dev libpam0g-dev libssl-dev libreadline-dev)
+    # (an unknown package's error line counts as missing too)
+    missing=$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>&1 | grep -cvx "install ok installed" || true)
+    if [ "$missing" != 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    fi
     build=$(mktemp -d)
     tar xzf "$source" -C "$build"
     (
         cd "$build"/citus-*
         for patch in "$VENDOR"/citus-*.patch; do patch -s -p1 <"$patch"; done
-        ./configure -q PG_CONFIG="$PG_CONFIG" >/dev/null
-        make -s -j"$(nproc)" >/dev/null 2>&1
-        make -s install >/dev/null
+        { ./configure PG_CONFIG="$PG_CONFIG" && make -j"$(nproc)" && make install; } >build.log 2>&1 ||
+            { tail -40 build.log >&2; echo "citus: the build failed (last lines above)" >&2; exit 1; }
     )
     rm -rf "$build"
     echo "citus: built and installed from $source"
