@@ -43,7 +43,10 @@ citus)
     tar xzf "$source" -C "$build"
     (
         cd "$build"/citus-*
-        for patch in "$VENDOR"/citus-*.patch; do patch -s -p1 <"$patch"; done
+        for patch in "$VENDOR"/citus-*.patch; do
+            [ -e "$patch" ] || continue  # none vendored
+            patch -s -p1 <"$patch"
+        done
         { ./configure PG_CONFIG="$PG_CONFIG" && make -j"$(nproc)" && make install; } >build.log 2>&1 ||
             { tail -40 build.log >&2; echo "citus: the build failed (last lines above)" >&2; exit 1; }
     )

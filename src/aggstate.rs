@@ -150,24 +150,27 @@ pub fn step_state<E>(
 where
     E: std::fmt::Display,
 {
-    let mut state = match state {
-        // SAFETY: fcinfo is the live call's.
-        Some(state) if unsafe { called_as_aggregate(fcinfo) } => state,
-        Some(_) => not_an_aggregate(),
-        None => allocate(aggregate_context(fcinfo), &init()),
-    };
+    // SAFETY: fcinfo is the live call's.
+    if !unsafe { called_as_aggregate(fcinfo) } {
+        not_an_aggregate();
+    }
+    // A group's first state is made in the current (per-row) context: Postgres copies a
+    // new transition value into the aggregate's context itself, so allocating it there
+    // too would leave one orphan copy per group (a hash aggregate keeps those until the
+    // end of the query).
+    let mut state = state.unwrap_or_else(|| allocate(&init()));
     if let Err(message) = update(state.bytes_mut()) {
         invalid_state(&message.to_string());
     }
     state
 }
 
-/// `bytes` as a new `bytea` in `context`.
-fn allocate(context: pg_sys::MemoryContext, bytes: &[u8]) -> StateBytes {
+/// `bytes` as a new `bytea` in the current memory context.
+fn allocate(bytes: &[u8]) -> StateBytes {
     let size = pg_sys::VARHDRSZ + bytes.len();
-    // SAFETY: MemoryContextAlloc raises rather than return null; we write `size` bytes.
+    // SAFETY: palloc raises rather than return null; we write `size` bytes.
     unsafe {
-        let varlena = pg_sys::MemoryContextAlloc(context, size) as *mut pg_sys::varlena;
+        let varlena = pg_sys::palloc(size) as *mut pg_sys::varlena;
         pgrx::set_varsize_4b(varlena, size as i32);
         std::ptr::copy_nonoverlapping(
             bytes.as_ptr(),

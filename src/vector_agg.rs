@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState, StateBytes};
 use crate::error::{raise_vector, OrRaise};
-use crate::vector_type::{Vector, VectorRef};
+use crate::vector_type::{validated, Vector, VectorRef};
 
 impl PartialState for VectorSum {
     fn to_bytes(&self) -> Vec<u8> {
@@ -47,13 +47,14 @@ fn airrep_vector_sum_accum(
 #[pg_extern(strict, parallel_safe, requires = ["airrep_vector_type"])]
 fn airrep_vector_sum_result(state: StateBytes) -> Option<Vector> {
     let sum = state.decode::<VectorSum>();
-    (sum.count() > 0).then(|| Vector(sum.sum().or_raise()))
+    // Checked like any vector from outside: the state may be any bytea a caller made.
+    (sum.count() > 0).then(|| validated(sum.sum().or_raise(), -1))
 }
 
 #[pg_extern(strict, parallel_safe, requires = ["airrep_vector_type"])]
 fn airrep_vector_avg_result(state: StateBytes) -> Option<Vector> {
     let sum = state.decode::<VectorSum>();
-    (sum.count() > 0).then(|| Vector(sum.avg()))
+    (sum.count() > 0).then(|| validated(sum.avg(), -1))
 }
 
 #[pg_extern(parallel_safe)]

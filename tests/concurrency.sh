@@ -36,14 +36,19 @@ SQL
 psql_run() { as_postgres psql -h /tmp -p "$CLUSTER_PORT" -U postgres -d postgres -X -v ON_ERROR_STOP=1 -q "$@"; }
 psql_run -f "$work/workload.sql" -o "$work/reference.out"
 [ -s "$work/reference.out" ] || fail "the reference run wrote nothing"
+sessions=()
 for session in $(seq 1 8); do
     (
         for round in 1 2 3; do
             psql_run -f "$work/workload.sql" -o "$work/session$session.round$round.out"
         done
     ) &
+    sessions+=($!)
 done
-wait
+for pid in "${sessions[@]}"; do
+    wait "$pid" || fail "a session failed (its error is above)"
+done
+[ "$(ls "$work"/session*.out | wc -l)" = 24 ] || fail "not every round wrote its output"
 for out in "$work"/session*.out; do
     cmp -s "$work/reference.out" "$out" || fail "$(basename "$out") differs from the serial run"
 done

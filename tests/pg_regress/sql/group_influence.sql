@@ -29,6 +29,9 @@ SELECT airrep_group_influence_final('\x00');
 SELECT airrep_group_influence_combine('\x0001000000', NULL);
 SELECT airrep_vector_sum_result('\x01');
 SELECT airrep_vector_sum_merge(NULL, NULL) IS NULL AS both_empty;
+-- a hand-made state cannot make a vector the type forbids: NaN, or no dimensions
+SELECT airrep_vector_avg_result('\x01000000000000000100000000000000000000000000f87f');
+SELECT airrep_vector_sum_result('\x01000000000000000000000000000000');
 -- States are updated in place: windows (running and sliding) and aggregates that share one
 -- state (sum and avg) still see each row once.
 SELECT i, sum(v) OVER running AS running_sum, avg(v) OVER running AS running_avg,
