@@ -11,14 +11,13 @@
 //! `airrep.spearman` keeps an `internal` state: it must hold every pair to rank them, so a
 //! pushed-down partial state would carry the rows anyway.
 
-use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
-use pgrx::datum::{Datum, Internal};
-use pgrx::nullable::Nullable;
+use airrep_core::state::StateError;
+use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
+use crate::datum::{arg_from_datum, detoasted, return_into_datum};
 use crate::error::{raise, sqlstate};
-use crate::vector_type::detoasted;
 
 /// A partial aggregate that can be shipped between processes and merged.
 pub trait PartialState: Sized + Clone {
@@ -58,7 +57,7 @@ impl StateBytes {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: a detoasted varlena with a 4-byte header (see `from_polymorphic_datum`).
+        // SAFETY: a detoasted varlena with a 4-byte header (see `from_raw`).
         unsafe {
             std::slice::from_raw_parts(
                 pgrx::vardata_any(self.0) as *const u8,
@@ -104,17 +103,7 @@ impl FromDatum for StateBytes {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for StateBytes {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        arg.unbox_arg_using_from_datum()
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
-        arg.unbox_arg_using_from_datum().into()
-    }
-}
+arg_from_datum!(StateBytes);
 
 impl IntoDatum for StateBytes {
     fn into_datum(self) -> Option<pg_sys::Datum> {
@@ -126,14 +115,7 @@ impl IntoDatum for StateBytes {
     }
 }
 
-unsafe impl BoxRet for StateBytes {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        match self.into_datum() {
-            Some(datum) => fcinfo.return_raw_datum(datum),
-            None => fcinfo.return_null(),
-        }
-    }
-}
+return_into_datum!(StateBytes);
 
 pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(StateBytes, "bytea");
 
@@ -141,15 +123,12 @@ pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(StateBytes, "bytea");
 /// as it came or, on a group's first row, `init()`'s bytes in the aggregate's context.
 /// Bytes of another layout fail `update` with a clear error (`update` checks them, in time
 /// that does not grow with the state, before it writes).
-pub fn step_state<E>(
+pub fn step_state(
     fcinfo: pg_sys::FunctionCallInfo,
     state: Option<StateBytes>,
     init: impl FnOnce() -> Vec<u8>,
-    update: impl FnOnce(&mut [u8]) -> Result<(), E>,
-) -> StateBytes
-where
-    E: std::fmt::Display,
-{
+    update: impl FnOnce(&mut [u8]) -> Result<(), StateError>,
+) -> StateBytes {
     // SAFETY: fcinfo is the live call's.
     if !unsafe { called_as_aggregate(fcinfo) } {
         not_an_aggregate();
@@ -159,8 +138,8 @@ where
     // too would leave one orphan copy per group (a hash aggregate keeps those until the
     // end of the query).
     let mut state = state.unwrap_or_else(|| allocate(&init()));
-    if let Err(message) = update(state.bytes_mut()) {
-        invalid_state(&message.to_string());
+    if let Err(e) = update(state.bytes_mut()) {
+        invalid_state(&e.to_string());
     }
     state
 }

@@ -64,7 +64,7 @@ fn step(
                 target_changed();
             }
             group.push(vector::dot(target, member));
-            Ok::<_, airrep_core::state::StateError>(())
+            Ok(())
         },
     ))
 }

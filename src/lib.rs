@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod aggstate;
 mod contamination;
+mod datum;
 mod encode;
 mod error;
 mod evaluate;

@@ -5,7 +5,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::aggstate::{self, PartialState, StateBytes};
-use crate::error::{raise_vector, OrRaise};
+use crate::error::OrRaise;
 use crate::vector_type::{validated, Vector, VectorRef};
 
 impl PartialState for VectorSum {
@@ -37,9 +37,8 @@ fn airrep_vector_sum_accum(
         state,
         || VectorSum::new(value.len()).to_bytes(),
         |bytes| {
-            let mut sum = EncodedVectorSum::new(bytes)?;
-            sum.push(value).unwrap_or_else(|e| raise_vector(e));
-            Ok::<_, airrep_core::state::StateError>(())
+            EncodedVectorSum::new(bytes)?.push(value).or_raise();
+            Ok(())
         },
     ))
 }

@@ -6,14 +6,12 @@ use std::ffi::{CStr, CString};
 
 use airrep_core::vector::{self, VectorError};
 use airrep_core::wire;
-use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
-use pgrx::datum::Datum;
 use pgrx::datum::Internal;
-use pgrx::nullable::Nullable;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
+use crate::datum::{arg_from_datum, detoasted, return_into_datum};
 use crate::error::{raise, sqlstate, OrRaise};
 
 const HEADER_BYTES: usize = 8;
@@ -40,21 +38,6 @@ impl<'a> VectorRef<'a> {
     }
 }
 
-/// `datum`'s varlena, detoasted only when it must be: a plain value with a 4-byte header (how
-/// a heap tuple holds an uncompressed vector) is read where it lies, without a call into
-/// the backend, which pgrx guards with a `sigsetjmp`. Hot paths run this once per row.
-///
-/// # Safety
-/// `datum` must be a non-null varlena datum.
-pub(crate) unsafe fn detoasted(datum: pg_sys::Datum) -> *mut pg_sys::varlena {
-    let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
-    if pgrx::varatt_is_4b_u(varlena) {
-        varlena
-    } else {
-        pg_sys::pg_detoast_datum(varlena)
-    }
-}
-
 impl FromDatum for VectorRef<'_> {
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
@@ -65,17 +48,7 @@ impl FromDatum for VectorRef<'_> {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for VectorRef<'fcx> {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        arg.unbox_arg_using_from_datum()
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
-        arg.unbox_arg_using_from_datum().into()
-    }
-}
+arg_from_datum!(VectorRef<'fcx>);
 
 /// An `airrep_vector` result, built in Rust and copied into a palloc'd varlena on return.
 pub struct Vector(pub Vec<f32>);
@@ -102,14 +75,7 @@ impl IntoDatum for Vector {
     }
 }
 
-unsafe impl BoxRet for Vector {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        match self.into_datum() {
-            Some(datum) => fcinfo.return_raw_datum(datum),
-            None => fcinfo.return_null(),
-        }
-    }
-}
+return_into_datum!(Vector);
 
 /// The oid of `airrep_vector` in this database.
 pub fn type_oid() -> pg_sys::Oid {

@@ -33,14 +33,13 @@ SELECT id % 4, round(group_influence(t.embedding, d.embedding)::numeric, 9)
 FROM docs d, (SELECT embedding FROM docs WHERE id = 1) t GROUP BY id % 4 ORDER BY 1;
 SELECT target_id, example_id, rank FROM airrep.top_k('docs', 'docs', 3) WHERE target_id <= 20 ORDER BY 1, 3;
 SQL
-psql_run() { as_postgres psql -h /tmp -p "$CLUSTER_PORT" -U postgres -d postgres -X -v ON_ERROR_STOP=1 -q "$@"; }
-psql_run -f "$work/workload.sql" -o "$work/reference.out"
+run_psql -q -f "$work/workload.sql" -o "$work/reference.out"
 [ -s "$work/reference.out" ] || fail "the reference run wrote nothing"
 sessions=()
 for session in $(seq 1 8); do
     (
         for round in 1 2 3; do
-            psql_run -f "$work/workload.sql" -o "$work/session$session.round$round.out"
+            run_psql -q -f "$work/workload.sql" -o "$work/session$session.round$round.out"
         done
     ) &
     sessions+=($!)

@@ -174,16 +174,14 @@ impl GroupState {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        let mut reader = Reader::new(bytes);
-        let state = GroupState {
-            count: reader.u64()?,
-            m: reader.f64()?,
-            z: reader.f64()?,
-            n: reader.f64()?,
-            sum: reader.f64()?,
-        };
-        reader.finish()?;
-        Ok(state)
+        let array = bytes.try_into().map_err(|_| {
+            StateError(if bytes.len() < GROUP_STATE_BYTES {
+                "truncated state"
+            } else {
+                "trailing bytes in state"
+            })
+        })?;
+        Ok(Self::from_array(array))
     }
 }
 

@@ -70,10 +70,6 @@ impl<'a> Reader<'a> {
         self.take().map(u64::from_le_bytes)
     }
 
-    pub(crate) fn f64(&mut self) -> Result<f64, StateError> {
-        self.take().map(f64::from_le_bytes)
-    }
-
     /// `n` f64s; a count the remaining bytes cannot hold fails before allocating, so a
     /// corrupt count cannot ask for terabytes.
     pub(crate) fn f64s(&mut self, n: u64) -> Result<Vec<f64>, StateError> {

@@ -333,12 +333,10 @@ mod tests {
         // amx false: candle's portable kernels (on the CPU, the numbers a GPU computes);
         // true: the fused CPU kernels with AMX bf16 products where the CPU has them (else
         // the portable ones again).
-        for ((dir, expected, bound, amx_bound), Target { device, amx }) in
-            cases.into_iter().flat_map(|case| {
-                targets()
-                    .into_iter()
-                    .map(move |target| (case.clone(), target))
-            })
+        let targets = targets();
+        for ((dir, expected, bound, amx_bound), &Target { device, amx }) in cases
+            .into_iter()
+            .flat_map(|case| targets.iter().map(move |target| (case.clone(), target)))
         {
             let encoder = Encoder::from_dir(
                 &dir,
