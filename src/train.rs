@@ -173,9 +173,11 @@ fn train(
         "targets_held_out": held_out_targets,
         "layers_kept": trained.config.num_hidden_layers,
         "layers_of_base": checkpoint.config.num_hidden_layers,
-        "centered": selection.depth.as_ref().map(|d| d.centered),
+        "centered": selection.depth.as_ref().map(|d| d.kept.centered),
+        "unit_scale": trained.unit_scale(),
         "start_scores": selection.depth.as_ref().map(|d| d.scores.iter()
-            .map(|s| json!({"layers": s.layers, "centered": s.centered, "lds": s.lds}))
+            .map(|s| json!({"layers": s.start.layers, "centered": s.start.centered,
+                            "unit_scale": s.start.unit_scale, "lds": s.lds}))
             .collect::<Vec<_>>()),
         "steps_done": selection.steps_done,
         "kept_step": selection.kept_step,

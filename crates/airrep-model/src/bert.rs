@@ -1,5 +1,7 @@
 //! The AirRep encoder: BERT, mean pooling over every non-padding token ([CLS] and
-//! [SEP] included), then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm.
+//! [SEP] included), then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm, as in
+//! the paper, unless the checkpoint carries `projector.scale` s: then `e = s·y/|y|` with
+//! `y = W·pooled + b` (docs/training.md says why training may choose it).
 //!
 //! This file owns the reference forward, [`AirRepModel`], composed from candle ops in the
 //! shape of candle-transformers' `bert.rs`: embeddings, then per layer post-norm
@@ -301,31 +303,49 @@ impl Layer {
 /// been trained yet (identity). Shared with the fused model.
 struct Projector {
     linear: Option<Linear>,
+    /// `[1]`: the length every output is scaled to, when the checkpoint has one.
+    scale: Option<Tensor>,
     output_dim: usize,
 }
 
 impl Projector {
     fn load(vb: &VarBuilder, config: &BertConfig, projector_dim: Option<usize>) -> Result<Self> {
-        let linear = match projector_dim {
+        let vb = vb.pp("projector").set_dtype(DType::F32);
+        let (linear, scale) = match projector_dim {
             Some(out_dim) => {
-                let vb = vb.pp("projector").set_dtype(DType::F32);
                 let (weight, bias) = weight_and_bias(&vb, out_dim, config.hidden_size)?;
-                Some(Linear::new(weight, Some(bias)))
+                let scale = match vb.contains_tensor("scale") {
+                    true => Some(vb.get(1, "scale")?),
+                    false => None,
+                };
+                (Some(Linear::new(weight, Some(bias))), scale)
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Self {
             linear,
+            scale,
             output_dim: projector_dim.unwrap_or(config.hidden_size),
         })
     }
 
     fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
-        Ok(match &self.linear {
+        let projected = match &self.linear {
             Some(linear) => linear.forward(pooled)?,
             None => pooled.clone(),
+        };
+        Ok(match &self.scale {
+            Some(scale) => unit_length(&projected)?.broadcast_mul(scale)?,
+            None => projected,
         })
     }
+}
+
+/// Each row of `x` `[rows, dim]` divided by its L2 norm (a zero row stays zero, as in
+/// `torch.nn.functional.normalize`); differentiable.
+pub(crate) fn unit_length(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+    x.broadcast_div(&norm)
 }
 
 pub struct AirRepModel {

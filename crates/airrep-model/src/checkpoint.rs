@@ -17,6 +17,9 @@ use crate::rng::SplitMix64;
 pub const ENCODER_PREFIX: &str = "bert.";
 pub const PROJECTOR_WEIGHT: &str = "projector.weight";
 pub const PROJECTOR_BIAS: &str = "projector.bias";
+/// Optional `[1]`: when present the projector's output is scaled to this length (its
+/// direction divided by its norm), see [`Checkpoint::set_unit_scale`].
+pub const PROJECTOR_SCALE: &str = "projector.scale";
 
 /// How a base model's fresh projector starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +120,8 @@ impl Checkpoint {
                     )))
                 }
                 Some(_) => {}
-                None if name == PROJECTOR_WEIGHT || name == PROJECTOR_BIAS => {}
+                None if [PROJECTOR_WEIGHT, PROJECTOR_BIAS, PROJECTOR_SCALE]
+                    .contains(&name.as_str()) => {}
                 None => {
                     return Err(Error::Checkpoint(format!(
                         "unknown tensor {name} (shape {shape:?}) for a BERT encoder"
@@ -165,6 +169,30 @@ impl Checkpoint {
     /// Width of the embeddings: the projector's output, or the hidden size without one.
     pub fn output_dim(&self) -> usize {
         self.projector_dim().unwrap_or(self.config.hidden_size)
+    }
+
+    /// The length every embedding is scaled to, None when the projector's output is used
+    /// as it is (the paper's form).
+    pub fn unit_scale(&self) -> Option<f32> {
+        let scale = self.tensors.get(PROJECTOR_SCALE)?;
+        Some(scale.to_vec1::<f32>().expect("checked in Checkpoint::new")[0])
+    }
+
+    /// Makes every embedding of this model `scale · y / |y|`, `y` the projector's output:
+    /// each text's vector gets the same length, so a score is `scale²` times a cosine and
+    /// the attention pooling's temperature is `scale²`. The projector cannot learn this
+    /// (it gives every text the same linear map, not its own scale); it replaces any scale
+    /// the model had.
+    pub fn set_unit_scale(&mut self, scale: f32) -> Result<()> {
+        if !self.has_projector() {
+            return Err(Error::Input(
+                "unit-length embeddings need a projector: give the model one first".into(),
+            ));
+        }
+        let tensor = Tensor::new(&[scale], &Device::Cpu)?;
+        check_scale(&tensor)?;
+        self.tensors.insert(PROJECTOR_SCALE.into(), tensor);
+        Ok(())
     }
 
     /// Gives a base model the square projector that training starts from. Returns false
@@ -348,8 +376,17 @@ fn expected_shapes(c: &BertConfig) -> HashMap<String, Vec<usize>> {
     shapes
 }
 
-/// A projector is optional, but if present it is a whole `Linear(hidden -> out)`.
+/// A projector is optional, but if present it is a whole `Linear(hidden -> out)`, with a
+/// valid scale if it has one.
 fn check_projector(tensors: &HashMap<String, Tensor>, hidden: usize) -> Result<()> {
+    if let Some(scale) = tensors.get(PROJECTOR_SCALE) {
+        if !tensors.contains_key(PROJECTOR_WEIGHT) {
+            return Err(Error::Checkpoint(format!(
+                "{PROJECTOR_SCALE} without a projector ({PROJECTOR_WEIGHT} is missing)"
+            )));
+        }
+        check_scale(scale)?;
+    }
     match (tensors.get(PROJECTOR_WEIGHT), tensors.get(PROJECTOR_BIAS)) {
         (None, None) => Ok(()),
         (Some(w), Some(b)) => match (w.dims(), b.dims()) {
@@ -365,6 +402,25 @@ fn check_projector(tensors: &HashMap<String, Tensor>, hidden: usize) -> Result<(
         (None, Some(_)) => Err(Error::Checkpoint(format!(
             "missing tensor {PROJECTOR_WEIGHT}"
         ))),
+    }
+}
+
+/// A unit scale is one positive, finite number.
+fn check_scale(scale: &Tensor) -> Result<()> {
+    let value = match scale.dims() {
+        [1] => scale.to_dtype(DType::F32)?.to_vec1::<f32>()?[0],
+        shape => {
+            return Err(Error::Checkpoint(format!(
+                "{PROJECTOR_SCALE} has shape {shape:?}, expected [1]"
+            )))
+        }
+    };
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint(format!(
+            "{PROJECTOR_SCALE} must be a positive finite number, got {value}"
+        )))
     }
 }
 
@@ -571,5 +627,47 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_unit_scale_round_trips_and_is_checked() {
+        let (config, weights) = tiny();
+        let mut ckpt = Checkpoint::from_bytes(&config, &weights).unwrap();
+        assert_eq!(ckpt.unit_scale(), None);
+        ckpt.set_unit_scale(1.5).unwrap();
+        let again = Checkpoint::from_bytes(
+            &ckpt.config.to_airrep_json(),
+            &ckpt.to_safetensors().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(again.unit_scale(), Some(1.5));
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let err = ckpt.clone().set_unit_scale(bad).unwrap_err().to_string();
+            assert!(err.contains("positive finite"), "{err}");
+        }
+        let dev = Device::Cpu;
+        let mut tensors = tiny_tensors();
+        tensors.insert(
+            PROJECTOR_SCALE.into(),
+            Tensor::new(&[1f32, 2.0], &dev).unwrap(),
+        );
+        assert!(err_of(&config, tensors.clone()).contains("shape [2], expected [1]"));
+        tensors.insert(PROJECTOR_SCALE.into(), Tensor::new(&[-2f32], &dev).unwrap());
+        assert!(err_of(&config, tensors.clone()).contains("got -2"));
+        tensors.insert(PROJECTOR_SCALE.into(), Tensor::new(&[2f32], &dev).unwrap());
+        tensors.retain(|name, _| name != PROJECTOR_WEIGHT && name != PROJECTOR_BIAS);
+        assert!(err_of(&config, tensors).contains("without a projector"));
+        let mut base = Checkpoint::from_bytes(&config, &weights).unwrap();
+        base = Checkpoint::new(base.config.clone(), {
+            let mut t = base.tensors().clone();
+            t.retain(|name, _| !name.starts_with("projector."));
+            t
+        })
+        .unwrap();
+        assert!(base
+            .set_unit_scale(2.0)
+            .unwrap_err()
+            .to_string()
+            .contains("need a projector"));
     }
 }

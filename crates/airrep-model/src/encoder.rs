@@ -409,6 +409,56 @@ mod tests {
         }
     }
 
+    /// With `projector.scale` s every embedding is s times the golden (unscaled) one over
+    /// its norm, in the fused model (the CPU default) and the portable one.
+    #[test]
+    fn a_unit_scale_gives_the_golden_directions_at_that_length() {
+        let golden = Golden::load();
+        let dir = golden_dir("tiny-airrep");
+        let mut checkpoint = Checkpoint::from_dir(&dir).unwrap();
+        checkpoint.set_unit_scale(2.5).unwrap();
+        let want: Vec<Vec<f64>> = golden
+            .tiny_airrep
+            .iter()
+            .map(|e| {
+                let norm = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+                e.iter().map(|x| 2.5 * x / norm).collect()
+            })
+            .collect();
+        let texts = golden.texts();
+        let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let opts = EncoderOptions {
+            amx: false,
+            ..EncoderOptions::default()
+        };
+        let fused = Encoder::new(&checkpoint, &tokenizer, opts).unwrap();
+        assert!(matches!(fused.model, Model::Fused(_)));
+        let vb = VarBuilder::from_tensors(
+            checkpoint.tensors().clone(),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        );
+        let portable = AirRepModel::load(
+            vb,
+            &checkpoint.config,
+            checkpoint.projector_dim(),
+            Kernels::Portable,
+        )
+        .unwrap();
+        let (input_ids, mask) = fused
+            .tokenizer()
+            .batch(&texts)
+            .unwrap()
+            .to_tensors(&Device::Cpu)
+            .unwrap();
+        let portable = portable.forward(&input_ids, &mask).unwrap();
+        let portable = portable.to_vec2::<f32>().unwrap();
+        for (i, got) in fused.encode(&texts).unwrap().iter().enumerate() {
+            assert_close(got, &want[i], 1e-4, &format!("fused text {i}"));
+            assert_close(&portable[i], &want[i], 1e-4, &format!("portable text {i}"));
+        }
+    }
+
     #[test]
     fn device_option_defaults_to_cpu_f32() {
         let encoder = encoder("tiny-airrep", 4, true);

@@ -1,5 +1,6 @@
 //! Where training starts: how many of the base model's layers to keep (`depth` 'auto'),
-//! and the pooled states that choice and a centred projector read.
+//! whether to scale the embeddings to one length (`unit_scale` 'auto'), and the pooled
+//! states that choice and a centred projector read.
 //!
 //! A sentence encoder's top layers are trained to forget a text's surface form, but that
 //! form (shared words, a shared template) is often what decides whether training on one
@@ -7,6 +8,11 @@
 //! projector, is scored before any training: one forward pass gives the mean-pooled states
 //! after every layer, and the depth whose group scores rank every labelled subset for
 //! every target best (LDS) is kept. Training then starts from that truncation.
+//!
+//! Each depth is also scored with unit-length embeddings at a few lengths: a score is then
+//! the length squared times a cosine, so no text outweighs the others by the size of its
+//! vector, and the length sets how sharply attention pooling picks a subset's closest
+//! members. The projector cannot learn this, since it maps every text the same way.
 //!
 //! Untrained weights have fit nothing, so all the labels can judge them: this is one
 //! choice among a handful, and the more labels it reads the less it is swayed by noise
@@ -19,26 +25,47 @@ use candle_core::Tensor;
 
 use super::inputs::token_batch;
 use super::{TrainData, Union};
+use crate::bert::unit_length;
 use crate::error::{Error, Result};
 use crate::trainable::TrainableModel;
 
-/// One way to start that was scored: a depth, centred or not, and its LDS at step 0.
+/// One way to start: a depth, centred or not, with unit-length embeddings of a length or
+/// not.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StartScore {
+pub struct StartPoint {
     pub layers: usize,
     pub centered: bool,
+    pub unit_scale: Option<f32>,
+}
+
+impl std::fmt::Display for StartPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.layers)?;
+        if self.centered {
+            f.write_str(" centred")?;
+        }
+        match self.unit_scale {
+            Some(scale) => write!(f, " unit x{scale}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A start that was scored, and its LDS at step 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartScore {
+    pub start: StartPoint,
     pub lds: f64,
 }
 
-/// The start kept (depth, and whether centred), and every start scored.
+/// The start kept, and every start scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DepthChoice {
-    pub layers: usize,
+    pub kept: StartPoint,
     /// Layers of the starting model.
     pub of: usize,
-    pub centered: bool,
-    /// In the order scored: each depth, shallowest first, then the start unchanged when
-    /// the depths were centred.
+    /// In the order scored: each depth, shallowest first, at each unit scale, then the
+    /// start unchanged when the depths were centred.
     pub scores: Vec<StartScore>,
 }
 
@@ -47,16 +74,17 @@ impl DepthChoice {
         let scores: Vec<String> = self
             .scores
             .iter()
-            .map(|s| {
-                let how = if s.centered { " centred" } else { "" };
-                format!("{}{how}: {:.4}", s.layers, s.lds)
-            })
+            .map(|s| format!("{}: {:.4}", s.start, s.lds))
             .collect();
         format!(
-            "kept {} of {} layers{} by LDS at step 0 over every label ({})",
-            self.layers,
+            "kept {} of {} layers{}{} by LDS at step 0 over every label ({})",
+            self.kept.layers,
             self.of,
-            if self.centered { ", centred," } else { "" },
+            if self.kept.centered { ", centred" } else { "" },
+            match self.kept.unit_scale {
+                Some(scale) => format!(", unit length x{scale}"),
+                None => String::new(),
+            },
             scores.join(", ")
         )
     }
@@ -64,8 +92,7 @@ impl DepthChoice {
 
 /// A start to score: `examples` (every example) and `targets` embedded by it.
 pub(crate) struct Candidate {
-    pub layers: usize,
-    pub centered: bool,
+    pub start: StartPoint,
     pub examples: Tensor,
     pub targets: Tensor,
 }
@@ -98,39 +125,44 @@ pub(crate) fn pooled_by_depth(
         .collect()
 }
 
-/// The starts to score from every depth's pooled states `[depth][texts, hidden]`: each
-/// depth from `shallowest` centred by `means` when given (else as the model's projector
-/// has it), and the start unchanged (every layer, uncentred) last, so the start kept is
-/// never worse on the labels than the base itself.
+/// The starts to score from every depth's pooled states `[depth][texts, hidden]`: each of
+/// `depths` (layers, centred by `means` or as the model's projector has it) at each of
+/// `scales`. List the start unchanged last, so it wins ties.
 pub(crate) fn candidates(
     model: &TrainableModel,
     examples: &[Tensor],
     targets: &[Tensor],
     means: Option<&[Tensor]>,
-    shallowest: usize,
+    depths: &[(usize, bool)],
+    scales: &[Option<f32>],
 ) -> Result<Vec<Candidate>> {
-    let total = examples.len();
-    let embed = |x: &Tensor, d: usize, centered: bool| match (means, centered) {
-        (Some(means), true) => model.model().project(&x.broadcast_sub(&means[d])?),
-        _ => model.model().project(x),
+    let embed = |x: &Tensor, start: StartPoint| -> Result<Tensor> {
+        let d = start.layers - 1;
+        let projected = match (means, start.centered) {
+            (Some(means), true) => model.model().project(&x.broadcast_sub(&means[d])?)?,
+            _ => model.model().project(x)?,
+        };
+        Ok(match start.unit_scale {
+            Some(scale) => (unit_length(&projected)? * f64::from(scale))?,
+            None => projected,
+        })
     };
-    let mut starts: Vec<(usize, bool)> = (shallowest.max(1)..=total)
-        .map(|layers| (layers, means.is_some()))
-        .collect();
-    if means.is_some() {
-        starts.push((total, false));
-    }
-    starts
-        .into_iter()
-        .map(|(layers, centered)| {
-            Ok(Candidate {
+    let mut out = Vec::with_capacity(depths.len() * scales.len());
+    for &(layers, centered) in depths {
+        for &unit_scale in scales {
+            let start = StartPoint {
                 layers,
                 centered,
-                examples: embed(&examples[layers - 1], layers - 1, centered)?,
-                targets: embed(&targets[layers - 1], layers - 1, centered)?,
-            })
-        })
-        .collect()
+                unit_scale,
+            };
+            out.push(Candidate {
+                start,
+                examples: embed(&examples[layers - 1], start)?,
+                targets: embed(&targets[layers - 1], start)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Scores every candidate and keeps the best; ties go to the later candidate, so list the
@@ -155,8 +187,7 @@ pub(crate) fn choose(
         let members = c.examples.index_select(&rows, 0)?;
         let group_scores = union.group_scores(&c.targets, &members, pooling)?;
         scores.push(StartScore {
-            layers: c.layers,
-            centered: c.centered,
+            start: c.start,
             lds: lds(&group_scores, &data.losses).0,
         });
     }
@@ -169,9 +200,8 @@ pub(crate) fn choose(
         }
     });
     Ok(DepthChoice {
-        layers: best.layers,
+        kept: best.start,
         of,
-        centered: best.centered,
         scores,
     })
 }

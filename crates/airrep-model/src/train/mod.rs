@@ -44,8 +44,8 @@ mod tests;
 
 use data::Split;
 pub use data::TrainData;
-pub use depth::DepthChoice;
-pub use options::{Depth, TrainLayers, TrainOptions};
+pub use depth::{DepthChoice, StartPoint, StartScore};
+pub use options::{Depth, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES};
 
 use std::time::Instant;
 
@@ -55,7 +55,9 @@ use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::checkpoint::{layer_of, Checkpoint, ProjectorInit, PROJECTOR_BIAS, PROJECTOR_WEIGHT};
+use crate::checkpoint::{
+    layer_of, Checkpoint, ProjectorInit, PROJECTOR_BIAS, PROJECTOR_SCALE, PROJECTOR_WEIGHT,
+};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::tokenize::TextTokenizer;
@@ -183,7 +185,8 @@ impl Trainer {
 
         let (mut head_vars, mut body_vars, mut vars) = (Vec::new(), Vec::new(), Vec::new());
         for (name, var) in model.named_vars() {
-            let is_head = name == PROJECTOR_WEIGHT || name == PROJECTOR_BIAS;
+            let is_head =
+                [PROJECTOR_WEIGHT, PROJECTOR_BIAS, PROJECTOR_SCALE].contains(&name.as_str());
             if is_head || trains(&name, layers, model.model().num_layers()) {
                 vars.push(var.clone());
                 if is_head {
@@ -233,7 +236,8 @@ impl Trainer {
 
     /// Where training starts: `checkpoint` truncated to the `depth` kept, with a centred
     /// projector when `projector_init` asks for one (a model with its own projector keeps
-    /// it), and the depth choice when 'auto' made one.
+    /// it) and unit-length embeddings when `unit_scale` asks for them, and the choice
+    /// when there was one to make ('auto' depth, or 'auto' unit scale with centring).
     fn start(
         checkpoint: &Checkpoint,
         data: &TrainData,
@@ -246,20 +250,43 @@ impl Trainer {
         options.train_layers.fits(total)?;
         let centre =
             options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
-        let fixed = match options.depth {
-            Depth::All => Some(total),
-            Depth::Layers(n) => Some(n),
-            Depth::Auto => None,
+        let depths: Vec<usize> = match options.depth {
+            Depth::All => vec![total],
+            Depth::Layers(n) => vec![n],
+            Depth::Auto => {
+                let shallowest = match options.train_layers {
+                    TrainLayers::Top(n) => n,
+                    TrainLayers::Projector | TrainLayers::All => 1,
+                };
+                (shallowest.max(1)..=total).collect()
+            }
         };
-        if let (Some(kept), false) = (fixed, centre) {
+        let fixed_scale = match options.unit_scale {
+            UnitScale::Fixed(scale) => Some(scale),
+            UnitScale::Auto | UnitScale::Off => None,
+        };
+        let choose =
+            options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
+        let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>| -> Result<_> {
+            let mut start = checkpoint.truncated(kept)?;
+            if let Some(mean) = mean {
+                start.init_centered_projector(&mean.to_device(&candle_core::Device::Cpu)?)?;
+            }
+            if let Some(scale) = scale {
+                start.init_projector_if_missing(uncentred(options.projector_init), options.seed)?;
+                start.set_unit_scale(scale)?;
+            }
+            Ok(start)
+        };
+        if !choose && !centre {
             return Ok(Start {
-                checkpoint: checkpoint.truncated(kept)?,
+                checkpoint: finish(depths[0], None, fixed_scale)?,
                 choice: None,
                 pooled: None,
             });
         }
-        // One pass over the examples (and, to choose a depth, the targets) gives every
-        // depth's pooled states; the centring means are the examples' at each depth.
+        // One pass over the examples (and, to choose, the targets) gives every depth's
+        // pooled states; the centring means are the examples' at each depth.
         let full = TrainableModel::new(
             checkpoint,
             uncentred(options.projector_init),
@@ -278,30 +305,35 @@ impl Trainer {
         } else {
             None
         };
-        let (choice, targets) = match fixed {
-            Some(_) => (None, None),
-            None => {
-                let shallowest = match options.train_layers {
-                    TrainLayers::Top(n) => n,
-                    TrainLayers::Projector | TrainLayers::All => 1,
-                };
-                let targets = pooled(target_ids)?;
-                let candidates =
-                    depth::candidates(&full, &examples, &targets, means.as_deref(), shallowest)?;
-                let choice = depth::choose(data, &candidates, total, options.pooling)?;
-                (Some(choice), Some(targets))
+        let (choice, targets) = if choose {
+            let targets = pooled(target_ids)?;
+            let mut starts: Vec<(usize, bool)> = depths.iter().map(|&d| (d, centre)).collect();
+            // With a depth to choose, the base unchanged competes too, so the start kept is
+            // never worse on the labels than the base itself.
+            if centre && options.depth == Depth::Auto {
+                starts.push((total, false));
             }
+            let scales = options.unit_scale.candidates();
+            let candidates = depth::candidates(
+                &full,
+                &examples,
+                &targets,
+                means.as_deref(),
+                &starts,
+                &scales,
+            )?;
+            let choice = depth::choose(data, &candidates, total, options.pooling)?;
+            (Some(choice), Some(targets))
+        } else {
+            (None, None)
         };
-        let kept = fixed.or(choice.as_ref().map(|c| c.layers)).unwrap_or(total);
-        let mut start = checkpoint.truncated(kept)?;
-        let centered = choice.as_ref().map_or(centre, |c| c.centered);
-        if let (Some(means), true) = (&means, centered) {
-            start
-                .init_centered_projector(&means[kept - 1].to_device(&candle_core::Device::Cpu)?)?;
-        }
+        let kept = choice.as_ref().map_or(depths[0], |c| c.kept.layers);
+        let centered = choice.as_ref().map_or(centre, |c| c.kept.centered);
+        let scale = choice.as_ref().map_or(fixed_scale, |c| c.kept.unit_scale);
+        let mean = means.as_ref().filter(|_| centered).map(|m| &m[kept - 1]);
         let pooled = targets.map(|targets| (examples[kept - 1].clone(), targets[kept - 1].clone()));
         Ok(Start {
-            checkpoint: start,
+            checkpoint: finish(kept, mean, scale)?,
             choice,
             pooled,
         })

@@ -328,40 +328,54 @@ fn trick_gradients(trainer: &Trainer) -> (f64, Batch, Vec<Tensor>) {
 #[test]
 fn union_gradients_equal_full_graph_gradients_with_shared_and_repeated_members() {
     let golden = golden();
-    for pooling in [Pooling::Attention, Pooling::Sum] {
-        for max_members in [None, Some(3)] {
-            let options = TrainOptions {
-                targets_per_step: 3,
-                max_members_per_subset: max_members,
-                pooling,
-                chunk_rows: 3, // several chunks for the targets and the union
-                ..golden_options(&golden)
-            };
-            let trainer = tiny_trainer(overlapping_data(&golden), options).unwrap();
-            let (loss, batch, trick) = trick_gradients(&trainer);
-            if max_members.is_none() {
-                let union: usize = batch.members.iter().map(Vec::len).sum();
-                assert!(union > trainer.data.examples.len(), "members must overlap");
-            }
-            let (want_loss, direct) = direct_loss_and_gradients(&trainer, &batch);
-            let what = format!("{pooling:?}, max members {max_members:?}");
-            assert_relative(loss, want_loss, 1e-5, &format!("{what}: loss"));
-            assert_gradients_close(&trainable_names(&trainer), &trick, &direct, &what);
+    // (unit length: the gradient also flows through the normalisation and into the scale)
+    let cases = [
+        (Pooling::Attention, None, UnitScale::Off),
+        (Pooling::Attention, Some(3), UnitScale::Off),
+        (Pooling::Sum, None, UnitScale::Off),
+        (Pooling::Sum, Some(3), UnitScale::Off),
+        (Pooling::Attention, None, UnitScale::Fixed(1.5)),
+        (Pooling::Sum, Some(3), UnitScale::Fixed(1.5)),
+    ];
+    for (pooling, max_members, unit_scale) in cases {
+        let options = TrainOptions {
+            targets_per_step: 3,
+            max_members_per_subset: max_members,
+            pooling,
+            unit_scale,
+            chunk_rows: 3, // several chunks for the targets and the union
+            ..golden_options(&golden)
+        };
+        let trainer = tiny_trainer(overlapping_data(&golden), options).unwrap();
+        let (loss, batch, trick) = trick_gradients(&trainer);
+        if max_members.is_none() {
+            let union: usize = batch.members.iter().map(Vec::len).sum();
+            assert!(union > trainer.data.examples.len(), "members must overlap");
         }
+        let (want_loss, direct) = direct_loss_and_gradients(&trainer, &batch);
+        let names = trainable_names(&trainer);
+        let scaled = names.iter().any(|n| n == PROJECTOR_SCALE);
+        assert_eq!(scaled, unit_scale != UnitScale::Off);
+        let what = format!("{pooling:?}, max members {max_members:?}, {unit_scale}");
+        assert_relative(loss, want_loss, 1e-5, &format!("{what}: loss"));
+        assert_gradients_close(&names, &trick, &direct, &what);
     }
 }
 
 #[test]
 fn cached_frozen_layers_give_the_uncached_gradient() {
     let golden = golden();
-    for layers in [
-        TrainLayers::Projector,
-        TrainLayers::Top(1),
-        TrainLayers::Top(2),
+    for (layers, unit_scale) in [
+        (TrainLayers::Projector, UnitScale::Off),
+        (TrainLayers::Top(1), UnitScale::Off),
+        (TrainLayers::Top(2), UnitScale::Off),
+        (TrainLayers::Projector, UnitScale::Fixed(2.0)),
+        (TrainLayers::Top(1), UnitScale::Fixed(2.0)),
     ] {
         let options = TrainOptions {
             targets_per_step: 3,
             chunk_rows: 4,
+            unit_scale,
             ..golden_options(&golden)
         };
         let all = tiny_trainer(overlapping_data(&golden), options.clone()).unwrap();
@@ -678,18 +692,19 @@ fn training_never_sees_held_out_targets_and_validation_ranks_only_held_out_pairs
     }
 }
 
-/// LDS over every label of the start truncated to `layers`, centred or not, scored by a
-/// trainer of that fixed start (the reference for the choice).
-fn lds_of_start(data: &TrainData, layers: usize, centered: bool, pooling: Pooling) -> f64 {
+/// LDS over every label of `start` (truncated, centred or not, unit length or not) scored
+/// by a trainer of that fixed start (the reference for the choice).
+fn lds_of_start(data: &TrainData, start: StartPoint, pooling: Pooling) -> f64 {
     let options = TrainOptions {
         steps: 0,
         holdout_fraction: 0.0,
-        depth: Depth::Layers(layers),
-        projector_init: if centered {
+        depth: Depth::Layers(start.layers),
+        projector_init: if start.centered {
             ProjectorInit::Centered
         } else {
             ProjectorInit::Identity
         },
+        unit_scale: start.unit_scale.map_or(UnitScale::Off, UnitScale::Fixed),
         pooling,
         ..TrainOptions::default()
     };
@@ -714,11 +729,23 @@ fn lds_of_start(data: &TrainData, layers: usize, centered: bool, pooling: Poolin
 fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     let data = selection_data();
     for pooling in [Pooling::Attention, Pooling::Sum] {
-        // centred at each depth, then the base unchanged (last: it wins ties)
-        let starts = [(1, true), (2, true), (2, false)];
+        // centred at each depth, then the base unchanged (last: it wins ties), each as it
+        // is and at every unit length
+        let starts: Vec<StartPoint> = [(1, true), (2, true), (2, false)]
+            .into_iter()
+            .flat_map(|(layers, centered)| {
+                std::iter::once(None)
+                    .chain(AUTO_UNIT_SCALES.map(Some))
+                    .map(move |unit_scale| StartPoint {
+                        layers,
+                        centered,
+                        unit_scale,
+                    })
+            })
+            .collect();
         let want: Vec<f64> = starts
             .iter()
-            .map(|&(layers, centered)| lds_of_start(&data, layers, centered, pooling))
+            .map(|&start| lds_of_start(&data, start, pooling))
             .collect();
         let options = TrainOptions {
             steps: 0,
@@ -737,20 +764,15 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
         let choice = trainer.depth().unwrap().clone();
         assert_eq!(choice.of, 2);
         assert_eq!(choice.scores.len(), starts.len());
-        for (score, (&(layers, centered), want)) in
-            choice.scores.iter().zip(starts.iter().zip(&want))
-        {
-            assert_eq!((score.layers, score.centered), (layers, centered));
+        for (score, (&start, want)) in choice.scores.iter().zip(starts.iter().zip(&want)) {
+            assert_eq!(score.start, start);
             assert!((score.lds - want).abs() < 1e-9, "{score:?} against {want}");
         }
+        // the best, the later on a tie
         let best = (0..starts.len())
-            .max_by(|&a, &b| want[a].total_cmp(&want[b]))
+            .max_by(|&a, &b| want[a].total_cmp(&want[b]).then(a.cmp(&b)))
             .unwrap();
-        assert_eq!(
-            (choice.layers, choice.centered),
-            starts[best],
-            "{pooling}: {want:?}"
-        );
+        assert_eq!(choice.kept, starts[best], "{pooling}: {want:?}");
         // The pooled states the choice computed serve the projector's training as they
         // are: the trainer scores exactly as a trainer built for that start does.
         let all_targets: Vec<usize> = (0..data.targets.len()).collect();
@@ -763,7 +785,8 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
             want[best]
         );
         let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
-        assert_eq!(checkpoint.config.num_hidden_layers, starts[best].0);
+        assert_eq!(checkpoint.config.num_hidden_layers, starts[best].layers);
+        assert_eq!(checkpoint.unit_scale(), starts[best].unit_scale);
         let bias_is_zero = checkpoint.tensors()[PROJECTOR_BIAS]
             .abs()
             .unwrap()
@@ -772,7 +795,7 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
             .to_scalar::<f32>()
             .unwrap()
             == 0.0;
-        assert_eq!(bias_is_zero, !starts[best].1);
+        assert_eq!(bias_is_zero, !starts[best].centered);
         assert!(selection.reason.starts_with(&choice.describe()));
     }
     // Training the top 2 layers leaves only the full depth, centred or not.
@@ -784,7 +807,8 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     let trainer =
         Trainer::new(&base_checkpoint(), &tokenizer_json(), data, options, &never).unwrap();
     let choice = trainer.depth().unwrap();
-    assert!(choice.scores.iter().all(|s| s.layers == 2) && choice.scores.len() == 2);
+    assert!(choice.scores.iter().all(|s| s.start.layers == 2));
+    assert_eq!(choice.scores.len(), 2 * (1 + AUTO_UNIT_SCALES.len()));
     // The choice's forward pass is cancellable.
     let cancelled = Trainer::new(
         &base_checkpoint(),
@@ -976,6 +1000,20 @@ fn options_validation_names_the_bad_value() {
         TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
         parsed
     );
+    for (value, want) in [
+        (serde_json::json!("auto"), UnitScale::Auto),
+        (serde_json::json!("off"), UnitScale::Off),
+        (serde_json::json!(1.5), UnitScale::Fixed(1.5)),
+        (serde_json::json!("2"), UnitScale::Fixed(2.0)),
+    ] {
+        let json = serde_json::json!({ "unit_scale": value });
+        let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
+        assert_eq!(parsed.unit_scale, want);
+        assert_eq!(
+            TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
+            parsed
+        );
+    }
     for (json, expected) in [
         (
             serde_json::json!({"stepz": 1}),
@@ -1000,6 +1038,14 @@ fn options_validation_names_the_bad_value() {
         (
             serde_json::json!({"holdout_fraction": 1.5}),
             "holdout_fraction must be in [0, 1)",
+        ),
+        (
+            serde_json::json!({"unit_scale": 0}),
+            "unit_scale must be 'auto', 'off' or a positive number, got \"0\"",
+        ),
+        (
+            serde_json::json!({"unit_scale": "on"}),
+            "unit_scale must be 'auto', 'off' or a positive number",
         ),
         (serde_json::json!([1]), "options must be a JSON object"),
     ] {
@@ -1213,6 +1259,7 @@ fn a_centered_start_is_the_base_less_the_examples_mean() {
         let options = TrainOptions {
             steps: 0,
             depth,
+            unit_scale: UnitScale::Off,
             ..TrainOptions::default()
         };
         assert_eq!(options.projector_init, ProjectorInit::Centered);
