@@ -61,7 +61,7 @@ $$;
 SELECT score('MiniLM-L6 base (' || p || ')', 'minilm', p, 0) FROM unnest(ARRAY['sum', 'attention']) p;
 
 -- The controls: step 0 of training the whole base with a fresh random projector, and
--- step 0 of the default recipe (the depth and centring it chooses from the training labels,
+-- step 0 of the default recipe (the depth, centring and unit length it chooses from the training labels,
 -- before any step): what the steps add is the difference to the trained rows.
 SELECT airrep.train('control', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
                     '{"steps": 0, "projector_init": "random", "depth": "all", "holdout_fraction": 0, "train_layers": "projector"}') \gset
@@ -69,7 +69,7 @@ SELECT score('Step 0: base + random projector (attention)', 'control', 'attentio
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT airrep.train('start', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
                     :'train_options'::jsonb || '{"steps": 0, "pooling": "attention"}') \gset
-SELECT score('Step 0 of the default recipe: depth and centring chosen (attention)', 'start', 'attention',
+SELECT score('Step 0 of the default recipe: depth, centring and unit length chosen (attention)', 'start', 'attention',
              extract(epoch FROM clock_timestamp()) - :t0);
 
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
@@ -81,6 +81,12 @@ SELECT airrep.train('airrep-attention', 'minilm', 'examples', 'train_targets', '
 SELECT extract(epoch FROM clock_timestamp()) - :t0 - :train_sum_s AS train_attention_s \gset
 SELECT score('AirRep trained (sum)', 'airrep-sum', 'sum', :train_sum_s),
        score('AirRep trained (attention)', 'airrep-attention', 'attention', :train_attention_s);
+-- What unit length adds: the default recipe with it off (the paper's raw dot product).
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT airrep.train('airrep-raw', 'minilm', 'examples', 'train_targets', 'train_subsets', 'train_losses',
+                    :'train_options'::jsonb || '{"pooling": "attention", "unit_scale": "off"}') \gset
+SELECT score('AirRep trained, unit length off (attention)', 'airrep-raw', 'attention',
+             extract(epoch FROM clock_timestamp()) - :t0);
 
 -- The selection experiment's AirRep side: each encoder picks 10% of the pool for the
 -- held-out targets with every strategy of airrep.select_data (selection.rs fine-tunes on them).

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BASE_SUM = "MiniLM-L6 base (sum)"
 CONTROL = "Step 0: base + random projector (attention)"
-START = "Step 0 of the default recipe: depth and centring chosen (attention)"
+START = "Step 0 of the default recipe: depth, centring and unit length chosen (attention)"
 TRAINED_SUM = "AirRep trained (sum)"
 TRAINED_ATTENTION = "AirRep trained (attention)"
 TFIDF = "TF-IDF cosine (sum)"
@@ -29,6 +29,7 @@ METHODS = [
     START,
     TRAINED_SUM,
     TRAINED_ATTENTION,
+    "AirRep trained, unit length off (attention)",
     TFIDF,
 ]
 RESAMPLES = 10_000

@@ -174,6 +174,7 @@ fn train(
         "layers_kept": trained.config.num_hidden_layers,
         "layers_of_base": checkpoint.config.num_hidden_layers,
         "centered": selection.depth.as_ref().map(|d| d.kept.centered),
+        "unit_scale_start": selection.depth.as_ref().map(|d| d.kept.unit_scale),
         "unit_scale": trained.unit_scale(),
         "start_scores": selection.depth.as_ref().map(|d| d.scores.iter()
             .map(|s| json!({"layers": s.start.layers, "centered": s.start.centered,

@@ -42,12 +42,15 @@ SELECT config -> 'airrep_training' -> 'subsets_held_out' AS held_out,
        (config -> 'airrep_training' ->> 'kept_step')::int IN (0, 3) AS kept_a_validated_step,
        config -> 'airrep_training' -> 'effective_options' ->> 'train_layers' AS train_layers
 FROM airrep.models WHERE name = 'short';
--- depth 'auto' scored both centred truncations of the 2-layer base and the base as it is,
--- and kept one; targets are held out too
+-- depth 'auto' scored both truncations of the 2-layer model (it has its own projector, so
+-- nothing is centred), each as it is and at every unit length, and kept one; targets are
+-- held out too
 SELECT config -> 'airrep_training' -> 'layers_kept' AS layers_kept,
        config -> 'airrep_training' -> 'layers_of_base' AS layers_of_base,
        config -> 'airrep_training' -> 'centered' AS centered,
-       (SELECT string_agg(format('%s%s', s ->> 'layers', CASE WHEN (s ->> 'centered')::bool THEN 'c' END), ' ')
+       config -> 'airrep_training' -> 'unit_scale_start' AS unit_scale_start,
+       (SELECT string_agg(format('%s%s%s', s ->> 'layers', CASE WHEN (s ->> 'centered')::bool THEN 'c' END,
+                                 ' x' || (s ->> 'unit_scale')), ', ')
         FROM jsonb_array_elements(config -> 'airrep_training' -> 'start_scores') s) AS starts_scored,
        config -> 'airrep_training' -> 'targets_held_out' AS targets_held_out,
        config -> 'airrep_training' ->> 'selection' LIKE 'kept _ of 2 layers%by LDS at step 0 over every label%' AS reason_says_so
@@ -56,5 +59,6 @@ FROM airrep.models WHERE name = 'short';
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"train_layers": "top"}');
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"train_layers": 3}');
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"max_members_per_subset": 0}');
+SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"unit_scale": -1}');
 -- the trained model encodes like any other
 SELECT airrep_dims(airrep.encode('short', 'tell me about cats'));
