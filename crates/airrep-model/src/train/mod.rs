@@ -313,7 +313,11 @@ impl Trainer {
             if centre && options.depth == Depth::Auto {
                 starts.push((total, false));
             }
-            let scales = options.unit_scale.candidates();
+            let mut scales = options.unit_scale.candidates();
+            // A sum of scores is the same ranking at every length: one length is enough.
+            if options.pooling == Pooling::Sum {
+                scales.truncate(2);
+            }
             let candidates = depth::candidates(
                 &full,
                 &examples,

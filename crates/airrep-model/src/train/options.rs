@@ -112,7 +112,8 @@ impl fmt::Display for Depth {
 /// `Checkpoint::set_unit_scale`): a per-text normalisation the projector cannot learn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnitScale {
-    /// Scored with the start's other choices, off and at each of [`AUTO_UNIT_SCALES`], when
+    /// Scored with the start's other choices, off and at each of [`AUTO_UNIT_SCALES`] (the
+    /// first only for sum pooling, whose ranking no length changes), when
     /// the start is chosen (`depth` 'auto', or a centred projector); off otherwise.
     Auto,
     /// The projector's output as it is (the paper's form).
