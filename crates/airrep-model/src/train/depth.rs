@@ -127,16 +127,17 @@ pub(crate) fn pooled_by_depth(
 
 /// The starts to score from every depth's pooled states `[depth][texts, hidden]`: each of
 /// `depths` (layers, centred by `means` or as the model's projector has it) at each of
-/// `scales`. List the start unchanged last, so it wins ties.
-pub(crate) fn candidates(
-    model: &TrainableModel,
-    examples: &[Tensor],
-    targets: &[Tensor],
-    means: Option<&[Tensor]>,
-    depths: &[(usize, bool)],
-    scales: &[Option<f32>],
-) -> Result<Vec<Candidate>> {
-    let embed = |x: &Tensor, start: StartPoint| -> Result<Tensor> {
+/// `scales`. List the start unchanged last, so it wins ties. Each is embedded only when
+/// the iterator reaches it, so scoring holds one candidate's embeddings at a time.
+pub(crate) fn candidates<'a>(
+    model: &'a TrainableModel,
+    examples: &'a [Tensor],
+    targets: &'a [Tensor],
+    means: Option<&'a [Tensor]>,
+    depths: &'a [(usize, bool)],
+    scales: &'a [Option<f32>],
+) -> impl Iterator<Item = Result<Candidate>> + 'a {
+    let embed = move |x: &Tensor, start: StartPoint| -> Result<Tensor> {
         let d = start.layers - 1;
         let projected = match (means, start.centered) {
             (Some(means), true) => model.model().project(&x.broadcast_sub(&means[d])?)?,
@@ -147,43 +148,36 @@ pub(crate) fn candidates(
             None => projected,
         })
     };
-    let mut out = Vec::with_capacity(depths.len() * scales.len());
-    for &(layers, centered) in depths {
-        for &unit_scale in scales {
+    depths.iter().flat_map(move |&(layers, centered)| {
+        scales.iter().map(move |&unit_scale| {
             let start = StartPoint {
                 layers,
                 centered,
                 unit_scale,
             };
-            out.push(Candidate {
+            Ok(Candidate {
                 start,
                 examples: embed(&examples[layers - 1], start)?,
                 targets: embed(&targets[layers - 1], start)?,
-            });
-        }
-    }
-    Ok(out)
+            })
+        })
+    })
 }
 
 /// Scores every candidate and keeps the best; ties go to the later candidate, so list the
 /// start unchanged (every layer, uncentred) last. `of` is the base's layer count.
 pub(crate) fn choose(
     data: &TrainData,
-    candidates: &[Candidate],
+    candidates: impl Iterator<Item = Result<Candidate>>,
     of: usize,
     pooling: Pooling,
 ) -> Result<DepthChoice> {
-    let first = candidates
-        .first()
-        .ok_or_else(|| Error::Input("no depth to choose from".into()))?;
     let union = Union::new(&data.subsets, |_| 0);
-    let rows = Tensor::from_vec(
-        union.examples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-        union.examples.len(),
-        first.examples.device(),
-    )?;
-    let mut scores = Vec::with_capacity(candidates.len());
+    let rows: Vec<u32> = union.examples.iter().map(|&i| i as u32).collect();
+    let mut scores = Vec::new();
     for c in candidates {
+        let c = c?;
+        let rows = Tensor::from_slice(&rows, rows.len(), c.examples.device())?;
         let members = c.examples.index_select(&rows, 0)?;
         let group_scores = union.group_scores(&c.targets, &members, pooling)?;
         scores.push(StartScore {
@@ -191,8 +185,11 @@ pub(crate) fn choose(
             lds: lds(&group_scores, &data.losses).0,
         });
     }
+    let Some(&first) = scores.first() else {
+        return Err(Error::Input("no depth to choose from".into()));
+    };
     // The best LDS, the later candidate on a tie; NaN (an undefined LDS) never wins.
-    let best = scores[1..].iter().fold(scores[0], |best, &s| {
+    let best = scores[1..].iter().fold(first, |best, &s| {
         if s.lds.is_nan() || s.lds < best.lds {
             best
         } else {

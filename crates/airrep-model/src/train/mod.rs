@@ -313,11 +313,7 @@ impl Trainer {
             if centre && options.depth == Depth::Auto {
                 starts.push((total, false));
             }
-            let mut scales = options.unit_scale.candidates();
-            // A sum of scores is the same ranking at every length: one length is enough.
-            if options.pooling == Pooling::Sum {
-                scales.truncate(2);
-            }
+            let scales = options.unit_scale.candidates(options.pooling);
             let candidates = depth::candidates(
                 &full,
                 &examples,
@@ -325,8 +321,8 @@ impl Trainer {
                 means.as_deref(),
                 &starts,
                 &scales,
-            )?;
-            let choice = depth::choose(data, &candidates, total, options.pooling)?;
+            );
+            let choice = depth::choose(data, candidates, total, options.pooling)?;
             (Some(choice), Some(targets))
         } else {
             (None, None)

@@ -128,11 +128,16 @@ pub enum UnitScale {
 pub const AUTO_UNIT_SCALES: [f32; 4] = [1.0, 1.5, 2.0, 3.0];
 
 impl UnitScale {
-    /// The scales a start is scored with: None is the projector's output as it is.
-    pub(crate) fn candidates(self) -> Vec<Option<f32>> {
+    /// The scales a start is scored with under `pooling`: None is the projector's output
+    /// as it is. A sum of scores ranks alike at every length, so one length is enough there.
+    pub(crate) fn candidates(self, pooling: Pooling) -> Vec<Option<f32>> {
+        let lengths = match pooling {
+            Pooling::Sum => &AUTO_UNIT_SCALES[..1],
+            Pooling::Attention => &AUTO_UNIT_SCALES[..],
+        };
         match self {
             Self::Auto => std::iter::once(None)
-                .chain(AUTO_UNIT_SCALES.map(Some))
+                .chain(lengths.iter().map(|&s| Some(s)))
                 .collect(),
             Self::Off => vec![None],
             Self::Fixed(scale) => vec![Some(scale)],
