@@ -373,22 +373,27 @@ mod tests {
     }
 
     /// The portable kernels (what CUDA runs) agree with the fused CPU ones in f32.
-    #[test]
-    fn portable_kernels_match_golden_in_f32() {
-        let golden = Golden::load();
-        let checkpoint = Checkpoint::from_dir(golden_dir("tiny-airrep")).unwrap();
+    /// The reference forward with the portable kernels, f32 on the CPU.
+    fn portable_f32(checkpoint: &Checkpoint) -> AirRepModel {
         let vb = VarBuilder::from_tensors(
             checkpoint.tensors().clone(),
             candle_core::DType::F32,
             &Device::Cpu,
         );
-        let model = AirRepModel::load(
+        AirRepModel::load(
             vb,
             &checkpoint.config,
             checkpoint.projector_dim(),
             Kernels::Portable,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn portable_kernels_match_golden_in_f32() {
+        let golden = Golden::load();
+        let checkpoint = Checkpoint::from_dir(golden_dir("tiny-airrep")).unwrap();
+        let model = portable_f32(&checkpoint);
         let encoder = encoder("tiny-airrep", 8, true);
         let texts = golden.texts();
         let ids = encoder.tokenizer().encode_all(&texts).unwrap();
@@ -433,18 +438,7 @@ mod tests {
         };
         let fused = Encoder::new(&checkpoint, &tokenizer, opts).unwrap();
         assert!(matches!(fused.model, Model::Fused(_)));
-        let vb = VarBuilder::from_tensors(
-            checkpoint.tensors().clone(),
-            candle_core::DType::F32,
-            &Device::Cpu,
-        );
-        let portable = AirRepModel::load(
-            vb,
-            &checkpoint.config,
-            checkpoint.projector_dim(),
-            Kernels::Portable,
-        )
-        .unwrap();
+        let portable = portable_f32(&checkpoint);
         let (input_ids, mask) = fused
             .tokenizer()
             .batch(&texts)
