@@ -11,7 +11,8 @@ attention and sum pooling, for:
   the pool's mean (the default start);
 * token weightings of that pooling (IDF; the response part of the text weighted up);
 * other codes of the same states (layers concatenated, unit length, a closed-form bilinear
-  fit, random ReLU token features);
+  fit, random ReLU token features) and other poolings of them (max, mean and max, the
+  positive and negative parts);
 * WordPiece-token TF-IDF, its best low-rank linear codes (LSA) and a random projection:
   how much of lexical overlap a dense code of a given width keeps.
 docs/training.md ("what limits a 384-dimensional code") reports a run. About 5 minutes on 2
@@ -167,6 +168,19 @@ for shrink in (0.1, 1.0):
     z = x @ (vectors * np.sqrt(np.clip(eigenvalues, 0, None)))
     row(f"bilinear ridge fit, shrink {shrink} (PSD part)",
         z * scale / np.linalg.norm(z[:POOL], axis=1).mean())
+
+header("Other poolings of the same token states (unit length at s = 2, the default start's form)")
+for d in (1, 2):
+    tokens = states(d)
+    mean = unit(by_depth[d])
+    peak = np.full((len(IDS), HIDDEN), -np.inf)
+    np.maximum.at(peak, ROW_OF, tokens)
+    peak = unit(centred(peak))
+    parts = unit(np.hstack([unit(centred(pooled(np.maximum(sign * tokens, 0)))) for sign in (1, -1)]))
+    row(f"layer {d}, mean (the default)", mean, (2,))
+    row(f"layer {d}, max", peak, (2,))
+    row(f"layer {d}, mean and max concatenated", unit(np.hstack([mean, peak])), (2,))
+    row(f"layer {d}, means of the positive and negative parts concatenated", parts, (2,))
 
 header("Lexical overlap and dense codes of it (WordPiece tokens, [CLS]/[SEP] dropped)")
 counts = sp.csr_matrix((np.ones(len(TOKEN_IDS)), (ROW_OF, TOKEN_IDS)), shape=(len(IDS), len(VOCAB)))

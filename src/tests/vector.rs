@@ -131,10 +131,25 @@ mod tests {
         assert_eq!(bytes, vec![0, 2, 0, 0, 0x3f, 0x80, 0, 0, 0xc0, 0x20, 0, 0]);
     }
 
+    /// A server-side COPY file, removed when the test ends, passed or not.
+    struct CopyFile(std::path::PathBuf);
+
+    impl CopyFile {
+        fn new(stem: &str) -> Self {
+            Self(std::env::temp_dir().join(format!("{stem}-{}.bin", std::process::id())))
+        }
+    }
+
+    impl Drop for CopyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[pg_test]
     fn binary_copy_round_trip() {
-        let path = std::env::temp_dir().join(format!("airrep-copy-{}.bin", std::process::id()));
-        let path = path.display();
+        let file = CopyFile::new("airrep-copy");
+        let path = file.0.display();
         Spi::run(&format!(
             "CREATE TABLE source (id int, v airrep_vector);
              INSERT INTO source VALUES (1, '[1,-2.5,3e-7]'), (2, '[3.4028235e38]'), (3, NULL),
@@ -159,8 +174,8 @@ mod tests {
 
     #[pg_test]
     fn binary_copy_rejects_bad_values() {
-        let path = std::env::temp_dir().join(format!("airrep-copy-bad-{}.bin", std::process::id()));
-        let path = path.display();
+        let file = CopyFile::new("airrep-copy-bad");
+        let path = file.0.display();
         // A real[] column written in binary has a different layout; a vector column of
         // dimension 3 cannot be loaded into airrep_vector(2).
         Spi::run(&format!(

@@ -112,9 +112,9 @@ impl fmt::Display for Depth {
 /// `Checkpoint::set_unit_scale`): a per-text normalisation the projector cannot learn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnitScale {
-    /// Scored with the start's other choices, off and at each of [`AUTO_UNIT_SCALES`] (the
-    /// first only for sum pooling, whose ranking no length changes), when
-    /// the start is chosen (`depth` 'auto', or a centred projector); off otherwise.
+    /// With attention pooling, scored with the start's other choices, off and at each of
+    /// [`AUTO_UNIT_SCALES`], when the start is chosen (`depth` 'auto', or a centred
+    /// projector); off otherwise, and always off with sum pooling.
     Auto,
     /// The projector's output as it is (the paper's form).
     Off,
@@ -129,10 +129,12 @@ pub const AUTO_UNIT_SCALES: [f32; 4] = [1.0, 1.5, 2.0, 3.0];
 
 impl UnitScale {
     /// The scales a start is scored with under `pooling`: None is the projector's output
-    /// as it is. A sum of scores ranks alike at every length, so one length is enough there.
+    /// as it is. 'auto' scores the lengths with attention pooling only: a sum of cosines
+    /// tied a sum of dot products at step 0 on the benchmark, then trained 1.2-2.7 points
+    /// worse on every seed tried (docs/training.md), and a sum ranks alike at every length.
     pub(crate) fn candidates(self, pooling: Pooling) -> Vec<Option<f32>> {
         let lengths = match pooling {
-            Pooling::Sum => &AUTO_UNIT_SCALES[..1],
+            Pooling::Sum => &[][..],
             Pooling::Attention => &AUTO_UNIT_SCALES[..],
         };
         match self {

@@ -734,9 +734,9 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
         let starts: Vec<StartPoint> = [(1, true), (2, true), (2, false)]
             .into_iter()
             .flat_map(|(layers, centered)| {
-                // (sum pooling ranks alike at every length, so only the first is scored)
+                // (with sum pooling 'auto' keeps the raw dot product)
                 let lengths = match pooling {
-                    Pooling::Sum => 1,
+                    Pooling::Sum => 0,
                     Pooling::Attention => AUTO_UNIT_SCALES.len(),
                 };
                 std::iter::once(None)
