@@ -14,7 +14,8 @@ attention and sum pooling, for:
   fit, random ReLU token features) and other poolings of them (max, mean and max, the
   positive and negative parts);
 * WordPiece-token TF-IDF, its best low-rank linear codes (LSA) and a random projection:
-  how much of lexical overlap a dense code of a given width keeps.
+  how much of lexical overlap a dense code of a given width keeps; and a hybrid, the
+  default start's code concatenated with the TF-IDF.
 docs/training.md ("what limits a 384-dimensional code") reports a run. About 5 minutes on 2
 cores; needs numpy and scipy.
 """
@@ -193,3 +194,8 @@ for rank_k in (128, 384, 1000):
     row(f"its best rank-{rank_k} linear code (LSA)", tfidf @ basis.T, (1, 3, 6))
 row("a random Gaussian projection to 384", tfidf @ (rng.standard_normal((len(VOCAB), 384)) / np.sqrt(384)),
     (1, 3, 6))
+# A hybrid: the default start's code (2 centred layers at length 2) next to the lexical one,
+# so a score is 4 cosines of the dense codes plus a² cosines of the TF-IDF.
+start = unit(by_depth[2]) * 2
+for a in (1, 2, 3):
+    row(f"the default start's code and TF-IDF x{a}, concatenated", np.hstack([start, tfidf.toarray() * a]))
