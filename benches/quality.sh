@@ -3,13 +3,26 @@
 # GPT fine-tuned on each random subset of WordNet/fortunes instruction pairs), for AirRep's
 # encoders through the extension's SQL and for TF-IDF and gradient baselines.
 # Writes docs/quality.md and docs/quality.png (--quick: a few minutes, tiny sizes, writes to
-# $AIRREP_QUALITY_DIR only; fails if any method's LDS is missing or not finite).
-# Usage: benches/quality.sh [--quick]   (release build, throwaway cluster on port 28818;
+# $AIRREP_QUALITY_DIR only; fails if any method's LDS is missing or not finite; --seed N:
+# another label set, written to docs/quality-seedN.md and .png).
+# Usage: benches/quality.sh [--quick] [--seed N]   (release build, throwaway cluster on port 28818;
 # --quick reuses the dev-profile builds scripts/test.sh made before it, whose dependencies
 # are optimised (Cargo.toml), so a fresh machine compiles the dependency tree once, not twice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=""; [ "${1:-}" = "--quick" ] && QUICK=--quick
+QUICK=""; SEED=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=--quick ;;
+        --seed) SEED="${2:?--seed needs a number}"; shift ;;
+        *) echo "usage: benches/quality.sh [--quick] [--seed N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+# Another seed draws another label set (other items, subsets and LM pretraining), reported
+# beside the default one rather than over it.
+SEED_ARGS=(); REPORT=quality
+[ -n "$SEED" ] && SEED_ARGS=(--seed "$SEED") && REPORT="quality-seed$SEED"
 if [ -n "$QUICK" ]; then
     PROFILE=(); QUALITY_BIN="${CARGO_TARGET_DIR:-target}/debug/airrep-quality"
     # the build `cargo pgrx test` and scripts/regress.sh install (it adds only the tests schema)
@@ -33,7 +46,7 @@ python3 -c 'import matplotlib' 2>/dev/null || pip install --quiet matplotlib
 echo "==> labels (tiny GPT retrained per subset; cached) and baselines"
 cargo build "${PROFILE[@]}" -p airrep-bench
 rm -rf "$WORK/data" && mkdir -p "$WORK/data" "$WORK/models"
-"$QUALITY_BIN" $QUICK --out "$WORK/data"
+"$QUALITY_BIN" $QUICK "${SEED_ARGS[@]}" --out "$WORK/data"
 
 minilm=$(scripts/fetch-minilm.sh)
 rm -rf "$WORK/models/minilm" && cp -r "$minilm" "$WORK/models/minilm"
@@ -62,10 +75,10 @@ for attempt in 1 2; do
 done
 
 echo "==> data selection: fine-tune the tiny GPT on each 10% selection"
-"$QUALITY_BIN" $QUICK --out "$WORK/data" --select-from "$WORK/data"
+"$QUALITY_BIN" $QUICK "${SEED_ARGS[@]}" --out "$WORK/data" --select-from "$WORK/data"
 
 echo "==> report"
 out=docs; [ -n "$QUICK" ] && out="$WORK/report"
 mkdir -p "$out"
-python3 benches/quality_report.py "$WORK/data" "$options" "$out/quality.md" "$out/quality.png"
-cat "$out/quality.md"
+python3 benches/quality_report.py "$WORK/data" "$options" "$out/$REPORT.md" "$out/$REPORT.png"
+cat "$out/$REPORT.md"

@@ -390,8 +390,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     std::fs::write(out.join("setup.txt"), format!(
-        "pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset ({} epochs); gradient projection dimension {}; labels took {} s of pretraining and {} s of retraining\n",
-        setup.pool.len(), setup.params.train_targets, setup.params.eval_targets, setup.params.train_subsets, setup.params.eval_subsets,
+        "data seed {}; pool {} examples; targets {} train + {} eval; subsets {} train + {} eval of {}; tiny GPT {} layers, hidden {}, {} heads, context {} chars, {params} parameters; pretrain {} steps of {}-char windows, fine-tune {} steps of batch {} per subset ({} epochs); gradient projection dimension {}; labels took {} s of pretraining and {} s of retraining\n",
+        setup.params.seed, setup.pool.len(), setup.params.train_targets, setup.params.eval_targets, setup.params.train_subsets, setup.params.eval_subsets,
         setup.params.subset_size, setup.params.gpt.layers, setup.params.gpt.hidden, setup.params.gpt.heads, setup.params.gpt.max_len,
         setup.params.pretrain_steps, setup.params.pretrain_window, setup.params.finetune_steps(), setup.params.batch, setup.params.finetune_epochs, setup.params.projection_dim,
         secs("pretrain_s"), secs("retrain_s")))?;
