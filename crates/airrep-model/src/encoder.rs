@@ -372,7 +372,6 @@ mod tests {
         }
     }
 
-    /// The portable kernels (what CUDA runs) agree with the fused CPU ones in f32.
     /// The reference forward with the portable kernels, f32 on the CPU.
     fn portable_f32(checkpoint: &Checkpoint) -> AirRepModel {
         let vb = VarBuilder::from_tensors(
@@ -389,6 +388,7 @@ mod tests {
         .unwrap()
     }
 
+    /// The portable kernels (what CUDA runs) agree with the fused CPU ones in f32.
     #[test]
     fn portable_kernels_match_golden_in_f32() {
         let golden = Golden::load();
