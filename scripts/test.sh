@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: the pure crates' tests, the #[pg_test]s inside a throwaway Postgres, and the
-# SQL regression suite with expected output. Installs whatever is missing first.
+# Runs every test: lint, the pure crates' tests, the #[pg_test]s inside a throwaway Postgres,
+# the SQL regression suite with expected output, dump/restore, extension upgrade, concurrent
+# backends, a Citus cluster and the quality benchmark's quick mode. Installs whatever is
+# missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

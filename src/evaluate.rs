@@ -6,6 +6,7 @@ use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
+use rayon::prelude::*;
 
 use crate::aggstate::{self, PartialState};
 use airrep_model::Encoder;
@@ -13,6 +14,7 @@ use airrep_model::Encoder;
 use crate::encode::{encode_texts, encoder};
 use crate::error::{raise, sqlstate};
 use crate::labels::LabelSet;
+use crate::runtime::thread_pool;
 
 impl PartialState for SpearmanState {
     fn to_bytes(&self) -> Vec<u8> {
@@ -117,8 +119,24 @@ pub fn group_scores(
         .collect();
     let target_texts: Vec<&str> = labels.target_texts.iter().map(String::as_str).collect();
     let targets = encode_texts(encoder, &target_texts);
-    group::group_scores(&targets, &union, &positions, pooling)
+    // Targets x examples dot products: on the compute pool, a chunk at a time, with a
+    // cancel check between chunks (paper-sized label sets take tens of seconds here).
+    let pool = thread_pool();
+    let mut scores = Vec::with_capacity(targets.len());
+    for chunk in targets.chunks(SCORED_TARGETS_PER_CHECK) {
+        pgrx::check_for_interrupts!();
+        scores.extend(pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|t| group::group_scores(&[t], &union, &positions, pooling).remove(0))
+                .collect::<Vec<_>>()
+        }));
+    }
+    scores
 }
+
+/// Targets scored between two cancel checks.
+const SCORED_TARGETS_PER_CHECK: usize = 64;
 
 /// LDS over the chosen subsets: (mean, per target).
 fn subset_lds(

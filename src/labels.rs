@@ -1,6 +1,6 @@
 //! Reading the label tables that training and evaluation take (documented in the README):
 //! `examples(id, text)`, `targets(id, text)`, `subsets(subset_id, example_id)` and
-//! `subset_losses(subset_id, target_id, loss)`. Everything is checked before any work starts.
+//! `losses(subset_id, target_id, loss)`. Everything is checked before any work starts.
 
 use std::collections::HashMap;
 

@@ -140,33 +140,40 @@ pub fn require_unused_name(name: &str) {
     }
 }
 
-/// Fail with 42501 unless the current role may add a model with its files (and, when
-/// training, its log): checked before expensive work (training, validation), so a role
-/// without grants learns it at once.
-pub fn require_insert_privileges(action: &str, with_log: bool) {
-    let tables: &[&str] = if with_log {
-        &["airrep.models", "airrep.model_files", "airrep.training_log"]
-    } else {
-        &["airrep.models", "airrep.model_files"]
+/// Fail with 42501 unless the current role may add a model: INSERT on the registry tables
+/// (and, when training, the log), and UPDATE on `airrep.models`, which the trigger that
+/// bumps a model's version on each write of its files needs. Checked before expensive work
+/// (training, validation), so a role without grants learns it at once.
+pub fn require_write_privileges(action: &str, with_log: bool) {
+    let mut inserts = vec!["airrep.models", "airrep.model_files"];
+    if with_log {
+        inserts.push("airrep.training_log");
+    }
+    let missing = |privilege: &str, tables: &[&str]| -> Option<String> {
+        let lacking: Vec<&str> = tables
+            .iter()
+            .copied()
+            .filter(|table| {
+                !read_one::<bool>(
+                    "SELECT has_table_privilege($1, $2)",
+                    &[(*table).into(), privilege.into()],
+                )
+                .unwrap_or(false)
+            })
+            .collect();
+        (!lacking.is_empty()).then(|| format!("{privilege} on {}", lacking.join(", ")))
     };
-    let missing: Vec<&str> = tables
-        .iter()
-        .copied()
-        .filter(|table| {
-            !read_one::<bool>(
-                "SELECT has_table_privilege($1, 'INSERT')",
-                &[(*table).into()],
-            )
-            .unwrap_or(false)
-        })
-        .collect();
-    if !missing.is_empty() {
+    let needs: Vec<String> = [
+        missing("INSERT", &inserts),
+        missing("UPDATE", &["airrep.models"]),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !needs.is_empty() {
         raise(
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            &format!(
-                "permission denied: {action} needs INSERT on {}",
-                missing.join(", ")
-            ),
+            &format!("permission denied: {action} needs {}", needs.join(" and ")),
         );
     }
 }
@@ -251,7 +258,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
              only superusers and members of pg_read_server_files may; others can use airrep.import_model",
         );
     }
-    require_insert_privileges("airrep.load_model", false);
+    require_write_privileges("airrep.load_model", false);
     let dir = std::path::Path::new(dir);
     if !dir.is_absolute() {
         raise(
@@ -280,7 +287,7 @@ fn load_model(name: &str, dir: &str) -> i64 {
 /// Import a model from bytes sent by the client (no server file access needed).
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn import_model(name: &str, config: pgrx::JsonB, weights: &[u8], tokenizer: &[u8]) -> i64 {
-    require_insert_privileges("airrep.import_model", false);
+    require_write_privileges("airrep.import_model", false);
     require_unused_name(name);
     let config_bytes = serde_json::to_vec(&config.0).expect("jsonb serialises");
     let config_json = validate(name, &config_bytes, weights, tokenizer);

@@ -9,6 +9,7 @@
 //! cancellation and, on long runs, reports progress with an ETA. Each block's tuples and
 //! detoasted values are freed before the next, so memory is one block.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
@@ -181,11 +182,24 @@ impl Source {
         self.collect(&query, &[after.into()], dim, limit)
     }
 
-    /// The rows whose ids are in `ids` (one block, in id order).
+    /// The rows whose ids are in `ids` (one block, in id order). The ids come from an
+    /// earlier read of the same relation, so each must still be there: a row that changed in
+    /// between (a volatile view, a concurrent commit) is an error, never a silent gap.
     pub fn lookup(&self, ids: &[i64], dim: &mut Option<usize>) -> Block {
         let query = format!("{} AND id::bigint = ANY($2) ORDER BY 1", self.select_list());
         let args = [Option::<i64>::None.into(), ids.to_vec().into()];
-        self.collect(&query, &args, dim, usize::MAX)
+        let found = self.collect(&query, &args, dim, usize::MAX);
+        let present: HashSet<i64> = found.ids.iter().copied().collect();
+        if let Some(id) = ids.iter().find(|id| !present.contains(id)) {
+            raise(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                &format!(
+                    "{} relation \"{}\" changed during the query: the row with id {id} is gone or now NULL",
+                    self.role, self.name
+                ),
+            );
+        }
+        found
     }
 
     /// All rows of `query`, fetched `block_rows` at a time, as one block.

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::labels::LabelSet;
 use crate::registry;
-use crate::relation::qualified;
+use crate::relation::{qualified, require_columns, Kind};
 use crate::runtime::{device, thread_pool};
 
 extension_sql_file!(
@@ -70,7 +70,7 @@ fn train(
     losses: PgRelation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
-    registry::require_insert_privileges("airrep.train", true);
+    registry::require_write_privileges("airrep.train", true);
     let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
     let defaults = TrainOptions {
@@ -226,7 +226,8 @@ fn train(
 }
 
 /// A retraining plan: `n` random subsets of `size` examples each (without replacement within a
-/// subset), deterministic for `seed`, as (subset_id, example_id) rows.
+/// subset), deterministic for `seed`, as (subset_id, example_id) rows. The rows are made one
+/// subset at a time, so a large plan streams and can be cancelled.
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn sample_subsets(
     examples: PgRelation,
@@ -240,33 +241,56 @@ fn sample_subsets(
             &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"),
         );
     }
-    let ids: Vec<i64> = Spi::connect(|client| {
-        client
-            .select(
-                &format!("SELECT id::bigint FROM {} ORDER BY 1", qualified(&examples)),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()))
-            .filter_map(|r| r.get::<i64>(1).ok().flatten())
-            .collect()
-    });
+    require_columns(&examples, "examples", &[("id", Kind::Id)]);
+    let ids = distinct_ids(&examples);
     if (size as usize) > ids.len() {
         raise(
             sqlstate::INVALID_PARAMETER_VALUE,
             &format!("subset size {size} exceeds the {} examples", ids.len()),
         );
     }
-    let rows: Vec<(i64, i64)> = (1..=n as i64)
-        .flat_map(|subset| {
-            let mut members: Vec<i64> = SplitMix64((seed as u64).wrapping_add(subset as u64))
-                .sample(ids.len(), size as usize)
-                .into_iter()
-                .map(|i| ids[i])
-                .collect();
-            members.sort_unstable();
-            members.into_iter().map(move |id| (subset, id))
-        })
-        .collect();
-    TableIterator::new(rows)
+    TableIterator::new((1..=n as i64).flat_map(move |subset| {
+        pgrx::check_for_interrupts!();
+        let mut members: Vec<i64> = SplitMix64((seed as u64).wrapping_add(subset as u64))
+            .sample(ids.len(), size as usize)
+            .into_iter()
+            .map(|i| ids[i])
+            .collect();
+        members.sort_unstable();
+        members.into_iter().map(move |id| (subset, id))
+    }))
+}
+
+/// The relation's ids in order; a NULL or repeated id is an error, since either would put
+/// something other than `size` distinct examples in a subset.
+fn distinct_ids(examples: &PgRelation) -> Vec<i64> {
+    let name = examples.name();
+    let ids: Vec<i64> = Spi::connect(|client| {
+        client
+            .select(
+                &format!("SELECT id::bigint FROM {} ORDER BY 1", qualified(examples)),
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()))
+            .map(|row| match row.get::<i64>(1) {
+                Ok(Some(id)) => id,
+                Ok(None) => raise(
+                    sqlstate::NULL_VALUE_NOT_ALLOWED,
+                    &format!("examples relation \"{name}\" has a row whose id is NULL"),
+                ),
+                Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
+            })
+            .collect()
+    });
+    if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        raise(
+            sqlstate::UNIQUE_VIOLATION,
+            &format!(
+                "examples relation \"{name}\" has id {} more than once",
+                pair[0]
+            ),
+        );
+    }
+    ids
 }

@@ -252,10 +252,26 @@ mod tests {
         let message = sql_error(&format!(
             "SELECT airrep.load_model('x', '{FIXTURES}/tiny-airrep')"
         ));
-        assert_eq!(message, "permission denied: airrep.load_model needs INSERT on airrep.models, airrep.model_files");
+        assert_eq!(
+            message,
+            "permission denied: airrep.load_model needs INSERT on airrep.models, \
+             airrep.model_files and UPDATE on airrep.models"
+        );
+        // the version trigger updates airrep.models, so INSERT alone is not enough either
         Spi::run(
             "RESET ROLE; GRANT INSERT ON airrep.models, airrep.model_files TO airrep_tester;
-             GRANT UPDATE ON airrep.models TO airrep_tester; SET ROLE airrep_tester",
+             SET ROLE airrep_tester",
+        )
+        .unwrap();
+        let message = sql_error(&format!(
+            "SELECT airrep.load_model('x', '{FIXTURES}/tiny-airrep')"
+        ));
+        assert_eq!(
+            message,
+            "permission denied: airrep.load_model needs UPDATE on airrep.models"
+        );
+        Spi::run(
+            "RESET ROLE; GRANT UPDATE ON airrep.models TO airrep_tester; SET ROLE airrep_tester",
         )
         .unwrap();
         load("granted", "tiny-airrep");

@@ -103,12 +103,12 @@ impl Params {
         }
     }
 
-    /// FNV-1a over the parameters, the generator version and the source files' sizes.
     /// Fine-tuning steps per subset: `finetune_epochs` passes in batches of `batch`.
     pub fn finetune_steps(&self) -> usize {
         (self.finetune_epochs * self.subset_size).div_ceil(self.batch)
     }
 
+    /// FNV-1a over the parameters, the generator version and the source files' sizes.
     fn hash(&self) -> String {
         let mut key = format!("{self:?} v{GENERATOR_VERSION}");
         for dir in [data::WORDNET, data::FORTUNES] {

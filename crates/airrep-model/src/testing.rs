@@ -98,18 +98,6 @@ pub fn assert_relative(got: f64, want: f64, tol: f64, what: &str) {
     );
 }
 
-/// The largest [`relative_error`] over the entries of two matrices of the same shape.
-pub fn worst_relative_error(got: &[Vec<f64>], want: &[Vec<f64>]) -> f64 {
-    assert_eq!(got.len(), want.len(), "rows");
-    got.iter()
-        .zip(want)
-        .flat_map(|(g, w)| {
-            assert_eq!(g.len(), w.len(), "columns");
-            g.iter().zip(w).map(|(&g, &w)| relative_error(g, w))
-        })
-        .fold(0.0, f64::max)
-}
-
 /// `‖got − want‖ / ‖want‖` (L2), the measure of an embedding against its reference.
 pub fn relative_l2_error(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "lengths");

@@ -111,8 +111,15 @@ SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'best');
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', -1);
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 'NaN');
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'max', 'lang');
+-- a pool that changes between the scan and the lookup of the picks' costs is an error, not
+-- a silent gap (here a view whose rows run out after 60 reads)
+CREATE SEQUENCE sel_reads;
+CREATE VIEW sel_vanishing AS SELECT * FROM sel_pool WHERE nextval('sel_reads') <= 60;
+SELECT count(*) FROM airrep.select_data('sel_targets', 'sel_vanishing', 10, 'round_robin', 'tokens');
+SELECT count(*) FROM airrep.select_data('sel_targets', 'sel_vanishing', 10, 'group');
 UPDATE sel_pool SET tokens = NULL WHERE id = 7;
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'max', 'tokens');
-DROP VIEW sel_clean, sel_english, sel_targets_vec;
+DROP VIEW sel_clean, sel_english, sel_targets_vec, sel_vanishing;
+DROP SEQUENCE sel_reads;
 DROP TABLE sel_pool, sel_targets, sel_wide, sel_text_ids;
 DROP FUNCTION brute_top_k, reference_select, rounded;

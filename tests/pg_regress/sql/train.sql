@@ -23,6 +23,16 @@ FROM subsets;
 SELECT (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM airrep.sample_subsets('examples', 12, 6, 7))
      = (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM subsets) AS same_plan_for_same_seed;
 SELECT airrep.sample_subsets('examples', 2, 25);
+-- a plan too large to want streams, so a timeout stops it
+SET statement_timeout = '500ms';
+SELECT count(*) FROM airrep.sample_subsets('examples', 2000000000, 24);
+RESET statement_timeout;
+-- ids must be distinct and not NULL, or a subset would not hold `size` distinct examples
+CREATE TABLE examples_repeated AS SELECT id % 5 AS id FROM examples;
+SELECT airrep.sample_subsets('examples_repeated', 2, 3);
+INSERT INTO examples_repeated VALUES (NULL);
+SELECT airrep.sample_subsets('examples_repeated', 2, 3);
+DROP TABLE examples_repeated;
 
 -- a run cancelled by statement_timeout leaves the registry and the log as they were
 SET statement_timeout = '1500ms';
