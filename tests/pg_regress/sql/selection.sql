@@ -116,6 +116,7 @@ SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'max', 'lang');
 CREATE SEQUENCE sel_reads;
 CREATE VIEW sel_vanishing AS SELECT * FROM sel_pool WHERE nextval('sel_reads') <= 60;
 SELECT count(*) FROM airrep.select_data('sel_targets', 'sel_vanishing', 10, 'round_robin', 'tokens');
+SELECT setval('sel_reads', 1, false) IS NOT NULL AS refilled;
 SELECT count(*) FROM airrep.select_data('sel_targets', 'sel_vanishing', 10, 'group');
 UPDATE sel_pool SET tokens = NULL WHERE id = 7;
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'max', 'tokens');
