@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::labels::LabelSet;
 use crate::registry;
-use crate::relation::{qualified, require_columns, Kind};
 use crate::runtime::{device, thread_pool};
+use crate::scan::{Columns, Source};
 
 extension_sql_file!(
     "../sql/training_log.sql",
@@ -241,7 +241,6 @@ fn sample_subsets(
             &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"),
         );
     }
-    require_columns(&examples, "examples", &[("id", Kind::Id)]);
     let ids = distinct_ids(&examples);
     if (size as usize) > ids.len() {
         raise(
@@ -261,33 +260,19 @@ fn sample_subsets(
     }))
 }
 
-/// The relation's ids in order; a NULL or repeated id is an error, since either would put
-/// something other than `size` distinct examples in a subset.
+/// The relation's ids in order, read as every search reads a relation (a NULL id is an
+/// error there); a repeated id is an error too, since it would put one example in a subset
+/// twice.
 fn distinct_ids(examples: &PgRelation) -> Vec<i64> {
-    let name = examples.name();
-    let ids: Vec<i64> = Spi::connect(|client| {
-        client
-            .select(
-                &format!("SELECT id::bigint FROM {} ORDER BY 1", qualified(examples)),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()))
-            .map(|row| match row.get::<i64>(1) {
-                Ok(Some(id)) => id,
-                Ok(None) => raise(
-                    sqlstate::NULL_VALUE_NOT_ALLOWED,
-                    &format!("examples relation \"{name}\" has a row whose id is NULL"),
-                ),
-                Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
-            })
-            .collect()
-    });
+    let ids = Source::new(examples, "examples", Columns::default())
+        .read_all(&mut None)
+        .ids;
     if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
         raise(
             sqlstate::UNIQUE_VIOLATION,
             &format!(
-                "examples relation \"{name}\" has id {} more than once",
+                "examples relation \"{}\" has id {} more than once",
+                examples.name(),
                 pair[0]
             ),
         );
