@@ -165,17 +165,20 @@ pub(crate) fn candidates<'a>(
 }
 
 /// Scores every candidate and keeps the best; ties go to the later candidate, so list the
-/// start unchanged (every layer, uncentred) last. `of` is the base's layer count.
+/// start unchanged (every layer, uncentred) last. `of` is the base's layer count; `check`
+/// is polled before each candidate.
 pub(crate) fn choose(
     data: &TrainData,
     candidates: impl Iterator<Item = Result<Candidate>>,
     of: usize,
     pooling: Pooling,
+    check: &dyn Fn() -> Result<()>,
 ) -> Result<DepthChoice> {
     let union = Union::new(&data.subsets, |_| 0);
     let rows: Vec<u32> = union.examples.iter().map(|&i| i as u32).collect();
     let mut scores = Vec::new();
     for c in candidates {
+        check()?;
         let c = c?;
         let rows = Tensor::from_slice(&rows, rows.len(), c.examples.device())?;
         let members = c.examples.index_select(&rows, 0)?;

@@ -322,7 +322,7 @@ impl Trainer {
                 &starts,
                 &scales,
             );
-            let choice = depth::choose(data, candidates, total, options.pooling)?;
+            let choice = depth::choose(data, candidates, total, options.pooling, check)?;
             (Some(choice), Some(targets))
         } else {
             (None, None)

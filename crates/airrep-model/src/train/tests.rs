@@ -814,15 +814,41 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     let choice = trainer.depth().unwrap();
     assert!(choice.scores.iter().all(|s| s.start.layers == 2));
     assert_eq!(choice.scores.len(), 2 * (1 + AUTO_UNIT_SCALES.len()));
-    // The choice's forward pass is cancellable.
-    let cancelled = Trainer::new(
+    // The choice is cancellable at every poll: in its forward pass and before each start
+    // it scores.
+    let polls = AtomicUsize::new(0);
+    let counting = || {
+        polls.fetch_add(1, Ordering::Relaxed);
+        false
+    };
+    let trainer = Trainer::new(
         &base_checkpoint(),
         &tokenizer_json(),
         selection_data(),
         TrainOptions::default(),
-        &|| true,
+        &counting,
+    )
+    .unwrap();
+    let total = polls.load(Ordering::Relaxed);
+    assert!(
+        total > trainer.depth().unwrap().scores.len(),
+        "{total} polls"
     );
-    assert!(matches!(cancelled, Err(Error::Cancelled)));
+    for cancel_at in 1..=total {
+        let polled = AtomicUsize::new(0);
+        let cancel = || polled.fetch_add(1, Ordering::Relaxed) + 1 >= cancel_at;
+        let cancelled = Trainer::new(
+            &base_checkpoint(),
+            &tokenizer_json(),
+            selection_data(),
+            TrainOptions::default(),
+            &cancel,
+        );
+        assert!(
+            matches!(cancelled, Err(Error::Cancelled)),
+            "poll {cancel_at}"
+        );
+    }
 }
 
 #[test]
