@@ -126,8 +126,12 @@ SELECT step, round(loss::numeric, 4) AS loss, round(grad_norm::numeric, 3) AS gr
 FROM airrep.training_log WHERE validation_lds IS NOT NULL ORDER BY step;
 SELECT name, parent, description FROM airrep.model_list ORDER BY id;
 
-\echo '-- held-out LDS before and after training (x100)'
-SELECT round(100 * (config -> 'airrep_training' ->> 'validation_lds_before')::numeric, 2) AS held_out_lds_before,
-       round(100 * (config -> 'airrep_training' ->> 'validation_lds_after')::numeric, 2) AS held_out_lds_after,
-       config -> 'airrep_training' ->> 'selection' AS selection
-FROM airrep.models WHERE name = 'minilm-airrep';
+\echo '-- the start kept, and held-out LDS before and after training (x100);'
+\echo '-- config -> ''airrep_training'' -> ''start_scores'' has every start scored'
+SELECT t ->> 'layers_kept' || ' of ' || (t ->> 'layers_of_base') AS layers,
+       t ->> 'centered' AS centred, t ->> 'unit_scale_start' AS unit_length,
+       t ->> 'kept_step' AS kept_step,
+       round(100 * (t ->> 'validation_lds_before')::numeric, 2) AS held_out_lds_before,
+       round(100 * (t ->> 'validation_lds_after')::numeric, 2) AS held_out_lds_after
+FROM airrep.models, LATERAL (SELECT config -> 'airrep_training') AS training(t)
+WHERE name = 'minilm-airrep';
