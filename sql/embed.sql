@@ -1,4 +1,6 @@
 -- Part of the install script: included by extension_sql_file! in src/encode.rs (name = "embed_procedure").
+-- Rows are matched by (tableoid, ctid): a ctid alone repeats across a partitioned table's
+-- partitions and an inheritance parent's children.
 CREATE PROCEDURE airrep.embed(
     relation regclass, text_column name, vector_column name, model text, batch_size int DEFAULT 64)
 LANGUAGE plpgsql AS $$
@@ -6,12 +8,44 @@ DECLARE
     total   bigint;
     done    bigint := 0;
     batch   bigint;
+    still_null bigint;
+    kind    "char";
+    text_type   oid;
+    vector_type oid;
     started timestamptz := clock_timestamp();
     elapsed double precision;
     rate    double precision;
 BEGIN
+    IF relation IS NULL OR text_column IS NULL OR vector_column IS NULL OR model IS NULL THEN
+        RAISE EXCEPTION 'airrep.embed: relation, text_column, vector_column and model must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer, not %', batch_size;
+    END IF;
+    SELECT relkind INTO kind FROM pg_class WHERE oid = relation;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'airrep.embed: "%" is not a table', relation
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'embed into the table the view or foreign table reads, or into a table of its rows';
+    END IF;
+    -- Domains count as their base type.
+    SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO text_type
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = relation AND a.attname = text_column AND NOT a.attisdropped AND a.attnum > 0;
+    SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO vector_type
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = relation AND a.attname = vector_column AND NOT a.attisdropped AND a.attnum > 0;
+    IF text_type IS NULL OR text_type NOT IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype) THEN
+        RAISE EXCEPTION 'airrep.embed: "%" has no text column "%"', relation, text_column
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    -- airrep_vector is named through encode's result type: it lives in the extension's schema,
+    -- which need not be on the search_path.
+    IF vector_type IS DISTINCT FROM
+           (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure) THEN
+        RAISE EXCEPTION 'airrep.embed: "%" has no airrep_vector column "%"', relation, vector_column
+            USING ERRCODE = 'undefined_column';
     END IF;
     PERFORM airrep.encode(model, ARRAY[]::text[]);  -- fails early on an unknown model
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL',
@@ -19,16 +53,28 @@ BEGIN
     LOOP
         EXECUTE format(
             'WITH todo AS (
-                 SELECT ctid AS row_id, %2$I AS body FROM %1$s
+                 SELECT tableoid AS part, ctid AS row_id, %2$I::text AS body FROM %1$s
                  WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED),
-             batch AS (SELECT array_agg(row_id) AS ids, array_agg(body) AS bodies FROM todo),
+             batch AS (SELECT array_agg(part) AS parts, array_agg(row_id) AS ids,
+                              array_agg(body) AS bodies FROM todo),
              embedded AS (
-                 SELECT e.row_id, e.embedding
-                 FROM batch, unnest(batch.ids, airrep.encode(%5$L, batch.bodies)) AS e(row_id, embedding))
-             UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded WHERE t.ctid = embedded.row_id',
-            relation, text_column, vector_column, batch_size, model);
-        GET DIAGNOSTICS batch = ROW_COUNT;
+                 SELECT e.part, e.row_id, e.embedding
+                 FROM batch, unnest(batch.parts, batch.ids, airrep.encode(%5$L, batch.bodies))
+                      AS e(part, row_id, embedding)),
+             updated AS (
+                 UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded
+                 WHERE t.tableoid = embedded.part AND t.ctid = embedded.row_id
+                 RETURNING t.%3$I IS NULL AS still_null)
+             SELECT count(*), count(*) FILTER (WHERE still_null) FROM updated',
+            relation, text_column, vector_column, batch_size, model) INTO batch, still_null;
         EXIT WHEN batch = 0;
+        -- A row left NULL would be picked again on every pass: stop instead of looping.
+        IF still_null > 0 THEN
+            RAISE EXCEPTION 'airrep.embed: % of % rows of "%" still have a NULL % after the update',
+                still_null, batch, relation, quote_ident(vector_column)
+                USING ERRCODE = 'triggered_action_exception',
+                      HINT = 'a trigger or rule on the table resets the column; the batches committed before stay';
+        END IF;
         COMMIT;
         done := done + batch;
         elapsed := extract(epoch FROM clock_timestamp() - started);

@@ -13,6 +13,7 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     /// Class 22: data exception.
     pub const DATA_EXCEPTION: &str = "22000";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
@@ -106,6 +107,7 @@ pub fn model_sqlstate(e: &airrep_model::Error) -> &'static str {
         }
         Error::Io { .. } => sqlstate::IO_ERROR,
         Error::Cancelled => sqlstate::QUERY_CANCELED,
+        Error::Overflow { .. } => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
         Error::Candle(_) => sqlstate::INTERNAL_ERROR,
     }
 }

@@ -110,7 +110,12 @@ fn airrep_group_influence_pooled_step(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<StateBytes> {
     let pooling = pooling
-        .unwrap_or("attention")
+        .unwrap_or_else(|| {
+            raise(
+                sqlstate::NULL_VALUE_NOT_ALLOWED,
+                "group_influence pooling must not be NULL: use 'attention' or 'sum'",
+            )
+        })
         .parse::<Pooling>()
         .unwrap_or_else(|e| raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string()));
     step(fcinfo, state, target, member, pooling)

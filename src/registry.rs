@@ -124,9 +124,15 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
-/// Fail unless `name` is free; callers check before any expensive work (the UNIQUE
-/// constraint stays the backstop).
+/// Fail unless `name` is a valid name that is free; callers check before any expensive
+/// work (the CHECK and UNIQUE constraints stay the backstop).
 pub fn require_unused_name(name: &str) {
+    if name.is_empty() {
+        raise(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "a model name must not be empty",
+        );
+    }
     let exists = read_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE name = $1)",
         &[name.into()],

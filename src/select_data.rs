@@ -17,10 +17,10 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::{raise, sqlstate, OrRaise};
+use crate::error::{raise, sqlstate};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
-use crate::top_k::{read_targets, search};
+use crate::top_k::{read_targets, require_unique_ids, scores_or_raise, search};
 
 /// Candidate-by-target scores the `group` strategy holds at most (256 MB of f32).
 const GROUP_SCORES_MAX: usize = 1 << 26;
@@ -125,6 +125,7 @@ fn select_data(
     }
     let strategy = strategy(strategy_name.unwrap_or_else(|| required("strategy")));
     let vector_column = vector_column.unwrap_or_else(|| required("vector_column"));
+    let (targets_name, pool_name) = (targets.name().to_string(), pool.name().to_string());
     let targets = Source::vectors(&targets, "targets", vector_column);
     let columns = Columns {
         vector: Some(vector_column),
@@ -133,7 +134,7 @@ fn select_data(
     };
     let pool = Source::new(&pool, "pool", columns);
     let costed = cost_column.is_some();
-    let Some((target_ids, queries)) = read_targets(&targets) else {
+    let Some((target_ids, queries)) = read_targets(&targets, &targets_name) else {
         return TableIterator::new(Vec::new());
     };
     let picks = match strategy {
@@ -143,6 +144,7 @@ fn select_data(
         }
         Strategy::Group => select_group(&queries, &pool, budget, costed),
     };
+    require_unique_ids(picks.iter().map(|p| &p.id), "pool", &pool_name);
     let rows: Vec<_> = picks
         .into_iter()
         .enumerate()
@@ -222,7 +224,7 @@ fn select_by_aggregate(
         false,
         "airrep.select_data",
         |block| {
-            let scores = threads.install(|| queries.dots(&block.rows)).or_raise();
+            let scores = scores_or_raise(threads.install(|| queries.dots(&block.rows)), &block.ids);
             let rows = block.len();
             for (r, &id) in block.ids.iter().enumerate() {
                 let value = aggregate.of((0..count).map(|t| scores[t * rows + r] as f64));
@@ -270,9 +272,10 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
         );
     }
     let candidates = pool.lookup(&ids, &mut Some(dim));
-    let scores = thread_pool()
-        .install(|| queries.dots(&candidates.rows))
-        .or_raise();
+    let scores = scores_or_raise(
+        thread_pool().install(|| queries.dots(&candidates.rows)),
+        &candidates.ids,
+    );
     let rows = candidates.len();
     let by_target: Vec<Vec<f32>> = scores.chunks(rows.max(1)).map(<[f32]>::to_vec).collect();
     let costs = if costed {

@@ -147,7 +147,23 @@ impl Checkpoint {
         }
         let tensors = tensors
             .into_iter()
-            .map(|(name, t)| Ok((name, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
+            .map(|(name, t)| {
+                let t = t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                // A broken checkpoint (loaded, or trained at a learning rate that diverged)
+                // fails here by name, not as NaN embeddings later (or, on AMX, as a NaN
+                // whose bf16 rounding carries into the sign bit).
+                if !t
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .all(|v| v.is_finite())
+                {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor {name} has NaN or infinite values"
+                    )));
+                }
+                Ok((name, t))
+            })
             .collect::<Result<_>>()?;
         Ok(Self { config, tensors })
     }
@@ -318,18 +334,6 @@ fn load_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Te
         .load(&Device::Cpu)
         .map_err(|e| Error::Checkpoint(format!("tensor {name}: {e}")))?
         .to_dtype(DType::F32)?;
-    // A broken checkpoint fails here by name, not as NaN embeddings later (or, on AMX,
-    // as a NaN whose bf16 rounding carries into the sign bit).
-    if !tensor
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .iter()
-        .all(|v| v.is_finite())
-    {
-        return Err(Error::Checkpoint(format!(
-            "tensor {name} has NaN or infinite values"
-        )));
-    }
     Ok(tensor)
 }
 

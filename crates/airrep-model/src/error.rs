@@ -22,6 +22,11 @@ pub enum Error {
         source: std::io::Error,
     },
     Candle(candle_core::Error),
+    /// A dot product of finite vectors left f32's range; `row` is the row of the block
+    /// scored.
+    Overflow {
+        row: usize,
+    },
     /// The caller's interrupt check asked a long computation to stop (e.g. a query cancel).
     Cancelled,
 }
@@ -38,6 +43,10 @@ impl fmt::Display for Error {
             Error::Device(msg) => write!(f, "device: {msg}"),
             Error::Io { path, source } => write!(f, "reading {}: {source}", path.display()),
             Error::Candle(err) => write!(f, "tensor computation: {err}"),
+            Error::Overflow { row } => write!(
+                f,
+                "a dot product with row {row} of the block overflows float4"
+            ),
             Error::Cancelled => write!(f, "cancelled on request"),
         }
     }

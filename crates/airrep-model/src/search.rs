@@ -62,7 +62,7 @@ impl Queries {
     }
 
     /// `[query][row]` dot products of every query with every row of `block` (row-major,
-    /// `dim` wide), flattened query by query.
+    /// `dim` wide), flattened query by query; [`Error::Overflow`] if one is not finite.
     pub fn dots(&self, block: &[f32]) -> Result<Vec<f32>> {
         if block.is_empty() {
             return Ok(Vec::new());
@@ -79,7 +79,12 @@ impl Queries {
         let zero = Tensor::zeros(rows, candle_core::DType::F32, &Device::Cpu)?;
         let packed = PackedLinear::new(&weight, &zero, Product::F32)?;
         let scores = linear(&self.matrix, &packed, Epilogue::None)?;
-        Ok(scores.flatten_all()?.to_vec1::<f32>()?)
+        let scores = scores.flatten_all()?.to_vec1::<f32>()?;
+        // Finite vectors whose product leaves f32's range would rank as +-inf or NaN.
+        match scores.iter().position(|s| !s.is_finite()) {
+            Some(at) => Err(Error::Overflow { row: at % rows }),
+            None => Ok(scores),
+        }
     }
 
     /// Every `(query, row of block, score)` whose score is at least `threshold`, in query
@@ -276,5 +281,22 @@ mod tests {
         let queries = Queries::new(vec![1.0; 4], 2).unwrap();
         assert!(queries.dots(&[1.0; 3]).is_err());
         assert!(queries.dots(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_product_beyond_f32_is_an_overflow_naming_its_row() {
+        // Each vector is finite; the products of rows 1 and 3 with the second query are not.
+        let queries = Queries::new(vec![1.0, 0.0, 3e38, 3e38], 2).unwrap();
+        let block = [1.0, -1.0, 3e38, 3e38, 0.0, 1.0, -3e38, 3e38];
+        let dots = queries.dots(&block);
+        assert!(matches!(dots, Err(Error::Overflow { row: 1 })), "{dots:?}");
+        let mut search = TopKSearch::new(&queries, 2);
+        assert!(matches!(
+            search.add_block(&[10, 11, 12, 13], &block),
+            Err(Error::Overflow { row: 1 })
+        ));
+        // Large but representable products still rank.
+        let fine = [0.5, 0.25, -1.0, 1.0];
+        assert_eq!(queries.dots(&fine).unwrap().len(), 4);
     }
 }

@@ -40,6 +40,39 @@ CALL airrep.embed('docs', 'body', 'embedding', 'tiny', 100);
 CALL airrep.embed('docs', 'body', 'embedding', 'tiny', 0);
 CALL airrep.embed('docs', 'body', 'embedding', 'no_such_model');
 CALL airrep.embed('docs', 'no_such_column', 'embedding', 'tiny');
+CALL airrep.embed('docs', 'body', 'embedding', NULL);  -- an error, not a loop over NULL updates
+CALL airrep.embed('docs', 'id', 'embedding', 'tiny');
+CALL airrep.embed('docs', 'body', 'body', 'tiny');
+CREATE VIEW docs_view AS SELECT * FROM docs;
+CALL airrep.embed('docs_view', 'body', 'embedding', 'tiny');
+DROP VIEW docs_view;
+
+-- a trigger that keeps the vector NULL stops the call with an error, not an endless loop
+CREATE TABLE stubborn (id int, body text, embedding airrep_vector);
+INSERT INTO stubborn VALUES (1, 'a'), (2, 'b');
+CREATE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.embedding := NULL; RETURN NEW; END $$;
+CREATE TRIGGER keep_null BEFORE UPDATE ON stubborn FOR EACH ROW EXECUTE FUNCTION keep_null();
+CALL airrep.embed('stubborn', 'body', 'embedding', 'tiny', 1);
+DROP TABLE stubborn; DROP FUNCTION keep_null();
+
+-- partitions and inheritance children repeat ctids: each row still gets its own text's vector
+CREATE TABLE parts (id int, body varchar, embedding airrep_vector) PARTITION BY RANGE (id);
+CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (10);
+CREATE TABLE parts_high PARTITION OF parts FOR VALUES FROM (10) TO (20);
+INSERT INTO parts SELECT i, 'text ' || i || CASE WHEN i >= 10 THEN ' cats' ELSE ' databases' END
+FROM generate_series(1, 18) AS i;
+CREATE TABLE parent (id int, body text, embedding airrep_vector);
+CREATE TABLE child () INHERITS (parent);
+INSERT INTO parent SELECT i, 'parent row ' || i FROM generate_series(1, 5) AS i;
+INSERT INTO child SELECT i, 'child row about compilers ' || i FROM generate_series(6, 10) AS i;
+CALL airrep.embed('parts', 'body', 'embedding', 'tiny', 3);
+CALL airrep.embed('parent', 'body', 'embedding', 'tiny', 3);
+SELECT 'parts' AS relation, count(*) AS rows,
+       count(*) FILTER (WHERE embedding <-> airrep.encode('tiny', body::text) < 1e-5) AS correct FROM parts
+UNION ALL
+SELECT 'parent', count(*), count(*) FILTER (WHERE embedding <-> airrep.encode('tiny', body) < 1e-5) FROM parent;
+DROP TABLE parts, parent, child;
 
 -- encoding responds to statement_timeout between batches
 SET statement_timeout = '200ms';

@@ -20,6 +20,7 @@ SELECT group_influence(target, member) FROM members WHERE false;
 SELECT group_influence(t, m) FROM (VALUES ('[100]'::airrep_vector, '[100]'::airrep_vector), ('[100]', '[200]')) v(t, m);
 -- errors
 SELECT group_influence(target, member, 'max') FROM members;
+SELECT group_influence(target, member, NULL) FROM members;
 SELECT group_influence(target, member) FROM members;
 SELECT group_influence('[1,2,3]', member) FROM members WHERE grp = 1;
 -- The states are plain bytea (a real type, so Citus can push the aggregates down); the

@@ -120,7 +120,24 @@ SELECT setval('sel_reads', 1, false) IS NOT NULL AS refilled;
 SELECT count(*) FROM airrep.select_data('sel_targets', 'sel_vanishing', 10, 'group');
 UPDATE sel_pool SET tokens = NULL WHERE id = 7;
 SELECT * FROM airrep.select_data('sel_targets', 'sel_pool', 10, 'max', 'tokens');
+-- finite vectors whose dot products leave float4's range are an error naming the row, not
+-- a ranking of Infinity and NaN
+CREATE TABLE sel_huge (id int, embedding airrep_vector);
+INSERT INTO sel_huge VALUES (1, '[3e38,3e38]'), (2, '[1,1]'), (3, '[-3e38,3e38]');
+SELECT * FROM airrep.top_k('sel_huge', 'sel_huge', 3);
+SELECT * FROM airrep.select_data('sel_huge', 'sel_huge', 2, 'max');
+SELECT * FROM airrep.select_data('sel_huge', 'sel_huge', 2, 'group');
+-- a repeated id would make results ambiguous: an error for targets and for pool rows
+CREATE TABLE sel_twice (id int, embedding airrep_vector);
+INSERT INTO sel_twice VALUES (1, '[1,0]'), (1, '[1,0]'), (2, '[1,0.001]'), (2, '[0,1]'), (3, '[0,1]');
+CREATE TABLE sel_one (id int, embedding airrep_vector);
+INSERT INTO sel_one VALUES (1, '[1,0]');
+SELECT * FROM airrep.top_k('sel_one', 'sel_twice', 5);
+SELECT * FROM airrep.select_data('sel_one', 'sel_twice', 5, 'max');
+SELECT * FROM airrep.select_data('sel_one', 'sel_twice', 5, 'group');
+SELECT * FROM airrep.top_k('sel_twice', 'sel_one', 1);
+SELECT * FROM airrep.select_data('sel_twice', 'sel_one', 1);
 DROP VIEW sel_clean, sel_english, sel_targets_vec, sel_vanishing;
 DROP SEQUENCE sel_reads;
-DROP TABLE sel_pool, sel_targets, sel_wide, sel_text_ids;
+DROP TABLE sel_pool, sel_targets, sel_wide, sel_text_ids, sel_huge, sel_twice, sel_one;
 DROP FUNCTION brute_top_k, reference_select, rounded;

@@ -70,5 +70,10 @@ SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"train_layers": 3}');
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"max_members_per_subset": 0}');
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"unit_scale": -1}');
+SELECT airrep.train('', 'tiny', 'examples', 'targets', 'subsets', 'losses');
+-- a learning rate that sends the weights to infinity stops the run, and saves nothing
+SELECT airrep.train('diverged', 'tiny', 'examples', 'targets', 'subsets', 'losses',
+    '{"lr": 1e300, "head_lr": 1e300, "steps": 1, "holdout_fraction": 0, "train_layers": "all", "depth": "all"}');
+SELECT count(*) AS saved FROM airrep.models WHERE name = 'diverged';
 -- the trained model encodes like any other
 SELECT airrep_dims(airrep.encode('short', 'tell me about cats'));

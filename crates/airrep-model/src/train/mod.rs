@@ -404,6 +404,21 @@ impl Trainer {
         self.head.step(&store)?;
         self.body.step(&store)?;
         self.step += 1;
+        // A learning rate far too large sends the weights to infinity within a step or
+        // two; stop there rather than train on, and save, a model that encodes NaN. (The
+        // sum of |w| is finite exactly when every weight is, short of an overflow that
+        // only weights near f32's range could cause.)
+        for var in &self.vars {
+            let total = var.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?;
+            if !total.is_finite() {
+                return Err(Error::Input(format!(
+                    "training diverged at step {}: the weights are no longer finite; lower lr ({}) and head_lr ({})",
+                    self.step - 1,
+                    self.options.lr,
+                    self.options.head_lr
+                )));
+            }
+        }
         Ok(StepLog {
             step: self.step - 1,
             loss: ranked.loss,

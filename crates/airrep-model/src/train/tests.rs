@@ -1347,3 +1347,25 @@ fn a_centered_start_is_the_base_less_the_examples_mean() {
         .to_string()
         .contains("needs the training examples' mean"));
 }
+
+#[test]
+fn a_learning_rate_that_diverges_stops_training_with_an_error() {
+    let golden = golden();
+    let never = || false;
+    let options = TrainOptions {
+        lr: 1e300,
+        head_lr: 1e300,
+        ..golden_options(&golden)
+    };
+    let mut trainer = tiny_trainer(golden_data(&golden), options).unwrap();
+    match trainer.step(&never) {
+        Err(Error::Input(message)) => assert!(
+            message.starts_with("training diverged at step 0"),
+            "{message}"
+        ),
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+    // The golden recipe's own rate trains on: the check does not fire on sane weights.
+    let mut sane = tiny_trainer(golden_data(&golden), golden_options(&golden)).unwrap();
+    sane.step(&never).unwrap();
+}
