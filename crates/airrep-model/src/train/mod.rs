@@ -412,7 +412,7 @@ impl Trainer {
             let total = var.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?;
             if !total.is_finite() {
                 return Err(Error::Input(format!(
-                    "training diverged at step {}: the weights are no longer finite; lower lr ({}) and head_lr ({})",
+                    "training diverged at step {}: the weights are no longer finite; lower lr ({:e}) and head_lr ({:e})",
                     self.step - 1,
                     self.options.lr,
                     self.options.head_lr
