@@ -8,7 +8,16 @@
 //! * `embedding`: cosine similarity of the vectors >= threshold; score = the cosine. The
 //!   benchmark is the query set of the top-k engine's threshold join over streamed rows.
 //!
-//! The benchmark is held in memory (it is the small side); the training relation streams.
+//! The benchmark is held in memory (it is the small side). Rows are made as Postgres asks
+//! for them, never collected: the training relation is read a block at a time through a
+//! cursor kept open between calls, and matched one training row at a time for the text
+//! methods and one block at a time for the embedding (blocks small enough that a block
+//! has about [`PAIRS_PER_BLOCK`] benchmark × row pairs). So memory is the benchmark, one
+//! block and one row's or block's matches, whatever the size of the result (Postgres
+//! keeps the rows it has taken in a tuplestore that spills to disk), and a cancel is seen
+//! before each training row and each block. The text methods' rows come first, then the
+//! embedding's, each in the training relation's scan order and, for one training row, in
+//! benchmark id then method order.
 
 use std::collections::HashMap;
 
@@ -17,8 +26,8 @@ use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::error::{raise, sqlstate};
-use crate::near_duplicates::{check_threshold, cosine_pairs};
-use crate::scan::{Columns, Source};
+use crate::near_duplicates::{check_threshold, CosineJoin};
+use crate::scan::{Block, Blocks, Columns, Source};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Method {
@@ -64,7 +73,17 @@ fn parse_methods(methods: &[Option<String>]) -> Vec<Method> {
     out
 }
 
-type Row = (i64, i64, String, f64);
+/// A result row until Postgres takes it: train id, benchmark id, method, score.
+type Match = (i64, i64, Method, f64);
+
+/// Benchmark × training row pairs per block of the embedding method: all of them may
+/// match, and a block's matches are held until Postgres has taken them.
+const PAIRS_PER_BLOCK: usize = 1 << 20;
+
+/// Training rows per block for the text methods (each row is matched on its own).
+const TEXT_BLOCK_ROWS: usize = 4096;
+
+const PROGRESS: &str = "airrep.contamination";
 
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(
@@ -116,71 +135,138 @@ fn contamination(
             Source::vectors(&benchmark, "benchmark", vector_column),
         )
     });
-    let mut rows: Vec<Row> = Vec::new();
-    if let Some((train, benchmark)) = &by_text {
-        rows.extend(text_matches(train, benchmark, &methods, ngram as usize));
-    }
-    if let Some((train, benchmark)) = &by_vector {
-        rows.extend(embedding_matches(train, benchmark, cutoff));
-    }
-    rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
-    TableIterator::new(rows)
-}
-
-/// Exact and n-gram matches: the benchmark's keys and grams indexed once, train streamed.
-fn text_matches(train: &Source, benchmark: &Source, methods: &[Method], n: usize) -> Vec<Row> {
-    let mut dim = None;
-    let items = benchmark.read_all(&mut dim);
-    let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut index = NgramIndex::new(n);
-    for (&id, text) in items.ids.iter().zip(&items.texts) {
-        let key = exact_key(text);
-        if !key.is_empty() {
-            by_key.entry(key).or_default().push(id);
-        }
-        index.add(text);
-    }
-    let (exact, ngram) = (
-        methods.contains(&Method::Exact),
-        methods.contains(&Method::Ngram),
-    );
-    let mut rows = Vec::new();
-    let mut dim = None;
-    train.scan(&mut dim, 4096, false, "airrep.contamination", |block| {
-        for (&id, text) in block.ids.iter().zip(&block.texts) {
-            if exact {
-                for &b in by_key.get(&exact_key(text)).into_iter().flatten() {
-                    rows.push((id, b, Method::Exact.name().to_string(), 1.0));
-                }
-            }
-            if ngram {
-                for (item, share) in index.matches(text) {
-                    rows.push((id, items.ids[item], Method::Ngram.name().to_string(), share));
-                }
-            }
-        }
+    let exact = methods.contains(&Method::Exact);
+    let ngram = methods.contains(&Method::Ngram).then_some(ngram as usize);
+    // Each pass starts (reads its benchmark) when the rows before it are taken.
+    let text_rows = by_text.into_iter().flat_map(move |(train, benchmark)| {
+        let mut pass = TextMatches::new(train, &benchmark, exact, ngram);
+        std::iter::from_fn(move || pass.next_row()).flatten()
     });
-    rows
+    let vector_rows = by_vector.into_iter().flat_map(move |(train, benchmark)| {
+        let mut pass = EmbeddingMatches::new(train, &benchmark, cutoff);
+        std::iter::from_fn(move || pass.as_mut()?.next_block()).flatten()
+    });
+    TableIterator::new(
+        text_rows
+            .chain(vector_rows)
+            .map(|(train, item, method, score)| (train, item, method.name().to_string(), score)),
+    )
 }
 
-/// Pairs of cosine >= threshold: the benchmark's unit vectors against streamed train rows.
-fn embedding_matches(train: &Source, benchmark: &Source, cutoff: f32) -> Vec<Row> {
-    let mut dim = None;
-    let items = benchmark.read_all(&mut dim);
-    let Some(d) = dim else {
-        return Vec::new();
-    };
-    let mut rows = Vec::new();
-    cosine_pairs(
-        &items,
-        d,
-        train,
-        None,
-        cutoff,
-        "airrep.contamination",
-        |item, row, s| rows.push((row, item, Method::Embedding.name().to_string(), s)),
-    );
-    rows
+/// Exact and n-gram matches, a training row at a time: the benchmark's keys and grams are
+/// indexed once, the training relation is read a block at a time.
+struct TextMatches {
+    train: Blocks,
+    block: Block,
+    /// The next row of `block` to match.
+    at: usize,
+    /// Benchmark ids, in the n-gram index's item order.
+    items: Vec<i64>,
+    /// Exact key -> benchmark ids, when `exact` is asked for.
+    by_key: Option<HashMap<String, Vec<i64>>>,
+    index: Option<NgramIndex>,
+}
+
+impl TextMatches {
+    fn new(train: Source, benchmark: &Source, exact: bool, ngram: Option<usize>) -> Self {
+        let items = benchmark.read_all(&mut None);
+        let by_key = exact.then(|| {
+            let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+            for (&id, text) in items.ids.iter().zip(&items.texts) {
+                let key = exact_key(text);
+                if !key.is_empty() {
+                    by_key.entry(key).or_default().push(id);
+                }
+            }
+            by_key
+        });
+        let index = ngram.map(|n| {
+            let mut index = NgramIndex::new(n);
+            for text in &items.texts {
+                index.add(text);
+            }
+            index
+        });
+        TextMatches {
+            train: train.blocks(None, TEXT_BLOCK_ROWS, PROGRESS),
+            block: Block::default(),
+            at: 0,
+            items: items.ids,
+            by_key,
+            index,
+        }
+    }
+
+    /// The next training row's matches (often none), in benchmark id then method order;
+    /// None after the last row.
+    fn next_row(&mut self) -> Option<Vec<Match>> {
+        if self.at == self.block.len() {
+            if !self.train.next(&mut self.block) {
+                return None;
+            }
+            self.at = 0;
+        }
+        // One row is compared with the whole benchmark: a cancel is seen between rows.
+        pgrx::check_for_interrupts!();
+        let (id, text) = (self.block.ids[self.at], &self.block.texts[self.at]);
+        self.at += 1;
+        let mut rows = Vec::new();
+        if let Some(by_key) = &self.by_key {
+            let items = by_key.get(&exact_key(text)).into_iter().flatten();
+            rows.extend(items.map(|&item| (id, item, Method::Exact, 1.0)));
+        }
+        if let Some(index) = &self.index {
+            let items = index.matches(text).into_iter();
+            rows.extend(items.map(|(item, share)| (id, self.items[item], Method::Ngram, share)));
+        }
+        rows.sort_by_key(|&(_, item, method, _)| (item, method));
+        Some(rows)
+    }
+}
+
+/// Pairs of cosine >= threshold, a block of training rows at a time: the benchmark's unit
+/// vectors are the [`CosineJoin`]'s query set.
+struct EmbeddingMatches {
+    train: Blocks,
+    block: Block,
+    join: CosineJoin,
+    /// Benchmark ids, in the join's query order.
+    items: Vec<i64>,
+}
+
+impl EmbeddingMatches {
+    /// None when the benchmark has no vectors: nothing can match.
+    fn new(train: Source, benchmark: &Source, cutoff: f32) -> Option<Self> {
+        let mut dim = None;
+        let items = benchmark.read_all(&mut dim);
+        let d = dim?;
+        let join = CosineJoin::new(&items, d, cutoff);
+        let block_rows = join.block_rows().min(PAIRS_PER_BLOCK / items.len()).max(1);
+        Some(EmbeddingMatches {
+            train: train.blocks(Some(d), block_rows, PROGRESS),
+            block: Block::default(),
+            join,
+            items: items.ids,
+        })
+    }
+
+    /// The next block's matches, in scan order and, for one row, in benchmark id order;
+    /// None after the last block.
+    fn next_block(&mut self) -> Option<Vec<Match>> {
+        if !self.train.next(&mut self.block) {
+            return None;
+        }
+        // The join lists pairs benchmark item first; a stable sort by row keeps item order.
+        let mut pairs: Vec<_> = self.join.pairs(&self.block).collect();
+        pairs.sort_by_key(|&(_, row, _)| row);
+        let (ids, items) = (&self.block.ids, &self.items);
+        Some(
+            pairs
+                .into_iter()
+                .map(|(item, row, s)| (ids[row], items[item], Method::Embedding, s))
+                .collect(),
+        )
+    }
 }
 
 extension_sql!(

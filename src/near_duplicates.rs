@@ -35,9 +35,47 @@ pub fn check_threshold(threshold: f64) -> f32 {
     (threshold - COSINE_SLACK) as f32
 }
 
+/// One side of a cosine threshold join, held as unit vectors: the query set of the top-k
+/// engine's threshold join, which other rows are then compared with a block at a time.
+pub struct CosineJoin {
+    unit: Queries,
+    dim: usize,
+    cutoff: f32,
+}
+
+impl CosineJoin {
+    /// `queries`' vectors (`dim` wide, at least one row) against a cosine `cutoff`.
+    pub fn new(queries: &Block, dim: usize, cutoff: f32) -> Self {
+        CosineJoin {
+            unit: Queries::new(queries.unit_rows(dim), dim).or_raise(),
+            dim,
+            cutoff,
+        }
+    }
+
+    /// Rows per block that keep one block's scores near the engine's target.
+    pub fn block_rows(&self) -> usize {
+        self.unit.block_rows()
+    }
+
+    /// Every `(query, row of block, cosine)` reaching the cutoff, by index, in query then
+    /// row order.
+    pub fn pairs(&self, block: &Block) -> impl Iterator<Item = (usize, usize, f64)> {
+        let pairs = thread_pool()
+            .install(|| {
+                self.unit
+                    .pairs_at_least(&block.unit_rows(self.dim), self.cutoff)
+            })
+            .or_raise();
+        pairs
+            .into_iter()
+            .map(|(q, r, s)| (q, r, (s as f64).min(1.0)))
+    }
+}
+
 /// Every pair of a row of `queries` and a row of `source` (only ids above `after`, if
 /// given) whose cosine similarity reaches `cutoff`, as `each(query id, row id, cosine)`:
-/// the threshold join of the top-k engine over unit vectors, streamed in blocks.
+/// a [`CosineJoin`] over `source` streamed in blocks.
 pub fn cosine_pairs(
     queries: &Block,
     dim: usize,
@@ -47,21 +85,16 @@ pub fn cosine_pairs(
     progress: &str,
     mut each: impl FnMut(i64, i64, f64),
 ) {
-    let threads = thread_pool();
-    let unit = Queries::new(queries.unit_rows(dim), dim).or_raise();
-    let block_rows = unit.block_rows();
+    let join = CosineJoin::new(queries, dim, cutoff);
     source.scan_after(
         after,
         &mut Some(dim),
-        block_rows,
+        join.block_rows(),
         false,
         progress,
         |block| {
-            let pairs = threads
-                .install(|| unit.pairs_at_least(&block.unit_rows(dim), cutoff))
-                .or_raise();
-            for (q, r, s) in pairs {
-                each(queries.ids[q], block.ids[r], (s as f64).min(1.0));
+            for (q, r, s) in join.pairs(block) {
+                each(queries.ids[q], block.ids[r], s);
             }
         },
     );

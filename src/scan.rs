@@ -5,14 +5,21 @@
 //! Rows come through an SPI cursor, so a table or a view works and the caller's privileges
 //! apply. Rows whose vector or text is NULL are skipped, a NULL id is an error, and every
 //! vector must have the dimension the first one (or the caller) fixed. Texts are read
-//! NFKC-normalised (`normalize(text, NFKC)`) and lower-cased with Unicode's rules. Between blocks the scan checks for
-//! cancellation and, on long runs, reports progress with an ETA. Each block's tuples and
-//! detoasted values are freed before the next, so memory is one block.
+//! NFKC-normalised (`normalize(text, NFKC)`) and lower-cased with Unicode's rules. Before
+//! each block the scan checks for cancellation and, on long runs, reports progress with an
+//! ETA. Each block's tuples and detoasted values are freed before the next, so memory is
+//! one block.
+//!
+//! A scan either runs to the end in one call ([`Source::scan`], a callback per block) or is
+//! read a block at a time ([`Blocks`]), for a set-returning function that hands Postgres
+//! its rows as it goes: there the cursor stays open between calls (a portal lives until
+//! the end of the transaction) and each block is fetched in an SPI session of its own.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
+use pgrx::spi::SpiCursor;
 use pgrx::{PgMemoryContexts, PgRelation};
 
 use crate::error::{raise, sqlstate};
@@ -226,33 +233,56 @@ impl Source {
         progress: &str,
         each: &mut dyn FnMut(&Block),
     ) {
-        let fetch = block_rows.clamp(1, 1 << 20) as i64;
         let mut progress = Progress::new(progress, self.role, self.estimated_rows);
         let mut block = Block::default();
         let mut scratch = PgMemoryContexts::new("airrep scan block");
         Spi::connect(|client| {
             let mut cursor = client.open_cursor(query, args);
-            loop {
-                pgrx::check_for_interrupts!();
-                block.clear();
-                let table = cursor
-                    .fetch(fetch)
-                    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
-                // SAFETY: the fetch just set it; it stays valid until freed below.
-                let tuples = unsafe { pg_sys::SPI_tuptable };
-                // Detoasted copies go to a context reset per block.
-                unsafe {
-                    scratch.switch_to(|_| self.fill(table, &mut block, dim));
-                    scratch.reset();
-                    pg_sys::SPI_freetuptable(tuples);
-                }
-                if block.is_empty() {
-                    break;
-                }
+            while self.fetch(&mut cursor, block_rows, &mut scratch, &mut block, dim) {
                 each(&block);
                 progress.advance(block.len());
             }
         });
+    }
+
+    /// Every row, as [`Source::scan`] in scan order, one block per [`Blocks::next`].
+    pub fn blocks(self, dim: Option<usize>, block_rows: usize, progress: &'static str) -> Blocks {
+        let query = self.select_list();
+        let progress = Progress::new(progress, self.role, self.estimated_rows);
+        Blocks {
+            source: self,
+            query,
+            cursor: Cursor::Unopened,
+            dim,
+            block_rows,
+            progress,
+        }
+    }
+
+    /// The next rows of `cursor`, at most `block_rows`, into `block` (cleared first); false
+    /// when none are left.
+    fn fetch(
+        &self,
+        cursor: &mut SpiCursor,
+        block_rows: usize,
+        scratch: &mut PgMemoryContexts,
+        block: &mut Block,
+        dim: &mut Option<usize>,
+    ) -> bool {
+        pgrx::check_for_interrupts!();
+        block.clear();
+        let table = cursor
+            .fetch(block_rows.clamp(1, 1 << 20) as i64)
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
+        // SAFETY: the fetch just set it; it stays valid until freed below.
+        let tuples = unsafe { pg_sys::SPI_tuptable };
+        // Detoasted copies go to a context reset per block.
+        unsafe {
+            scratch.switch_to(|_| self.fill(table, block, dim));
+            scratch.reset();
+            pg_sys::SPI_freetuptable(tuples);
+        }
+        !block.is_empty()
     }
 
     fn fill(
@@ -331,6 +361,52 @@ impl Source {
             }
             block.ids.push(id);
         }
+    }
+}
+
+/// A scan read a block per call ([`Source::blocks`]), resumable across calls of a
+/// set-returning function.
+pub struct Blocks {
+    source: Source,
+    query: String,
+    cursor: Cursor,
+    dim: Option<usize>,
+    block_rows: usize,
+    progress: Progress<'static>,
+}
+
+enum Cursor {
+    Unopened,
+    /// The portal's name: it outlives the SPI session that fetched the last block.
+    Open(String),
+    Done,
+}
+
+impl Blocks {
+    /// The next block into `block` (cleared first); false once the rows are exhausted (the
+    /// cursor is then closed).
+    pub fn next(&mut self, block: &mut Block) -> bool {
+        block.clear();
+        if matches!(self.cursor, Cursor::Done) {
+            return false;
+        }
+        let mut scratch = PgMemoryContexts::new("airrep scan block");
+        let (source, dim, block_rows) = (&self.source, &mut self.dim, self.block_rows);
+        self.cursor = Spi::connect(|client| {
+            let mut cursor = match &self.cursor {
+                Cursor::Open(name) => client
+                    .find_cursor(name)
+                    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string())),
+                _ => client.open_cursor(self.query.as_str(), &[Option::<i64>::None.into()]),
+            };
+            if source.fetch(&mut cursor, block_rows, &mut scratch, block, dim) {
+                Cursor::Open(cursor.detach_into_name())
+            } else {
+                Cursor::Done // dropping the cursor closes it
+            }
+        });
+        self.progress.advance(block.len());
+        !block.is_empty()
     }
 }
 

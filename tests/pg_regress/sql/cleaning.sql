@@ -75,6 +75,32 @@ SELECT (SELECT count(*) FROM reference) AS members,
        (SELECT count(*) FROM airrep.near_duplicates('random_rows', 0.95)) AS found,
        (SELECT count(DISTINCT cluster_id) = count(*) FILTER (WHERE keep) FROM airrep.near_duplicates('random_rows', 0.95)) AS one_keep_per_cluster;
 
+-- contamination streams its rows: identical rows matched with themselves make 400 million
+-- pairs per method, which are neither held in memory nor keep a cancel waiting
+CREATE TABLE same_rows AS
+SELECT i AS id, 'the same text again and again' AS text, ARRAY[1, 0]::real[]::airrep_vector AS embedding
+FROM generate_series(1, 20000) i;
+SET statement_timeout = '1s';
+SELECT count(*) FROM airrep.contamination('same_rows', 'same_rows', '{exact}');
+SELECT count(*) FROM airrep.contamination('same_rows', 'same_rows', '{ngram}', ngram => 2);
+SELECT count(*) FROM airrep.contamination('same_rows', 'same_rows', '{embedding}');
+RESET statement_timeout;
+-- every pair is found when the training rows span several blocks: 300 copies (other case
+-- and punctuation, a longer vector) among 9,000 rows against 300 identical items, so
+-- 90,000 pairs per method
+CREATE TABLE same_items AS SELECT * FROM same_rows WHERE id <= 300;
+CREATE TABLE copies AS
+SELECT i AS id,
+       CASE WHEN i % 30 = 0 THEN 'The SAME text, again and again!' ELSE 'row ' || i END AS text,
+       (CASE WHEN i % 30 = 0 THEN ARRAY[2, 0] ELSE ARRAY[0, 1] END)::real[]::airrep_vector AS embedding
+FROM generate_series(1, 9000) i;
+SELECT method, count(*) AS pairs, count(DISTINCT train_id) AS train_rows,
+       count(DISTINCT benchmark_id) AS items, min(score), max(score)
+FROM airrep.contamination('copies', 'same_items', ngram => 2) GROUP BY method ORDER BY method;
+-- a method named twice is one method
+SELECT count(*) FROM airrep.contamination('copies', 'same_items', '{exact,exact}');
+DROP TABLE same_rows, same_items, copies;
+
 -- errors
 SELECT * FROM airrep.near_duplicates('train', 0);
 SELECT * FROM airrep.near_duplicates('train', 1.5);
