@@ -23,12 +23,11 @@
 //! trainer is built (see `inputs`), so a step costs only the trainable part: with the
 //! projector alone, a few small matrix products.
 //!
-//! Model selection: with `holdout_fraction` > 0 a seeded share of the subsets and of the
-//! targets never trains; the LDS of the held-out subsets for the held-out targets is
-//! measured at step 0, every `eval_every` steps and at the end, the best weights are kept,
-//! and `patience` validations without a new best end the run. Targets are held out too
-//! because the top layer readily learns the training targets' own quirks: with them in
-//! validation, held-out LDS rose while LDS on new targets fell (docs/training.md).
+//! Model selection (see `selection`): with `holdout_fraction` > 0 a seeded share of the
+//! subsets and of the targets never trains, and the weights with the best held-out LDS
+//! are kept. Targets are held out too because the top layer readily learns the training
+//! targets' own quirks: with them in validation, held-out LDS rose while LDS on new
+//! targets fell (docs/training.md).
 //!
 //! Before all that, `depth` 'auto' may keep only the bottom layers of the start (see
 //! `depth`). The encoder, its gradients and the optimiser state live on
@@ -39,18 +38,21 @@ mod depth;
 mod gradients;
 mod inputs;
 mod options;
+mod selection;
 #[cfg(test)]
 mod tests;
+mod union;
 
 use data::Split;
 pub use data::TrainData;
 pub use depth::{DepthChoice, StartPoint, StartScore};
 pub use options::{Depth, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES};
+pub use selection::{Selection, Validation};
+use union::Union;
 
 use std::time::Instant;
 
-use airrep_core::group::{pool_slopes, pool_subsets, Pooling};
-use airrep_core::lds::lds;
+use airrep_core::group::{pool_slopes, pool_subsets};
 use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -84,30 +86,6 @@ pub struct StepLog {
     pub kept_pairs: usize,
     /// `[target][subset]` of this step's batch.
     pub group_scores: Vec<Vec<f64>>,
-}
-
-/// One validation: held-out LDS of the weights after `steps_done` steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Validation {
-    pub steps_done: usize,
-    pub lds: f64,
-    /// Whether these weights are the best so far (and so the ones kept).
-    pub best: bool,
-}
-
-/// Which weights a finished run keeps, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Selection {
-    /// Steps taken before the kept weights (0: the start was never beaten).
-    pub kept_step: usize,
-    pub steps_done: usize,
-    /// Held-out LDS of the kept weights and of the start; None without a holdout.
-    pub validation_lds: Option<f64>,
-    pub validation_lds_start: Option<f64>,
-    pub stopped_early: bool,
-    /// How many layers were kept, when `depth` 'auto' chose.
-    pub depth: Option<DepthChoice>,
-    pub reason: String,
 }
 
 pub struct Trainer {
@@ -357,34 +335,6 @@ impl Trainer {
         )
     }
 
-    /// Whether the current weights are due a validation: there is a holdout, they were not
-    /// validated yet, and this is step 0, a multiple of `eval_every` or the end of the run.
-    pub fn validation_due(&self) -> bool {
-        !self.split.held_out.is_empty()
-            && self.validations.last().map(|v| v.steps_done) != Some(self.step)
-            && (self.step.is_multiple_of(self.options.eval_every) || self.finished())
-    }
-
-    /// All steps taken, `patience` validations in a row without a new best, or the time
-    /// budget spent.
-    pub fn finished(&self) -> bool {
-        self.step >= self.options.steps || self.stopped_early() || self.out_of_time()
-    }
-
-    fn out_of_time(&self) -> bool {
-        self.options.max_seconds > 0.0
-            && self.started.elapsed().as_secs_f64() >= self.options.max_seconds
-    }
-
-    fn stopped_early(&self) -> bool {
-        let patience = self.options.patience;
-        patience > 0
-            && self.validations.len() > patience
-            && self.validations[self.validations.len() - patience..]
-                .iter()
-                .all(|v| !v.best)
-    }
-
     /// One optimiser step. `interrupted` is polled before every forward pass in both
     /// passes; if it returns true the step stops with [`Error::Cancelled`] and the trainer
     /// is left as it was.
@@ -440,36 +390,6 @@ impl Trainer {
         )
     }
 
-    /// Held-out LDS of the current weights, recorded; the weights are kept if they are the
-    /// best so far. A cancelled validation records nothing.
-    pub fn validate(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Validation> {
-        if self.split.held_out.is_empty() {
-            return Err(Error::Input(
-                "no held-out subsets to validate on (holdout_fraction is 0)".into(),
-            ));
-        }
-        let (targets, subsets) = (&self.split.held_out_targets, &self.split.held_out);
-        let scores = self.scores(targets, subsets, interrupted)?;
-        let losses = self.data.losses_of(subsets, targets);
-        let lds = lds(&scores, &losses).0;
-        let best = self.validations.iter().all(|v| lds > v.lds);
-        if best {
-            self.best_weights = Some(
-                self.vars
-                    .iter()
-                    .map(|v| v.as_tensor().copy())
-                    .collect::<candle_core::Result<_>>()?,
-            );
-        }
-        let validation = Validation {
-            steps_done: self.step,
-            lds,
-            best,
-        };
-        self.validations.push(validation);
-        Ok(validation)
-    }
-
     /// Group scores `[target][subset]` with the current weights and every member of each
     /// subset (indices into the data's subsets, training or held out), without gradients.
     pub fn group_scores(&self, targets: &[usize], subsets: &[usize]) -> Result<Vec<Vec<f64>>> {
@@ -491,76 +411,9 @@ impl Trainer {
         self.scores(targets, subsets, &|| false)
     }
 
-    /// The trained encoder: the best validated weights with a holdout, else the last, and
-    /// how they were chosen.
-    pub fn into_checkpoint(self) -> Result<(Checkpoint, Selection)> {
-        let selection = self.selection();
-        if let Some(best) = &self.best_weights {
-            for (var, weights) in self.vars.iter().zip(best) {
-                var.set(weights)?;
-            }
-        }
-        Ok((self.model.to_checkpoint()?, selection))
-    }
-
     /// How many layers `depth` 'auto' kept; None when it did not choose.
     pub fn depth(&self) -> Option<&DepthChoice> {
         self.depth.as_ref()
-    }
-
-    fn selection(&self) -> Selection {
-        let depth = self.depth.clone();
-        let mut selection = self.step_selection();
-        if let Some(choice) = &depth {
-            selection.reason = format!("{}; {}", choice.describe(), selection.reason);
-        }
-        Selection { depth, ..selection }
-    }
-
-    /// Which step's weights are kept, and why.
-    fn step_selection(&self) -> Selection {
-        let stopped_early = self.stopped_early() && self.step < self.options.steps;
-        let timed_out = !stopped_early && self.step < self.options.steps && self.out_of_time();
-        let start = self.validations.first().map(|v| v.lds);
-        let Some(best) = self.validations.iter().rev().find(|v| v.best) else {
-            return Selection {
-                kept_step: self.step,
-                steps_done: self.step,
-                validation_lds: None,
-                validation_lds_start: start,
-                stopped_early,
-                depth: None,
-                reason: "no holdout: the last step is kept".into(),
-            };
-        };
-        let mut reason = format!(
-            "best held-out LDS {:.4} at step {} of {} (start {:.4})",
-            best.lds,
-            best.steps_done,
-            self.step,
-            start.unwrap_or(best.lds)
-        );
-        if stopped_early {
-            reason += &format!(
-                "; stopped early after {} validations without a new best",
-                self.options.patience
-            );
-        }
-        if timed_out {
-            reason += &format!(
-                "; stopped at the time budget (max_seconds {})",
-                self.options.max_seconds
-            );
-        }
-        Selection {
-            kept_step: best.steps_done,
-            steps_done: self.step,
-            validation_lds: Some(best.lds),
-            validation_lds_start: start,
-            stopped_early,
-            depth: None,
-            reason,
-        }
     }
 
     /// Group scores of `subsets` (indices into the data) for `targets`, every member
@@ -696,50 +549,6 @@ struct Ranked {
     loss: f64,
     kept_pairs: usize,
     group_scores: Vec<Vec<f64>>,
-}
-
-/// The examples of several subsets, each once, ordered by length so chunks pad little.
-struct Union {
-    examples: Vec<usize>,
-    /// Per subset, each member's position in `examples` (repeats repeat).
-    positions: Vec<Vec<usize>>,
-}
-
-impl Union {
-    /// `cost(i)` is example i's length: similar lengths share a chunk.
-    fn new(members: &[Vec<usize>], cost: impl Fn(usize) -> usize) -> Self {
-        let mut examples: Vec<usize> = members.iter().flatten().copied().collect();
-        examples.sort_unstable();
-        examples.dedup();
-        examples.sort_by_key(|&i| (cost(i), i));
-        let mut position = std::collections::HashMap::with_capacity(examples.len());
-        for (p, &i) in examples.iter().enumerate() {
-            position.insert(i, p);
-        }
-        let positions = members
-            .iter()
-            .map(|m| m.iter().map(|i| position[i]).collect())
-            .collect();
-        Self {
-            examples,
-            positions,
-        }
-    }
-
-    /// Scores `[target][union example]` from target embeddings `t` and the union's `u`:
-    /// one product on the model's device, each distinct example once.
-    fn scores(&self, t: &Tensor, u: &Tensor) -> Result<Vec<Vec<f64>>> {
-        let all = t.matmul(&u.t()?)?.to_vec2::<f32>()?;
-        Ok(all
-            .iter()
-            .map(|row| row.iter().map(|&x| f64::from(x)).collect())
-            .collect())
-    }
-
-    /// Group scores `[target][subset]` from target embeddings `t` and the union's `u`.
-    fn group_scores(&self, t: &Tensor, u: &Tensor, pooling: Pooling) -> Result<Vec<Vec<f64>>> {
-        Ok(pool_subsets(&self.scores(t, u)?, &self.positions, pooling))
-    }
 }
 
 /// The projector a model gets when no centring applies: the identity for 'centered'.

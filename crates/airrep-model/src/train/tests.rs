@@ -1,5 +1,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use airrep_core::group::Pooling;
+use airrep_core::lds::lds;
 use candle_core::Tensor;
 use serde::Deserialize;
 
