@@ -345,6 +345,8 @@ BEGIN
             USING ERRCODE = 'undefined_column';
     END IF;
     PERFORM airrep.encode(model, ARRAY[]::text[]);  -- fails early on an unknown model
+    -- Batches commit, which a transaction block forbids: fail here, before any encoding.
+    COMMIT;
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL',
                    relation, vector_column, text_column) INTO total;
     LOOP

@@ -124,6 +124,15 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
+/// Whether a model with this id exists (and is visible to the current role).
+pub fn model_id_exists(id: i64) -> bool {
+    read_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE id = $1)",
+        &[id.into()],
+    )
+    .unwrap_or(false)
+}
+
 /// Fail unless `name` is a valid name that is free; callers check before any expensive
 /// work (the CHECK and UNIQUE constraints stay the backstop).
 pub fn require_unused_name(name: &str) {

@@ -113,7 +113,7 @@ fn train(
         started.elapsed().as_secs_f64()
     );
 
-    let mut log: Vec<LogRow> = Vec::with_capacity(opts.steps);
+    let mut log: Vec<LogRow> = Vec::new();
     let steps_started = Instant::now();
     loop {
         pgrx::check_for_interrupts!();
@@ -197,12 +197,18 @@ fn train(
         }
         _ => format!("trained from {base_model}"),
     };
+    // The base may have been dropped while this ran. The trained model stands on its own
+    // (its weights and tokenizer are its own), so it is kept, without a parent.
+    let parent = registry::model_id_exists(base_id).then_some(base_id);
+    if parent.is_none() {
+        warning!("airrep.train: base model \"{base_model}\" was dropped during training; \"{name}\" is saved without a parent");
+    }
     let id = registry::insert_model(
         name,
         &config,
         &weights,
         &tokenizer,
-        Some(base_id),
+        parent,
         Some(&description),
     );
     for row in log {
@@ -248,9 +254,12 @@ fn sample_subsets(
             &format!("subset size {size} exceeds the {} examples", ids.len()),
         );
     }
+    // One generator draws every subset in turn: seeding each subset by `seed + subset`
+    // made the plan of seed s + 1 the plan of seed s shifted by one subset.
+    let mut rng = SplitMix64(seed as u64);
     TableIterator::new((1..=n as i64).flat_map(move |subset| {
         pgrx::check_for_interrupts!();
-        let mut members: Vec<i64> = SplitMix64((seed as u64).wrapping_add(subset as u64))
+        let mut members: Vec<i64> = rng
             .sample(ids.len(), size as usize)
             .into_iter()
             .map(|i| ids[i])

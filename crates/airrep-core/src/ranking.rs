@@ -5,6 +5,10 @@
 /// losses `subset_losses[S][d]`; std with ddof 0, a zero std replaced by 1. Higher y means the
 /// subset helped target d more. Returns `[target][subset]`.
 ///
+/// The deviations are divided by their largest magnitude before they are squared, so the
+/// labels do not depend on the losses' scale: squares of deviations near 1e-170 or 1e160
+/// would underflow to 0 or overflow to infinity, and every label would collapse to 0.
+///
 /// # Panics
 /// If the rows of `subset_losses` differ in length.
 pub fn labels(subset_losses: &[Vec<f64>]) -> Vec<Vec<f64>> {
@@ -18,11 +22,17 @@ pub fn labels(subset_losses: &[Vec<f64>]) -> Vec<Vec<f64>> {
         .map(|d| {
             let column: Vec<f64> = subset_losses.iter().map(|row| row[d]).collect();
             let mean = column.iter().sum::<f64>() / subsets as f64;
-            let variance = column.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / subsets as f64;
-            let std = if variance > 0.0 { variance.sqrt() } else { 1.0 };
-            column
+            let largest = column.iter().map(|l| (mean - l).abs()).fold(0.0, f64::max);
+            if largest == 0.0 {
+                // Every subset did equally well: a zero std, replaced by 1, over zero deviations.
+                return vec![0.0; subsets];
+            }
+            let scaled: Vec<f64> = column.iter().map(|l| (mean - l) / largest).collect();
+            let variance = scaled.iter().map(|x| x * x).sum::<f64>() / subsets as f64;
+            let std = variance.sqrt();
+            scaled
                 .iter()
-                .map(|l| ((mean - l) / std).clamp(-10.0, 10.0))
+                .map(|x| (x / std).clamp(-10.0, 10.0))
                 .collect()
         })
         .collect()

@@ -79,6 +79,22 @@ proptest! {
     }
 
     #[test]
+    fn labels_do_not_depend_on_the_losses_scale(
+        losses in prop::collection::vec(prop::collection::vec(1.0..5.0f64, 3), 2..20),
+        exponent in prop::sample::select(vec![-170i32, -100, 0, 100, 160]),
+    ) {
+        // Squared deviations of losses this small or large under- or overflow f64.
+        let scale = 10f64.powi(exponent);
+        let scaled: Vec<Vec<f64>> =
+            losses.iter().map(|row| row.iter().map(|l| l * scale).collect()).collect();
+        for (want, got) in labels(&losses).iter().zip(labels(&scaled)) {
+            for (w, g) in want.iter().zip(&got) {
+                prop_assert!((w - g).abs() <= 1e-9, "{:?} against {:?} at 1e{}", want, got, exponent);
+            }
+        }
+    }
+
+    #[test]
     fn labels_are_clipped_and_centred(losses in prop::collection::vec(prop::collection::vec(-5.0..5.0f64, 3), 2..20)) {
         for row in labels(&losses) {
             prop_assert!(row.iter().all(|y| (-10.0..=10.0).contains(y)));

@@ -46,6 +46,10 @@ CALL airrep.embed('docs', 'body', 'body', 'tiny');
 CREATE VIEW docs_view AS SELECT * FROM docs;
 CALL airrep.embed('docs_view', 'body', 'embedding', 'tiny');
 DROP VIEW docs_view;
+-- it commits per batch, so a transaction block is refused before any encoding
+BEGIN;
+CALL airrep.embed('docs', 'body', 'embedding', 'tiny');
+ROLLBACK;
 
 -- a trigger that keeps the vector NULL stops the call with an error, not an endless loop
 CREATE TABLE stubborn (id int, body text, embedding airrep_vector);

@@ -22,6 +22,14 @@ SELECT count(*) AS members, count(DISTINCT subset_id) AS subsets,
 FROM subsets;
 SELECT (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM airrep.sample_subsets('examples', 12, 6, 7))
      = (SELECT array_agg(example_id ORDER BY subset_id, example_id) FROM subsets) AS same_plan_for_same_seed;
+-- consecutive seeds give unrelated plans (each subset seeded by seed + subset number made
+-- seed 8's subsets 1-11 seed 7's subsets 2-12)
+WITH plans AS (
+    SELECT seed, subset_id, array_agg(example_id ORDER BY example_id) AS members
+    FROM generate_series(7, 8) AS seed, airrep.sample_subsets('examples', 12, 6, seed)
+    GROUP BY seed, subset_id)
+SELECT count(*) AS subsets_shared_by_seeds_7_and_8
+FROM plans a JOIN plans b ON a.members = b.members AND a.seed = 7 AND b.seed = 8;
 SELECT airrep.sample_subsets('examples', 2, 25);
 -- a plan too large to want streams, so a timeout stops it
 SET statement_timeout = '500ms';

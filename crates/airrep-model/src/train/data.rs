@@ -121,10 +121,10 @@ fn holdout(
     let held = ((count as f64 * fraction).round() as usize).max(min_each);
     ensure(count >= held + min_each, || {
         format!(
-            "holdout_fraction {fraction} needs at least {} {what} (at least {min_each} to \
-             train and {min_each} to validate on), got {count}; set holdout_fraction to 0 \
+            "holdout_fraction {fraction} needs at least {} {what} ({held} to validate on and \
+             at least {min_each} to train), got {count}; set holdout_fraction to 0 \
              to train on all of them and keep the last step",
-            2 * min_each
+            held + min_each
         )
     })?;
     let mut held_out = SplitMix64(seed).sample(count, held);

@@ -23,7 +23,7 @@ use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
 use candle_core::Tensor;
 
-use super::inputs::token_batch;
+use super::inputs::{token_batch, token_chunks};
 use super::{TrainData, Union};
 use crate::bert::unit_length;
 use crate::error::{Error, Result};
@@ -98,8 +98,8 @@ pub(crate) struct Candidate {
 }
 
 /// Mean-pooled states `[depth][texts, hidden]` (before the projector) of every text of
-/// `ids` after each layer of `model`, bottom first, `chunk_rows` texts per pass; `check`
-/// is polled between passes.
+/// `ids` after each layer of `model`, bottom first, at most `chunk_rows` texts per pass
+/// (fewer when they are long); `check` is polled between passes.
 pub(crate) fn pooled_by_depth(
     model: &TrainableModel,
     ids: &[Vec<u32>],
@@ -109,7 +109,7 @@ pub(crate) fn pooled_by_depth(
 ) -> Result<Vec<Tensor>> {
     let rows: Vec<usize> = (0..ids.len()).collect();
     let mut by_depth: Vec<Vec<Tensor>> = vec![Vec::new(); model.model().num_layers()];
-    for chunk in rows.chunks(chunk_rows) {
+    for chunk in token_chunks(&rows, ids, chunk_rows) {
         check()?;
         let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
         let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;

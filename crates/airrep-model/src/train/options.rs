@@ -370,6 +370,10 @@ impl TrainOptions {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // Each step is a row of airrep.training_log, whose step column is an integer.
+        ensure(self.steps <= i32::MAX as usize, || {
+            format!("steps must be at most {}, got {}", i32::MAX, self.steps)
+        })?;
         positive("lr", self.lr)?;
         positive("head_lr", self.head_lr)?;
         ensure(

@@ -940,6 +940,13 @@ fn options_validation_names_the_bad_value() {
         ),
         (
             TrainOptions {
+                steps: 1 << 31,
+                ..good.clone()
+            },
+            "steps must be at most 2147483647, got 2147483648",
+        ),
+        (
+            TrainOptions {
                 subsets_per_step: 1,
                 ..good.clone()
             },
@@ -1142,7 +1149,7 @@ fn bad_data_and_lengths_are_rejected_with_clear_messages() {
             holdout_fraction: 0.5,
             ..options.clone()
         },
-        "holdout_fraction 0.5 needs at least 4 subsets (at least 2 to train and 2 to validate on), got 3",
+        "holdout_fraction 0.5 needs at least 4 subsets (2 to validate on and at least 2 to train), got 3",
     ));
     cases.push((
         good.clone(),
