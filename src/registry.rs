@@ -124,12 +124,15 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
-/// Whether a model with this id exists (and is visible to the current role).
-pub fn model_id_exists(id: i64) -> bool {
-    read_one::<bool>(
+/// Whether a model with this id exists now (and is visible to the current role). Run as an
+/// update, so it takes a fresh snapshot and sees a drop that committed since the statement
+/// began (a read-only query would not, and the foreign key check would).
+pub fn model_id_exists_now(id: i64) -> bool {
+    Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE id = $1)",
         &[id.into()],
     )
+    .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()))
     .unwrap_or(false)
 }
 

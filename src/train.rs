@@ -199,7 +199,7 @@ fn train(
     };
     // The base may have been dropped while this ran. The trained model stands on its own
     // (its weights and tokenizer are its own), so it is kept, without a parent.
-    let parent = registry::model_id_exists(base_id).then_some(base_id);
+    let parent = registry::model_id_exists_now(base_id).then_some(base_id);
     if parent.is_none() {
         warning!("airrep.train: base model \"{base_model}\" was dropped during training; \"{name}\" is saved without a parent");
     }
