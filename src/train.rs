@@ -105,7 +105,10 @@ fn train(
     let (trained_subsets, held_out) = trainer.subset_counts();
     let (trained_targets, held_out_targets) = trainer.target_counts();
     if let Some(depth) = trainer.depth() {
-        notice!("airrep.train: {}", depth.describe());
+        notice!(
+            "airrep.train: {} (the saved model's config -> 'airrep_training' -> 'start_scores' lists them)",
+            depth.describe()
+        );
     }
     notice!(
         "airrep.train: {trained_subsets} training and {held_out} held-out subsets, {trained_targets} training and {held_out_targets} held-out targets, train_layers {}, frozen part cached in {:.1} s",

@@ -70,14 +70,34 @@ pub struct DepthChoice {
 }
 
 impl DepthChoice {
+    /// The start kept and its LDS, the runner-up and, when it competed, the base as it is;
+    /// every score is in [`DepthChoice::scores`].
     pub fn describe(&self) -> String {
-        let scores: Vec<String> = self
+        let score_of = |start: StartPoint| {
+            self.scores
+                .iter()
+                .find(|s| s.start == start)
+                .map_or(f64::NAN, |s| s.lds)
+        };
+        let mut others = String::new();
+        let runner_up = self
             .scores
             .iter()
-            .map(|s| format!("{}: {:.4}", s.start, s.lds))
-            .collect();
+            .filter(|s| s.start != self.kept && !s.lds.is_nan())
+            .max_by(|a, b| a.lds.total_cmp(&b.lds));
+        if let Some(s) = runner_up {
+            others += &format!(", against {:.4} for the next best ({})", s.lds, s.start);
+        }
+        let base = StartPoint {
+            layers: self.of,
+            centered: false,
+            unit_scale: None,
+        };
+        if base != self.kept && self.scores.iter().any(|s| s.start == base) {
+            others += &format!(" and {:.4} for the base as it is", score_of(base));
+        }
         format!(
-            "kept {} of {} layers{}{} by LDS at step 0 over every label ({})",
+            "kept {} of {} layers{}{} by LDS at step 0 over every label: {:.4}{others}; {} starts scored",
             self.kept.layers,
             self.of,
             if self.kept.centered { ", centred" } else { "" },
@@ -85,7 +105,8 @@ impl DepthChoice {
                 Some(scale) => format!(", unit length x{scale}"),
                 None => String::new(),
             },
-            scores.join(", ")
+            score_of(self.kept),
+            self.scores.len()
         )
     }
 }
