@@ -17,6 +17,12 @@ CREATE POLICY files_visible ON airrep.model_files FOR SELECT USING (true);
 CREATE POLICY files_written_by_owner ON airrep.model_files FOR ALL
     USING (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')))
     WITH CHECK (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')));
+-- Like a model's files, its training log is written only by the model's owner.
+ALTER TABLE airrep.training_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY log_visible ON airrep.training_log FOR SELECT USING (true);
+CREATE POLICY log_written_by_owner ON airrep.training_log FOR ALL
+    USING (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT 1 FROM airrep.models m WHERE m.id = model_id AND pg_has_role(current_user, m.owner::oid, 'MEMBER')));
 REVOKE SELECT ON airrep.model_files FROM PUBLIC;
 
 -- model_list gains the owner (a new middle column: the view is made again).
@@ -154,10 +160,12 @@ COMMENT ON FUNCTION airrep.contamination(regclass, regclass, text[], integer, do
     'training rows that leak benchmark items: exact (normalised text), ngram (shared word n-gram), embedding (cosine >= threshold)';
 
 CREATE FUNCTION airrep.create_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
+    -- Both types by their extensions' schemas, not by a search_path a caller could shadow.
+    ours regtype := (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure);
+    theirs regtype := (SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace
+                       WHERE e.extname = 'vector' AND t.typname = 'vector');
 BEGIN
     IF theirs IS NULL THEN
         RAISE EXCEPTION 'pgvector is not installed in this database'
@@ -175,10 +183,12 @@ COMMENT ON FUNCTION airrep.create_pgvector_casts() IS
     'binary-compatible casts both ways between airrep_vector and pgvector''s vector';
 
 CREATE FUNCTION airrep.drop_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
+    -- Both types by their extensions' schemas, not by a search_path a caller could shadow.
+    ours regtype := (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure);
+    theirs regtype := (SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace
+                       WHERE e.extname = 'vector' AND t.typname = 'vector');
     found boolean := false;
 BEGIN
     IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN
@@ -295,23 +305,18 @@ CREATE AGGREGATE group_influence(target airrep_vector, member airrep_vector, poo
     PARALLEL = SAFE
 );
 
--- airrep.embed: rows matched by (tableoid, ctid), NULL arguments and column types checked, and a
--- row a trigger keeps NULL is an error instead of an endless loop. The same text as sql/embed.sql
--- (tests/upgrade.sh compares every definition with a fresh install).
-CREATE OR REPLACE PROCEDURE airrep.embed(
-    relation regclass, text_column name, vector_column name, model text, batch_size int DEFAULT 64)
-LANGUAGE plpgsql AS $$
+-- airrep.embed: rows matched by (tableoid, ctid), arguments and column types checked, a row
+-- a trigger keeps NULL an error instead of an endless loop, and the checks and batches in
+-- functions with a fixed search_path. The same text as sql/embed.sql (tests/upgrade.sh
+-- compares every definition with a fresh install).
+CREATE OR REPLACE FUNCTION airrep.embed_rows_to_fill(
+    relation regclass, text_column name, vector_column name, model text, batch_size int)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    total   bigint;
-    done    bigint := 0;
-    batch   bigint;
-    still_null bigint;
-    kind    "char";
-    text_type   oid;
+    kind        "char";
+    text_category "char";
     vector_type oid;
-    started timestamptz := clock_timestamp();
-    elapsed double precision;
-    rate    double precision;
+    total       bigint;
 BEGIN
     IF relation IS NULL OR text_column IS NULL OR vector_column IS NULL OR model IS NULL THEN
         RAISE EXCEPTION 'airrep.embed: relation, text_column, vector_column and model must not be NULL'
@@ -326,59 +331,95 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'embed into the table the view or foreign table reads, or into a table of its rows';
     END IF;
-    -- Domains count as their base type.
-    SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO text_type
+    -- Any string type is read as text (text, varchar, char, name, citext: category 'S',
+    -- which a domain shares with its base); a domain over airrep_vector counts as it.
+    SELECT t.typcategory INTO text_category
     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
     WHERE a.attrelid = relation AND a.attname = text_column AND NOT a.attisdropped AND a.attnum > 0;
     SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO vector_type
     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
     WHERE a.attrelid = relation AND a.attname = vector_column AND NOT a.attisdropped AND a.attnum > 0;
-    IF text_type IS NULL OR text_type NOT IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype) THEN
+    IF text_category IS DISTINCT FROM 'S' THEN
         RAISE EXCEPTION 'airrep.embed: "%" has no text column "%"', relation, text_column
             USING ERRCODE = 'undefined_column';
     END IF;
     -- airrep_vector is named through encode's result type: it lives in the extension's schema,
-    -- which need not be on the search_path.
+    -- which is not on this search_path.
     IF vector_type IS DISTINCT FROM
            (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure) THEN
         RAISE EXCEPTION 'airrep.embed: "%" has no airrep_vector column "%"', relation, vector_column
             USING ERRCODE = 'undefined_column';
     END IF;
     PERFORM airrep.encode(model, ARRAY[]::text[]);  -- fails early on an unknown model
-    -- Batches commit, which a transaction block forbids: fail here, before any encoding.
-    COMMIT;
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL',
                    relation, vector_column, text_column) INTO total;
+    RETURN total;
+END $$;
+COMMENT ON FUNCTION airrep.embed_rows_to_fill(regclass, name, name, text, int) IS
+    'part of airrep.embed: checks its arguments and counts the rows it will fill';
+
+CREATE OR REPLACE FUNCTION airrep.embed_batch(
+    relation regclass, text_column name, vector_column name, model text, batch_size int,
+    OUT selected bigint, OUT updated bigint, OUT still_null bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format(
+        'WITH todo AS (
+             SELECT tableoid AS part, ctid AS row_id, %2$I::text AS body FROM %1$s
+             WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED),
+         batch AS (SELECT array_agg(part) AS parts, array_agg(row_id) AS ids,
+                          array_agg(body) AS bodies FROM todo),
+         embedded AS (
+             SELECT e.part, e.row_id, e.embedding
+             FROM batch, unnest(batch.parts, batch.ids, airrep.encode(%5$L, batch.bodies))
+                  AS e(part, row_id, embedding)),
+         updated AS (
+             UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded
+             WHERE t.tableoid = embedded.part AND t.ctid = embedded.row_id
+             RETURNING t.%3$I IS NULL AS still_null)
+         SELECT (SELECT count(*) FROM todo), count(*), count(*) FILTER (WHERE still_null) FROM updated',
+        relation, text_column, vector_column, batch_size, model) INTO selected, updated, still_null;
+END $$;
+COMMENT ON FUNCTION airrep.embed_batch(regclass, name, name, text, int) IS
+    'part of airrep.embed: fills up to batch_size NULL vectors; the rows selected, updated, and still NULL after the update';
+
+CREATE OR REPLACE PROCEDURE airrep.embed(
+    relation regclass, text_column name, vector_column name, model text, batch_size int DEFAULT 64)
+LANGUAGE plpgsql AS $$
+DECLARE
+    total   bigint;
+    done    bigint := 0;
+    batch   record;
+    started timestamptz := pg_catalog.clock_timestamp();
+    elapsed double precision;
+    rate    double precision;
+BEGIN
+    total := airrep.embed_rows_to_fill(relation, text_column, vector_column, model, batch_size);
+    -- Batches commit, which a transaction block forbids: fail here, before any encoding.
+    COMMIT;
     LOOP
-        EXECUTE format(
-            'WITH todo AS (
-                 SELECT tableoid AS part, ctid AS row_id, %2$I::text AS body FROM %1$s
-                 WHERE %3$I IS NULL AND %2$I IS NOT NULL LIMIT %4$s FOR UPDATE SKIP LOCKED),
-             batch AS (SELECT array_agg(part) AS parts, array_agg(row_id) AS ids,
-                              array_agg(body) AS bodies FROM todo),
-             embedded AS (
-                 SELECT e.part, e.row_id, e.embedding
-                 FROM batch, unnest(batch.parts, batch.ids, airrep.encode(%5$L, batch.bodies))
-                      AS e(part, row_id, embedding)),
-             updated AS (
-                 UPDATE %1$s AS t SET %3$I = embedded.embedding FROM embedded
-                 WHERE t.tableoid = embedded.part AND t.ctid = embedded.row_id
-                 RETURNING t.%3$I IS NULL AS still_null)
-             SELECT count(*), count(*) FILTER (WHERE still_null) FROM updated',
-            relation, text_column, vector_column, batch_size, model) INTO batch, still_null;
-        EXIT WHEN batch = 0;
-        -- A row left NULL would be picked again on every pass: stop instead of looping.
-        IF still_null > 0 THEN
+        batch := airrep.embed_batch(relation, text_column, vector_column, model, batch_size);
+        EXIT WHEN batch.selected = 0;
+        -- A row left NULL, or not updated at all, would be picked again on every pass (and
+        -- a batch of them would end the call as if done): stop with an error instead.
+        IF batch.updated < batch.selected THEN
+            RAISE EXCEPTION 'airrep.embed: % of % rows of "%" were not updated',
+                batch.selected - batch.updated, batch.selected, relation
+                USING ERRCODE = 'triggered_action_exception',
+                      HINT = 'a trigger that returns NULL or a row-level security policy skips them; the batches committed before stay';
+        END IF;
+        IF batch.still_null > 0 THEN
             RAISE EXCEPTION 'airrep.embed: % of % rows of "%" still have a NULL % after the update',
-                still_null, batch, relation, quote_ident(vector_column)
+                batch.still_null, batch.updated, relation, pg_catalog.quote_ident(vector_column)
                 USING ERRCODE = 'triggered_action_exception',
                       HINT = 'a trigger or rule on the table resets the column; the batches committed before stay';
         END IF;
         COMMIT;
-        done := done + batch;
-        elapsed := extract(epoch FROM clock_timestamp() - started);
+        done := done + batch.updated;
+        elapsed := pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started);
         rate := done / greatest(elapsed, 1e-6);
         RAISE NOTICE 'airrep.embed: % of % rows, % rows/s, ETA % s',
-            done, total, round(rate::numeric, 1), round((greatest(total - done, 0) / rate)::numeric, 1);
+            done, total, pg_catalog.round(rate::numeric, 1),
+            pg_catalog.round((greatest(total - done, 0) / rate)::numeric, 1);
     END LOOP;
 END $$;

@@ -1,9 +1,11 @@
 -- Part of the install script: included by extension_sql_file! in src/pgvector.rs (name = "pgvector_casts").
 CREATE FUNCTION airrep.create_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
+    -- Both types by their extensions' schemas, not by a search_path a caller could shadow.
+    ours regtype := (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure);
+    theirs regtype := (SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace
+                       WHERE e.extname = 'vector' AND t.typname = 'vector');
 BEGIN
     IF theirs IS NULL THEN
         RAISE EXCEPTION 'pgvector is not installed in this database'
@@ -21,10 +23,12 @@ COMMENT ON FUNCTION airrep.create_pgvector_casts() IS
     'binary-compatible casts both ways between airrep_vector and pgvector''s vector';
 
 CREATE FUNCTION airrep.drop_pgvector_casts() RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ours regtype := 'airrep_vector'::regtype;
-    theirs regtype := to_regtype('vector');
+    -- Both types by their extensions' schemas, not by a search_path a caller could shadow.
+    ours regtype := (SELECT prorettype FROM pg_proc WHERE oid = 'airrep.encode(text, text)'::regprocedure);
+    theirs regtype := (SELECT t.oid FROM pg_type t JOIN pg_extension e ON e.extnamespace = t.typnamespace
+                       WHERE e.extname = 'vector' AND t.typname = 'vector');
     found boolean := false;
 BEGIN
     IF theirs IS NOT NULL AND EXISTS (SELECT 1 FROM pg_cast WHERE castsource = ours AND casttarget = theirs) THEN

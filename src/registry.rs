@@ -74,17 +74,35 @@ fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
         )
     });
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
-    // SAFETY: plain calls into the backend on its own thread.
-    unsafe {
+    // SAFETY: plain calls into the backend on its own thread. As for a SECURITY DEFINER
+    // function, the search_path is pinned too: the queries below are parsed with it, and a
+    // function or operator of the caller's found first would run with the owner's rights.
+    // An error unwinds both at (sub)transaction abort.
+    let nest_level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(
             owner,
             context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
         );
-    }
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest_level
+    };
     let result = read();
     // SAFETY: as above; restores what was saved.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest_level);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
     result
 }
 
@@ -125,8 +143,10 @@ fn stored_files(id: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 }
 
 /// Whether a model with this id exists now (and is visible to the current role). Run as an
-/// update, so it takes a fresh snapshot and sees a drop that committed since the statement
-/// began (a read-only query would not, and the foreign key check would).
+/// update, so under READ COMMITTED it takes a fresh snapshot and sees a drop that committed
+/// since the statement began (a read-only query would not, and the foreign key check
+/// would). Under REPEATABLE READ the snapshot is the transaction's, and the foreign key
+/// check then fails with a serialization error, as any write would.
 pub fn model_id_exists_now(id: i64) -> bool {
     Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM airrep.models WHERE id = $1)",

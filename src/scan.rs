@@ -245,6 +245,21 @@ impl Source {
         });
     }
 
+    /// Raises a unique violation on the first id of `ids` seen twice: results name rows by
+    /// id, so two rows with one id would make them ambiguous.
+    pub fn require_unique_ids<'a>(&self, ids: impl IntoIterator<Item = &'a i64>) {
+        let mut seen = HashSet::new();
+        if let Some(id) = ids.into_iter().find(|&&id| !seen.insert(id)) {
+            raise(
+                sqlstate::UNIQUE_VIOLATION,
+                &format!(
+                    "{} relation \"{}\" has id {id} more than once",
+                    self.role, self.name
+                ),
+            );
+        }
+    }
+
     /// Every row, as [`Source::scan`] in scan order, one block per [`Blocks::next`].
     pub fn blocks(self, dim: Option<usize>, block_rows: usize, progress: &'static str) -> Blocks {
         let query = self.select_list();

@@ -20,7 +20,7 @@ use pgrx::PgRelation;
 use crate::error::{raise, sqlstate};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
-use crate::top_k::{read_targets, require_unique_ids, scores_or_raise, search};
+use crate::top_k::{read_targets, scores_or_raise, search};
 
 /// Candidate-by-target scores the `group` strategy holds at most (256 MB of f32).
 const GROUP_SCORES_MAX: usize = 1 << 26;
@@ -125,7 +125,6 @@ fn select_data(
     }
     let strategy = strategy(strategy_name.unwrap_or_else(|| required("strategy")));
     let vector_column = vector_column.unwrap_or_else(|| required("vector_column"));
-    let (targets_name, pool_name) = (targets.name().to_string(), pool.name().to_string());
     let targets = Source::vectors(&targets, "targets", vector_column);
     let columns = Columns {
         vector: Some(vector_column),
@@ -134,7 +133,7 @@ fn select_data(
     };
     let pool = Source::new(&pool, "pool", columns);
     let costed = cost_column.is_some();
-    let Some((target_ids, queries)) = read_targets(&targets, &targets_name) else {
+    let Some((target_ids, queries)) = read_targets(&targets) else {
         return TableIterator::new(Vec::new());
     };
     let picks = match strategy {
@@ -144,7 +143,7 @@ fn select_data(
         }
         Strategy::Group => select_group(&queries, &pool, budget, costed),
     };
-    require_unique_ids(picks.iter().map(|p| &p.id), "pool", &pool_name);
+    pool.require_unique_ids(picks.iter().map(|p| &p.id));
     let rows: Vec<_> = picks
         .into_iter()
         .enumerate()

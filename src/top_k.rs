@@ -4,8 +4,6 @@
 //! [`airrep_model::TopKSearch`] (all targets times one block per product, a heap per
 //! target), so memory is the targets, k hits per target and one block.
 
-use std::collections::HashSet;
-
 use airrep_core::topk::Hit;
 use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
@@ -16,26 +14,14 @@ use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
 
 /// The targets' ids and vectors, in id order, and their dimension; None if there are none.
-/// `name` is the targets relation's, for the error on a repeated id.
-pub fn read_targets(targets: &Source, name: &str) -> Option<(Vec<i64>, Queries)> {
+/// A repeated id is an error.
+pub fn read_targets(targets: &Source) -> Option<(Vec<i64>, Queries)> {
     let mut dim = None;
     let all = targets.read_all(&mut dim);
-    require_unique_ids(&all.ids, "targets", name);
+    targets.require_unique_ids(&all.ids);
     let dim = dim?;
     let queries = Queries::new(all.rows, dim).or_raise();
     Some((all.ids, queries))
-}
-
-/// Raises a unique violation on the first id of `ids` seen twice: results name rows by id,
-/// so two rows with one id would make them ambiguous.
-pub fn require_unique_ids<'a>(ids: impl IntoIterator<Item = &'a i64>, role: &str, name: &str) {
-    let mut seen = HashSet::new();
-    if let Some(id) = ids.into_iter().find(|&&id| !seen.insert(id)) {
-        raise(
-            sqlstate::UNIQUE_VIOLATION,
-            &format!("{role} relation \"{name}\" has id {id} more than once"),
-        );
-    }
 }
 
 /// The scores of `result`, or its error raised; an overflow names the pool row by its id
@@ -54,7 +40,8 @@ pub fn scores_or_raise<T>(result: airrep_model::Result<T>, row_ids: &[i64]) -> T
 }
 
 /// Stream `pool` through a search for the `k` best rows of each query; `each` also sees
-/// every block (select_data gathers pool statistics there).
+/// every block (select_data gathers pool statistics there). A pool id that repeats within
+/// a query's hits is an error: checking there keeps memory independent of the pool's size.
 pub fn search(
     queries: &Queries,
     pool: &Source,
@@ -71,7 +58,11 @@ pub fn search(
         scores_or_raise(added, &block.ids);
         each(block);
     });
-    search.finish()
+    let hits = search.finish();
+    for query_hits in &hits {
+        pool.require_unique_ids(query_hits.iter().map(|hit| &hit.id));
+    }
+    hits
 }
 
 pub fn check_k(k: i32) -> usize {
@@ -106,18 +97,12 @@ fn top_k(
     ),
 > {
     let k = check_k(k);
-    let (targets_name, pool_name) = (targets.name().to_string(), pool.name().to_string());
     let targets = Source::vectors(&targets, "targets", vector_column);
     let pool = Source::vectors(&pool, "pool", vector_column);
-    let Some((target_ids, queries)) = read_targets(&targets, &targets_name) else {
+    let Some((target_ids, queries)) = read_targets(&targets) else {
         return TableIterator::new(Vec::new());
     };
     let hits = search(&queries, &pool, k, "airrep.top_k", |_| {});
-    // A repeated pool id that matters shows up within one target's hits; checking there
-    // keeps memory independent of the pool's size.
-    for target_hits in &hits {
-        require_unique_ids(target_hits.iter().map(|hit| &hit.id), "pool", &pool_name);
-    }
     let rows: Vec<_> = target_ids
         .into_iter()
         .zip(hits)

@@ -136,7 +136,10 @@ fn train(
             break;
         }
         let step_started = Instant::now();
-        let step = run(&pool, "training step", || trainer.step(&cancel_requested));
+        let mut step = run(&pool, "training step", || trainer.step(&cancel_requested));
+        // The log keeps a step's figures, not its batch's scores: a fast run takes hundreds
+        // of steps a second, and 64 x 32 scores each would add up to gigabytes.
+        step.group_scores = Vec::new();
         let done = step.step + 1;
         let rate = done as f64 / steps_started.elapsed().as_secs_f64();
         // At most the steps left at this rate, and never past the time budget.
@@ -276,18 +279,8 @@ fn sample_subsets(
 /// error there); a repeated id is an error too, since it would put one example in a subset
 /// twice.
 fn distinct_ids(examples: &PgRelation) -> Vec<i64> {
-    let ids = Source::new(examples, "examples", Columns::default())
-        .read_all(&mut None)
-        .ids;
-    if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
-        raise(
-            sqlstate::UNIQUE_VIOLATION,
-            &format!(
-                "examples relation \"{}\" has id {} more than once",
-                examples.name(),
-                pair[0]
-            ),
-        );
-    }
+    let source = Source::new(examples, "examples", Columns::default());
+    let ids = source.read_all(&mut None).ids;
+    source.require_unique_ids(&ids);
     ids
 }

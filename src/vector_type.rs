@@ -77,9 +77,44 @@ impl IntoDatum for Vector {
 
 return_into_datum!(Vector);
 
-/// The oid of `airrep_vector` in this database.
+/// The oid of `airrep_vector` in this database: the type of that name in the extension's
+/// own schema, never one the search_path finds first (a user's `airrep_vector` domain must
+/// not pass for it, and the schema need not be on the path). Cached per backend for the
+/// extension's oid, which a DROP and CREATE EXTENSION changes.
 pub fn type_oid() -> pg_sys::Oid {
-    pgrx::regtypein("airrep_vector")
+    thread_local! {
+        static CACHED: std::cell::Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { std::cell::Cell::new(None) };
+    }
+    // SAFETY: a catalog lookup on the backend's thread; errors if the extension is missing.
+    let extension = unsafe { pg_sys::get_extension_oid(c"airrep".as_ptr(), false) };
+    if let Some((ext, oid)) = CACHED.get() {
+        if ext == extension {
+            return oid;
+        }
+    }
+    let oid = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.oid FROM pg_catalog.pg_type t JOIN pg_catalog.pg_extension e
+                     ON e.extnamespace OPERATOR(pg_catalog.=) t.typnamespace
+                 WHERE e.oid OPERATOR(pg_catalog.=) $1
+                   AND t.typname OPERATOR(pg_catalog.=) 'airrep_vector'::pg_catalog.name",
+                Some(1),
+                &[extension.into()],
+            )?
+            .first()
+            .get_one::<pg_sys::Oid>()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        raise(
+            sqlstate::INTERNAL_ERROR,
+            "type airrep_vector is missing from the extension's schema",
+        )
+    });
+    CACHED.set(Some((extension, oid)));
+    oid
 }
 
 pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(VectorRef<'_>, "airrep_vector");

@@ -183,7 +183,11 @@ impl BudgetedBest {
         if self.cutoff.is_some_and(|c| row > c) {
             return;
         }
-        self.held.insert(row);
+        // The same row offered again (a pool id repeated with the same value) is held once
+        // and paid for once.
+        if !self.held.insert(row) {
+            return;
+        }
         self.total += cost;
         // A margin keeps a row whose running total is over only by rounding.
         while self.total > self.budget + self.budget.abs() * 1e-12 {

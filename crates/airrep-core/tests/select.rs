@@ -83,6 +83,20 @@ proptest! {
     }
 
     #[test]
+    fn a_row_offered_twice_is_held_and_paid_for_once(
+        hits in scored_rows(30),
+        budget in 0.0..20.0f64,
+    ) {
+        let (mut once, mut twice) = (BudgetedBest::new(budget), BudgetedBest::new(budget));
+        for h in &hits {
+            once.offer(h.id, h.score as f64, 1.0);
+            twice.offer(h.id, h.score as f64, 1.0);
+            twice.offer(h.id, h.score as f64, 1.0);
+        }
+        prop_assert_eq!(twice.into_picks(), once.into_picks());
+    }
+
+    #[test]
     fn round_robin_from_short_rankings_equals_full_rankings(
         scores in prop::collection::vec(prop::collection::vec(-3i32..3, 12), 1..5),
         budget in 0.0..14.0f64,

@@ -58,6 +58,10 @@ CREATE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.embedding := NULL; RETURN NEW; END $$;
 CREATE TRIGGER keep_null BEFORE UPDATE ON stubborn FOR EACH ROW EXECUTE FUNCTION keep_null();
 CALL airrep.embed('stubborn', 'body', 'embedding', 'tiny', 1);
+-- a trigger that skips the update (returns NULL) is an error too, not a silent early end
+CREATE OR REPLACE FUNCTION keep_null() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RETURN NULL; END $$;
+CALL airrep.embed('stubborn', 'body', 'embedding', 'tiny', 1);
 DROP TABLE stubborn; DROP FUNCTION keep_null();
 
 -- partitions and inheritance children repeat ctids: each row still gets its own text's vector

@@ -74,3 +74,36 @@ RESET statement_timeout;
 CREATE TABLE one_target AS SELECT * FROM big WHERE id = 7;
 SELECT count(*) AS still_here FROM airrep.top_k('one_target', 'big', 3);
 DROP TABLE big, one_target;
+
+-- Code that runs with the extension owner's rights (reading a model's weights) pins its
+-- search_path, and airrep.embed's catalog lookups and dynamic SQL run in functions that
+-- do: a role's own operator or function found first on the path is never called in their
+-- place (each would raise 'hijacked' here, and with a superuser's rights could do worse).
+SELECT airrep.load_model('hijack-target', '/tmp/airrep-fixtures/tiny-airrep') > 0 AS loaded;
+CREATE TABLE hijack_docs (id int, body text, embedding airrep_vector);
+INSERT INTO hijack_docs VALUES (1, 'a text'), (2, 'another text');
+CREATE ROLE airrep_mallory LOGIN;
+CREATE SCHEMA mallory AUTHORIZATION airrep_mallory;
+SET ROLE airrep_mallory;
+CREATE FUNCTION mallory.eq(a bigint, b bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END $$;
+CREATE OPERATOR mallory.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = mallory.eq);
+CREATE FUNCTION mallory.format(f text, r regclass, a name, b name) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END $$;
+CREATE DOMAIN mallory.airrep_vector AS bytea;
+CREATE TABLE mallory.spoofed (id int, embedding mallory.airrep_vector);
+INSERT INTO mallory.spoofed VALUES (1, '\x803e0000');
+SET search_path = mallory, pg_catalog, public;
+SELECT airrep_dims(airrep.encode('hijack-target', 'hello')) AS dims;
+-- a domain named airrep_vector in another schema is not the type
+SELECT * FROM airrep.top_k('mallory.spoofed', 'mallory.spoofed', 1);
+RESET ROLE;
+SET client_min_messages = warning;  -- embed's progress NOTICEs carry timings
+CALL airrep.embed('hijack_docs', 'body', 'embedding', 'hijack-target', 1);
+SELECT count(*) FILTER (WHERE embedding IS NOT NULL) AS embedded FROM hijack_docs;
+RESET search_path;
+DROP TABLE hijack_docs;
+DROP SCHEMA mallory CASCADE;
+DROP ROLE airrep_mallory;
+SELECT airrep.drop_model('hijack-target');
+RESET client_min_messages;
