@@ -130,7 +130,7 @@ pub(crate) fn pooled_by_depth(
 ) -> Result<Vec<Tensor>> {
     let rows: Vec<usize> = (0..ids.len()).collect();
     let mut by_depth: Vec<Vec<Tensor>> = vec![Vec::new(); model.model().num_layers()];
-    for chunk in token_chunks(&rows, ids, chunk_rows) {
+    for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows) {
         check()?;
         let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
         let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;

@@ -18,20 +18,21 @@ use crate::trainable::TrainableModel;
 const CHUNK_TOKENS: usize = 32 * 128;
 
 /// `rows` in consecutive chunks of at most `chunk_rows` texts and, beyond one text, at most
-/// [`CHUNK_TOKENS`] padded tokens (texts times the longest of them).
-pub(crate) fn token_chunks<'a>(
-    rows: &'a [usize],
-    ids: &[Vec<u32>],
+/// [`CHUNK_TOKENS`] padded tokens (texts times the longest of them); `length(row)` is a
+/// text's length in tokens.
+pub(crate) fn token_chunks(
+    rows: &[usize],
+    length: impl Fn(usize) -> usize,
     chunk_rows: usize,
-) -> Vec<&'a [usize]> {
+) -> Vec<&[usize]> {
     let mut chunks = Vec::new();
     let (mut start, mut longest) = (0, 0);
     for (end, &row) in rows.iter().enumerate() {
-        let len = ids[row].len().max(longest);
+        let len = length(row).max(longest);
         let count = end - start;
         if count > 0 && (count == chunk_rows || (count + 1) * len > CHUNK_TOKENS) {
             chunks.push(&rows[start..end]);
-            (start, longest) = (end, ids[row].len());
+            (start, longest) = (end, length(row));
         } else {
             longest = len;
         }
@@ -75,7 +76,7 @@ impl Inputs {
         let mut pooled = Vec::new();
         let mut states = Vec::with_capacity(ids.len());
         let rows: Vec<usize> = (0..ids.len()).collect();
-        for chunk in token_chunks(&rows, &ids, chunk_rows) {
+        for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows) {
             check()?;
             let (chunk_ids, mask, lengths) = token_batch(model, &ids, pad_id, chunk)?;
             let hidden = model
@@ -110,11 +111,12 @@ impl Inputs {
         }
     }
 
-    /// Texts per forward pass: pooled states are small enough to take at once.
-    pub(crate) fn chunk_rows(&self, chunk_rows: usize) -> usize {
+    /// `rows` in chunks of one forward pass each: at most `chunk_rows` texts and the token
+    /// budget ([`token_chunks`]); pooled states are small enough to take at once.
+    pub(crate) fn chunks<'a>(&self, rows: &'a [usize], chunk_rows: usize) -> Vec<&'a [usize]> {
         match self {
-            Self::Pooled(_) => usize::MAX,
-            _ => chunk_rows,
+            Self::Pooled(_) => vec![rows],
+            _ => token_chunks(rows, |r| self.cost(r), chunk_rows),
         }
     }
 
@@ -188,7 +190,7 @@ mod tests {
     fn chunks_hold_at_most_chunk_rows_texts_and_the_token_budget() {
         let rows: Vec<usize> = (0..40).collect();
         let sizes = |ids: &[Vec<u32>], chunk_rows| -> Vec<usize> {
-            token_chunks(&rows, ids, chunk_rows)
+            token_chunks(&rows, |r| ids[r].len(), chunk_rows)
                 .iter()
                 .map(|c| c.len())
                 .collect()
@@ -203,7 +205,7 @@ mod tests {
         assert_eq!(sizes(&texts(&lengths), 32), vec![5, 1, 32, 2]);
         // Every row once, in order, whatever the lengths.
         let mixed = texts(&(0..40).map(|i| 1 + (i * 37) % 700).collect::<Vec<_>>());
-        let chunks = token_chunks(&rows, &mixed, 16);
+        let chunks = token_chunks(&rows, |r| mixed[r].len(), 16);
         assert_eq!(chunks.concat(), rows);
         for chunk in chunks {
             let longest = chunk.iter().map(|&r| mixed[r].len()).max().unwrap();

@@ -12,7 +12,7 @@
 //! 3. the chain rule by hand: `G = d loss / d A` sums, per example of U, the pooling slopes
 //!    (airrep-core's `pool_slopes`) of every place it occupies in every subset; then
 //!    `d loss / d T = G·U` and `d loss / d U = Gᵀ·T`;
-//! 4. T and U are re-encoded with gradients, `chunk_rows` texts at a time, and
+//! 4. T and U are re-encoded with gradients, at most `chunk_rows` texts at a time, and
 //!    `sum(E ⊙ d loss / d E)` is back-propagated per chunk: its weight gradient is exactly
 //!    the share of d loss / d θ that flows through E, so the shares add up to the full
 //!    gradient while the autograd graph stays one chunk big (the paper's memory trick);
@@ -504,8 +504,9 @@ impl Trainer {
         rows: &[usize],
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Tensor> {
-        let parts = rows
-            .chunks(inputs.chunk_rows(self.options.chunk_rows))
+        let parts = inputs
+            .chunks(rows, self.options.chunk_rows)
+            .into_iter()
             .map(|chunk| {
                 checked(interrupted)?;
                 Ok(inputs.forward(&self.model, chunk)?.detach())
@@ -524,10 +525,11 @@ impl Trainer {
         grads: &mut Gradients,
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<()> {
-        let chunk_rows = inputs.chunk_rows(self.options.chunk_rows);
-        for (c, chunk) in rows.chunks(chunk_rows).enumerate() {
+        let mut offset = 0;
+        for chunk in inputs.chunks(rows, self.options.chunk_rows) {
             checked(interrupted)?;
-            let upstream = upstream.narrow(0, c * chunk_rows, chunk.len())?;
+            let upstream = upstream.narrow(0, offset, chunk.len())?;
+            offset += chunk.len();
             let share = (inputs.forward(&self.model, chunk)? * upstream)?.sum_all()?;
             grads.add(&share.backward()?)?;
         }
