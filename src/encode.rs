@@ -12,7 +12,7 @@ use airrep_model::{DeviceSpec, Encoder, EncoderOptions, Precision};
 use pgrx::prelude::*;
 
 use crate::error::raise_model;
-use crate::runtime::{device, precision, thread_pool};
+use crate::runtime::{cancel_requested, device, precision, thread_pool};
 use crate::vector_type::Vector;
 use crate::{gucs, registry};
 
@@ -87,7 +87,7 @@ pub fn encode_texts(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
     for batch in texts.chunks(gucs::batch_size()) {
         pgrx::check_for_interrupts!();
         let embedded = pool
-            .install(|| encoder.encode(batch))
+            .install(|| encoder.encode_checked(batch, &cancel_requested))
             .unwrap_or_else(|e| raise_model(e, |e| format!("encoding failed: {e}")));
         out.extend(embedded);
     }

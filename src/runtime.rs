@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use airrep_model::{DeviceSpec, Precision};
+use pgrx::pg_sys;
 
 use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::gucs;
@@ -51,5 +52,16 @@ pub fn precision() -> Option<Precision> {
         p => Some(p.parse().unwrap_or_else(|e: airrep_model::Error| {
             raise_model(e, |e| format!("airrep.precision: {e} (or auto)"))
         })),
+    }
+}
+
+/// Whether a cancel (pg_cancel_backend, statement_timeout) or terminate is pending. Only these
+/// flags: InterruptPending is also set by requests that do not end the query. Reading them is
+/// safe from any thread; acting on them happens on the backend's own thread.
+pub fn cancel_requested() -> bool {
+    // SAFETY: volatile reads of two flags the signal handlers set.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::labels::LabelSet;
 use crate::registry;
-use crate::runtime::{device, thread_pool};
+use crate::runtime::{cancel_requested, device, thread_pool};
 use crate::scan::{Columns, Source};
 
 extension_sql_file!(
@@ -21,16 +21,6 @@ extension_sql_file!(
     name = "training_log",
     requires = ["registry_tables"]
 );
-
-/// Whether a cancel (pg_cancel_backend, statement_timeout) or terminate is pending. Only these
-/// flags: InterruptPending is also set by requests that do not end the query. Reading them is
-/// safe from any thread; acting on them happens on the backend's own thread.
-fn cancel_requested() -> bool {
-    unsafe {
-        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
-            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
-    }
-}
 
 /// Runs `work` on the backend's thread pool; a cancel raises here (the trainer leaves its
 /// state unchanged on a cancelled step or validation), other errors as `what` failed.

@@ -19,6 +19,34 @@ pub const DEFAULT_MAX_LENGTH: usize = 512;
 /// Characters read per token of `max_length` (see the module docs).
 pub const CHARS_PER_TOKEN: usize = 100;
 
+/// `rows` in consecutive chunks of at most `max_rows` texts and, beyond one text, at most
+/// `max_tokens` padded tokens (texts times the longest of them); `length(row)` is a text's
+/// length in tokens. A chunk is one forward pass, the unit between cancel checks: the
+/// token budget keeps a pass of long texts as short as one of typical texts.
+pub fn token_chunks(
+    rows: &[usize],
+    length: impl Fn(usize) -> usize,
+    max_rows: usize,
+    max_tokens: usize,
+) -> Vec<&[usize]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut longest) = (0, 0);
+    for (end, &row) in rows.iter().enumerate() {
+        let len = length(row).max(longest);
+        let count = end - start;
+        if count > 0 && (count == max_rows || (count + 1) * len > max_tokens) {
+            chunks.push(&rows[start..end]);
+            (start, longest) = (end, length(row));
+        } else {
+            longest = len;
+        }
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: u32,
@@ -191,6 +219,38 @@ impl TokenBatch {
 mod tests {
     use super::*;
     use crate::testing::{golden_dir, Golden};
+
+    fn texts(lengths: &[usize]) -> Vec<Vec<u32>> {
+        lengths.iter().map(|&n| vec![1; n]).collect()
+    }
+
+    #[test]
+    fn chunks_hold_at_most_max_rows_texts_and_the_token_budget() {
+        let rows: Vec<usize> = (0..40).collect();
+        let sizes = |ids: &[Vec<u32>], chunk_rows| -> Vec<usize> {
+            token_chunks(&rows, |r| ids[r].len(), chunk_rows, 32 * 128)
+                .iter()
+                .map(|c| c.len())
+                .collect()
+        };
+        // Texts of 128 tokens: the row count decides.
+        assert_eq!(sizes(&texts(&[128; 40]), 32), vec![32, 8]);
+        // Texts of 512 tokens: 8 per pass.
+        assert_eq!(sizes(&texts(&[512; 40]), 32), vec![8; 5]);
+        // One long text goes alone, and the short ones around it fill chunks again.
+        let mut lengths = vec![10; 40];
+        lengths[5] = 5000;
+        assert_eq!(sizes(&texts(&lengths), 32), vec![5, 1, 32, 2]);
+        // Every row once, in order, whatever the lengths.
+        let mixed = texts(&(0..40).map(|i| 1 + (i * 37) % 700).collect::<Vec<_>>());
+        let chunks = token_chunks(&rows, |r| mixed[r].len(), 16, 32 * 128);
+        assert_eq!(chunks.concat(), rows);
+        for chunk in chunks {
+            let longest = chunk.iter().map(|&r| mixed[r].len()).max().unwrap();
+            assert!(chunk.len() <= 16);
+            assert!(chunk.len() == 1 || chunk.len() * longest <= 32 * 128);
+        }
+    }
 
     fn tiny_tokenizer(max_length: usize) -> TextTokenizer {
         let bytes = std::fs::read(golden_dir("tiny-airrep").join("tokenizer.json")).unwrap();

@@ -23,10 +23,11 @@ use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
 use candle_core::Tensor;
 
-use super::inputs::{token_batch, token_chunks};
+use super::inputs::{token_batch, CHUNK_TOKENS};
 use super::{TrainData, Union};
 use crate::bert::unit_length;
 use crate::error::{Error, Result};
+use crate::tokenize::token_chunks;
 use crate::trainable::TrainableModel;
 
 /// One way to start: a depth, centred or not, with unit-length embeddings of a length or
@@ -130,7 +131,7 @@ pub(crate) fn pooled_by_depth(
 ) -> Result<Vec<Tensor>> {
     let rows: Vec<usize> = (0..ids.len()).collect();
     let mut by_depth: Vec<Vec<Tensor>> = vec![Vec::new(); model.model().num_layers()];
-    for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows) {
+    for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows, CHUNK_TOKENS) {
         check()?;
         let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
         let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;

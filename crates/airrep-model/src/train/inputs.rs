@@ -9,39 +9,13 @@ use candle_core::Tensor;
 
 use super::options::TrainLayers;
 use crate::error::Result;
-use crate::tokenize::TokenBatch;
+use crate::tokenize::{token_chunks, TokenBatch};
 use crate::trainable::TrainableModel;
 
 /// Padded tokens per forward pass of the cached or scored texts, beyond which a chunk of
 /// `chunk_rows` texts is cut shorter: 32 texts of 128 tokens. A pass is the unit between
 /// cancel checks, and 32 texts of 512 tokens took 20 s on 2 cores.
-const CHUNK_TOKENS: usize = 32 * 128;
-
-/// `rows` in consecutive chunks of at most `chunk_rows` texts and, beyond one text, at most
-/// [`CHUNK_TOKENS`] padded tokens (texts times the longest of them); `length(row)` is a
-/// text's length in tokens.
-pub(crate) fn token_chunks(
-    rows: &[usize],
-    length: impl Fn(usize) -> usize,
-    chunk_rows: usize,
-) -> Vec<&[usize]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut longest) = (0, 0);
-    for (end, &row) in rows.iter().enumerate() {
-        let len = length(row).max(longest);
-        let count = end - start;
-        if count > 0 && (count == chunk_rows || (count + 1) * len > CHUNK_TOKENS) {
-            chunks.push(&rows[start..end]);
-            (start, longest) = (end, length(row));
-        } else {
-            longest = len;
-        }
-    }
-    if start < rows.len() {
-        chunks.push(&rows[start..]);
-    }
-    chunks
-}
+pub(crate) const CHUNK_TOKENS: usize = 32 * 128;
 
 pub(crate) enum Inputs {
     /// Token ids: the whole encoder runs.
@@ -76,7 +50,7 @@ impl Inputs {
         let mut pooled = Vec::new();
         let mut states = Vec::with_capacity(ids.len());
         let rows: Vec<usize> = (0..ids.len()).collect();
-        for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows) {
+        for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows, CHUNK_TOKENS) {
             check()?;
             let (chunk_ids, mask, lengths) = token_batch(model, &ids, pad_id, chunk)?;
             let hidden = model
@@ -116,7 +90,7 @@ impl Inputs {
     pub(crate) fn chunks<'a>(&self, rows: &'a [usize], chunk_rows: usize) -> Vec<&'a [usize]> {
         match self {
             Self::Pooled(_) => vec![rows],
-            _ => token_chunks(rows, |r| self.cost(r), chunk_rows),
+            _ => token_chunks(rows, |r| self.cost(r), chunk_rows, CHUNK_TOKENS),
         }
     }
 
@@ -176,41 +150,4 @@ pub(crate) fn token_batch(
     let lengths = sequences.iter().map(|s| s.len()).collect();
     let (ids, mask) = TokenBatch::new(&sequences, pad_id).to_tensors(model.device())?;
     Ok((ids, mask, lengths))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn texts(lengths: &[usize]) -> Vec<Vec<u32>> {
-        lengths.iter().map(|&n| vec![1; n]).collect()
-    }
-
-    #[test]
-    fn chunks_hold_at_most_chunk_rows_texts_and_the_token_budget() {
-        let rows: Vec<usize> = (0..40).collect();
-        let sizes = |ids: &[Vec<u32>], chunk_rows| -> Vec<usize> {
-            token_chunks(&rows, |r| ids[r].len(), chunk_rows)
-                .iter()
-                .map(|c| c.len())
-                .collect()
-        };
-        // Texts of 128 tokens: chunk_rows decides, as before there was a budget.
-        assert_eq!(sizes(&texts(&[128; 40]), 32), vec![32, 8]);
-        // Texts of 512 tokens: 8 per pass.
-        assert_eq!(sizes(&texts(&[512; 40]), 32), vec![8; 5]);
-        // One long text goes alone, and the short ones around it fill chunks again.
-        let mut lengths = vec![10; 40];
-        lengths[5] = 5000;
-        assert_eq!(sizes(&texts(&lengths), 32), vec![5, 1, 32, 2]);
-        // Every row once, in order, whatever the lengths.
-        let mixed = texts(&(0..40).map(|i| 1 + (i * 37) % 700).collect::<Vec<_>>());
-        let chunks = token_chunks(&rows, |r| mixed[r].len(), 16);
-        assert_eq!(chunks.concat(), rows);
-        for chunk in chunks {
-            let longest = chunk.iter().map(|&r| mixed[r].len()).max().unwrap();
-            assert!(chunk.len() <= 16);
-            assert!(chunk.len() == 1 || chunk.len() * longest <= CHUNK_TOKENS);
-        }
-    }
 }
