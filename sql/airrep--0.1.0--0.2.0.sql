@@ -417,9 +417,11 @@ BEGIN
         COMMIT;
         done := done + batch.updated;
         elapsed := pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started);
-        rate := done / greatest(elapsed, 1e-6);
+        -- float8 operands: pg_catalog has no exact bigint / float8 operator, so a caller's
+        -- one earlier on the path would be chosen.
+        rate := done::float8 / greatest(elapsed, 1e-6);
         RAISE NOTICE 'airrep.embed: % of % rows, % rows/s, ETA % s',
             done, total, pg_catalog.round(rate::numeric, 1),
-            pg_catalog.round((greatest(total - done, 0) / rate)::numeric, 1);
+            pg_catalog.round((greatest(total - done, 0)::float8 / rate)::numeric, 1);
     END LOOP;
 END $$;

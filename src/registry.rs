@@ -64,7 +64,9 @@ pub fn model_identity(name: &str) -> ModelIdentity {
 /// the caller's identity with the (sub)transaction's abort.
 fn as_extension_owner<T>(read: impl FnOnce() -> T) -> T {
     let owner = read_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_extension WHERE extname = 'airrep'",
+        // Qualified: a caller's temporary table named pg_extension is searched first.
+        "SELECT extowner FROM pg_catalog.pg_extension
+         WHERE extname OPERATOR(pg_catalog.=) 'airrep'::pg_catalog.name",
         &[],
     )
     .unwrap_or_else(|| {
@@ -266,13 +268,17 @@ fn validate(name: &str, config: &[u8], weights: &[u8], tokenizer: &[u8]) -> serd
     config_json
 }
 
+/// Superuser or the privileges of pg_read_server_files, as COPY FROM a file asks: checked
+/// in the backend, not by a query a caller's temporary `pg_roles` could answer.
 fn may_read_server_files() -> bool {
-    read_one::<bool>(
-        "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
-         FROM pg_roles WHERE rolname = current_user",
-        &[],
-    )
-    .unwrap_or(false)
+    // SAFETY: plain catalog checks on the backend's thread.
+    unsafe {
+        pg_sys::superuser()
+            || pg_sys::has_privs_of_role(
+                pg_sys::GetUserId(),
+                pg_sys::Oid::from(pg_sys::ROLE_PG_READ_SERVER_FILES),
+            )
+    }
 }
 
 fn read_server_file(dir: &std::path::Path, file: &str) -> Vec<u8> {
