@@ -32,7 +32,11 @@ impl Kind {
                 pg_sys::FLOAT8OID,
                 pg_sys::NUMERICOID,
             ],
-            Kind::Vector => return oid == crate::vector_type::type_oid(),
+            // A domain over airrep_vector (at any depth) holds its bytes, as embed allows.
+            // SAFETY: a syscache lookup on the backend's thread.
+            Kind::Vector => {
+                return unsafe { pg_sys::getBaseType(oid) } == crate::vector_type::type_oid()
+            }
         };
         allowed.contains(&oid)
     }

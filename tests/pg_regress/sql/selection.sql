@@ -127,6 +127,12 @@ INSERT INTO sel_huge VALUES (1, '[3e38,3e38]'), (2, '[1,1]'), (3, '[-3e38,3e38]'
 SELECT * FROM airrep.top_k('sel_huge', 'sel_huge', 3);
 SELECT * FROM airrep.select_data('sel_huge', 'sel_huge', 2, 'max');
 SELECT * FROM airrep.select_data('sel_huge', 'sel_huge', 2, 'group');
+-- a domain over airrep_vector is read as the type
+CREATE DOMAIN sel_unit AS airrep_vector CHECK (airrep_norm(VALUE) > 0);
+CREATE TABLE sel_domain (id int, embedding sel_unit);
+INSERT INTO sel_domain VALUES (1, '[1,0]'), (2, '[0,1]'), (3, '[1,1]');
+SELECT target_id, example_id, rank FROM airrep.top_k('sel_domain', 'sel_domain', 1) ORDER BY 1;
+DROP TABLE sel_domain; DROP DOMAIN sel_unit;
 -- a repeated id would make results ambiguous: an error for targets and for pool rows
 CREATE TABLE sel_twice (id int, embedding airrep_vector);
 INSERT INTO sel_twice VALUES (1, '[1,0]'), (1, '[1,0]'), (2, '[1,0.001]'), (2, '[0,1]'), (3, '[0,1]');
