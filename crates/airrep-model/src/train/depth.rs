@@ -74,12 +74,7 @@ impl DepthChoice {
     /// The start kept and its LDS, the runner-up and, when it competed, the base as it is;
     /// every score is in [`DepthChoice::scores`].
     pub fn describe(&self) -> String {
-        let score_of = |start: StartPoint| {
-            self.scores
-                .iter()
-                .find(|s| s.start == start)
-                .map_or(f64::NAN, |s| s.lds)
-        };
+        let score_of = |start: StartPoint| self.scores.iter().find(|s| s.start == start);
         let mut others = String::new();
         let runner_up = self
             .scores
@@ -94,8 +89,8 @@ impl DepthChoice {
             centered: false,
             unit_scale: None,
         };
-        if base != self.kept && self.scores.iter().any(|s| s.start == base) {
-            others += &format!(" and {:.4} for the base as it is", score_of(base));
+        if let Some(s) = score_of(base).filter(|_| base != self.kept) {
+            others += &format!(" and {:.4} for the base as it is", s.lds);
         }
         format!(
             "kept {} of {} layers{}{} by LDS at step 0 over every label: {:.4}{others}; {} starts scored",
@@ -106,7 +101,7 @@ impl DepthChoice {
                 Some(scale) => format!(", unit length x{scale}"),
                 None => String::new(),
             },
-            score_of(self.kept),
+            score_of(self.kept).map_or(f64::NAN, |s| s.lds),
             self.scores.len()
         )
     }
