@@ -22,6 +22,8 @@ START = "Step 0 of the default recipe: depth, centring and unit length chosen (a
 TRAINED_SUM = "AirRep trained (sum)"
 TRAINED_ATTENTION = "AirRep trained (attention)"
 TFIDF = "TF-IDF cosine (sum)"
+# airrep-quality's row for the labels' test-retest LDS (absent for label sets without one)
+CEILING = "Noise ceiling"
 METHODS = [
     BASE_SUM,
     "MiniLM-L6 base (attention)",
@@ -48,7 +50,8 @@ def read_tables(data):
                 notes[fields[1]] = fields[2]
             elif len(fields) == 5:
                 method, lds, encode_ms, nbytes, train_s = fields
-                rows[method] = dict(lds=float(lds), encode_ms=float(encode_ms), bytes=float(nbytes), train_s=float(train_s))
+                number = lambda x: float(x) if x else math.nan  # noqa: E731
+                rows[method] = dict(lds=float(lds), encode_ms=number(encode_ms), bytes=number(nbytes), train_s=number(train_s))
     for line in open(f"{data}/baselines_per_target.tsv").read().splitlines()[1:]:
         method, target, rho = line.split("\t")
         per_target.setdefault(method, {})[int(target)] = float(rho)
@@ -67,7 +70,7 @@ def selection_table(data):
         "",
         f"For the held-out targets, each scorer picks {rows[0][2]} pool rows with each strategy of "
         "`airrep.select_data` (AirRep's encoders through the extension; the baselines with the same "
-        "rules over their own scores). The tiny GPT is fine-tuned on each selection with the labels' "
+        "rules over their own scores). The LM is fine-tuned on each selection with the labels' "
         "recipe (four seeds, averaged) and scored on the held-out targets. \"better than random\" is "
         "the share of held-out targets whose loss is below their mean loss over eight random "
         "selections of the same size.",
@@ -107,7 +110,8 @@ def bootstrap(per_target, methods):
 def main(data, options, md_path, png_path):
     rows, per_target, notes = read_tables(data)
     gradients = sorted((m for m in rows if m.startswith("TracIn gradient")), key=lambda m: int(m.split()[3]), reverse=True)
-    methods = METHODS + gradients
+    ceiling = [m for m in rows if m.startswith(CEILING)]
+    methods = METHODS + gradients + ceiling
     bad = [m for m in methods if m not in rows or not math.isfinite(rows[m]["lds"]) or m not in per_target]
     if bad or not gradients:
         sys.exit(f"quality: missing or non-finite LDS for {', '.join(bad) or 'the gradient baseline'}")
@@ -125,22 +129,28 @@ def main(data, options, md_path, png_path):
         "(training subsets and targets only; the trainer holds out a share of the training "
         "subsets for its own model selection).",
         "",
-        "| method | LDS x100 | 95% interval | encode ms / example | bytes / example | training s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | LDS x100 | 95% interval | share of the noise ceiling | encode ms / example | bytes / example | training s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    cell = lambda x, f: "" if math.isnan(x) else format(x, f)  # noqa: E731
     for m in methods:
         r, (lo, hi) = rows[m], intervals[m]
-        lines.append(f"| {m} | {lds[m]:.2f} | {pct(lo):.2f} to {pct(hi):.2f} | {r['encode_ms']:.3f} | "
-                     f"{r['bytes']:.0f} | {r['train_s']:.1f} |")
+        share = f"{lds[m] / lds[ceiling[0]]:.0%}" if ceiling and lds[ceiling[0]] > 0 else ""
+        lines.append(f"| {m} | {lds[m]:.2f} | {pct(lo):.2f} to {pct(hi):.2f} | {share} | {cell(r['encode_ms'], '.3f')} | "
+                     f"{cell(r['bytes'], '.0f')} | {cell(r['train_s'], '.1f')} |")
     ordered = lds[BASE_SUM] < lds[TRAINED_SUM] < lds[TRAINED_ATTENTION]
     lines += [
         "",
         "Encode time: MiniLM rows are `CALL airrep.embed` over the pool (every AirRep encoder "
         "has MiniLM's shape); TF-IDF is fitting plus transforming the pool; the gradient baselines "
-        "are one backward pass of the tiny GPT per example plus the projection. Bytes: "
+        "are one backward pass of the LM per example (its response loss at the pretrained weights "
+        "every fine-tuning starts from) plus the projection. Bytes: "
         "`pg_column_size` of an `airrep_vector(384)`; TF-IDF stored sparse (4-byte index + 4-byte "
         "value per non-zero); gradients 4 bytes per projected dimension. Training time is "
-        "`airrep.train` wall time, caching the frozen encoder included.",
+        "`airrep.train` wall time, caching the frozen encoder included. The noise ceiling is the "
+        "LDS of the labels of the retested evaluation subsets, fine-tuned a second time with another "
+        "data order, as the scores of the first labels: what the labels' own noise allows (a method "
+        "that knew each subset's noise-free effect could score about its square root).",
         "",
         f"Paper's ablation order (base sum {lds[BASE_SUM]:.2f} < trained sum {lds[TRAINED_SUM]:.2f} "
         f"< trained attention {lds[TRAINED_ATTENTION]:.2f}): "

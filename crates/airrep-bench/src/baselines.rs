@@ -3,7 +3,6 @@
 //! under a seeded CountSketch projection.
 
 use crate::gpt::{batch_loss, Batch, Gpt};
-use crate::labels::sft_sequence;
 use crate::rng::Rng;
 use crate::Setup;
 use candle_core::Result;
@@ -51,6 +50,27 @@ fn sum_pooled_lds(setup: &Setup, pool: &[Vec<f32>], targets: &[Vec<f32>]) -> (f6
         .map(|&s| eval_targets.iter().map(|&t| setup.losses[s][t]).collect())
         .collect();
     airrep_core::lds::lds(&scores, &losses)
+}
+
+/// The labels' noise ceiling: LDS of the retested evaluation subsets' second label set
+/// (another data order) as the scores of the first, per evaluation target. A method that
+/// knew the noise-free effect of each subset could score about the square root of this
+/// (test-retest reliability), so it is a floor on the best possible, not a hard cap.
+pub fn retest(setup: &Setup) -> Option<(f64, Vec<f64>)> {
+    let (eval_subsets, eval_targets) = setup.eval();
+    let retested = &eval_subsets[..setup.retest_losses.len()];
+    if retested.len() < 2 {
+        return None;
+    }
+    let scores: Vec<Vec<f64>> = eval_targets
+        .iter()
+        .map(|&t| setup.retest_losses.iter().map(|row| -row[t]).collect())
+        .collect();
+    let losses: Vec<Vec<f64>> = retested
+        .iter()
+        .map(|&s| eval_targets.iter().map(|&t| setup.losses[s][t]).collect())
+        .collect();
+    Some(airrep_core::lds::lds(&scores, &losses))
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -150,8 +170,9 @@ impl Sketch {
     }
 }
 
-fn loss_gradient(model: &Gpt, pair: &crate::data::Pair) -> Result<Vec<f32>> {
-    let grads = batch_loss(model, &Batch::new(&[sft_sequence(pair)])?)?.backward()?;
+fn loss_gradient(setup: &Setup, model: &Gpt, pair: &crate::data::Pair) -> Result<Vec<f32>> {
+    let sequence = setup.vocab.sft_sequence(pair);
+    let grads = batch_loss(model, &Batch::new(&[sequence])?)?.backward()?;
     let mut flat = Vec::new();
     for var in model.vars() {
         match grads.get(var.as_tensor()) {
@@ -173,7 +194,7 @@ pub fn gradient(setup: &Setup, model: &Gpt, dims: &[usize]) -> Result<Vec<Measur
     let project = |pairs: &[crate::data::Pair]| -> Result<Vec<Vec<Vec<f32>>>> {
         let mut out = vec![Vec::with_capacity(pairs.len()); sketches.len()];
         for p in pairs {
-            let grad = loss_gradient(model, p)?;
+            let grad = loss_gradient(setup, model, p)?;
             for (o, sketch) in out.iter_mut().zip(&sketches) {
                 o.push(sketch.project(&grad));
             }

@@ -1,5 +1,5 @@
-//! A tiny decoder-only transformer (GPT-2 layout, pre-norm, tied embeddings) over ASCII
-//! characters. Built only from differentiable candle ops: candle-nn's fused LayerNorm and
+//! A small decoder-only transformer (GPT-2 layout, pre-norm, tied embeddings) over the ids of
+//! a `Vocab` (characters or subwords). Built only from differentiable candle ops: candle-nn's fused LayerNorm and
 //! softmax_last_dim have no backward (DESIGN section 4), so layer_norm_slow and ops::softmax.
 
 use crate::rng::Rng;
@@ -7,23 +7,10 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::ops::{layer_norm_slow, log_softmax, softmax};
 use std::collections::BTreeMap;
 
-/// Token 0 starts every sequence and pads; printable ASCII 32..=126 and '\n' follow.
-pub const VOCAB: usize = 97;
-
-pub fn tokenize(text: &str) -> Vec<u32> {
-    std::iter::once(0)
-        .chain(text.bytes().map(|b| {
-            if b == b'\n' {
-                96
-            } else {
-                (b.clamp(32, 126) - 31) as u32
-            }
-        }))
-        .collect()
-}
-
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
+    /// Token ids are below this (`Vocab::size`).
+    pub vocab: usize,
     pub hidden: usize,
     pub layers: usize,
     pub heads: usize,
@@ -55,7 +42,7 @@ impl Gpt {
         let normal = |std: f64| move |r: &mut Rng| r.normal() * std;
         // GPT-2 init: N(0, 0.02), residual projections scaled down by sqrt(2 * layers).
         let residual = 0.02 / (2.0 * config.layers as f64).sqrt();
-        add("tok".into(), &[VOCAB, d], &normal(0.02))?;
+        add("tok".into(), &[config.vocab, d], &normal(0.02))?;
         add("pos".into(), &[config.max_len, d], &normal(0.01))?;
         add("ln_f.g".into(), &[d], &|_| 1.0)?;
         add("ln_f.b".into(), &[d], &|_| 0.0)?;
@@ -113,7 +100,7 @@ impl Gpt {
         self.weights[name].as_tensor()
     }
 
-    /// Next-token logits [batch, len, VOCAB] for token ids [batch, len].
+    /// Next-token logits [batch, len, vocab] for token ids [batch, len].
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let d = self.config.hidden;
@@ -226,10 +213,16 @@ fn token_nll(model: &Gpt, batch: &Batch) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::Vocab;
+
+    fn tokenize(text: &str) -> Vec<u32> {
+        Vocab::Chars.encode(text)
+    }
 
     fn tiny() -> Gpt {
         Gpt::new(
             Config {
+                vocab: Vocab::Chars.size(),
                 hidden: 8,
                 layers: 2,
                 heads: 2,

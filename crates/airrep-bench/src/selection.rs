@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::baselines::Measured;
 use crate::gpt::Gpt;
-use crate::labels::{fine_tune, sft_sequence};
+use crate::labels::fine_tune;
 use crate::rng::Rng;
 use crate::Setup;
 
@@ -161,7 +161,7 @@ pub fn evaluate(
     let (_, eval_targets) = setup.eval();
     let targets: Vec<_> = eval_targets
         .iter()
-        .map(|&t| sft_sequence(&setup.targets[t]))
+        .map(|&t| setup.vocab.sft_sequence(&setup.targets[t]))
         .collect();
     let mut rng = Rng::new(setup.params.seed ^ 0x5345_4C45_4354);
     let random: Vec<Selection> = (0..RANDOM_SELECTIONS)
