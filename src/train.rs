@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use airrep_model::train::{StepLog, TrainData, TrainOptions, Trainer};
+use airrep_model::train::{Kept, Progress, StepLog, TrainData, TrainOptions, Trainer};
 use airrep_model::{Checkpoint, SplitMix64};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -63,156 +63,197 @@ fn train(
     registry::require_write_privileges("airrep.train", true);
     let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
+    let options = read_options(&options_json.0);
+    let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
+    let (config, weights, tokenizer) = registry::model_files(base_id);
+    let base = Checkpoint::from_bytes(&config, &weights).or_raise();
+
+    let pool = thread_pool();
+    let started = Instant::now();
+    let trainer = run(&pool, "preparing training", || {
+        Trainer::new(
+            &base,
+            &tokenizer,
+            training_data(labels),
+            options.clone(),
+            &cancel_requested,
+        )
+    });
+    report_start(&trainer, &options, started);
+    let (subsets_trained, subsets_held_out) = trainer.subset_counts();
+    let (targets_trained, targets_held_out) = trainer.target_counts();
+    let (trained, kept, log) = train_to_the_end(&pool, trainer, &options, started);
+
+    let mut config: Value =
+        serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
+    let mut record = kept.to_json();
+    record["base_model"] = json!(base_model);
+    record["options"] = options_json.0;
+    record["effective_options"] = options.to_json();
+    record["subsets_trained"] = json!(subsets_trained);
+    record["subsets_held_out"] = json!(subsets_held_out);
+    record["targets_trained"] = json!(targets_trained);
+    record["targets_held_out"] = json!(targets_held_out);
+    record["layers_kept"] = json!(trained.config.num_hidden_layers);
+    record["layers_of_base"] = json!(base.config.num_hidden_layers);
+    record["unit_scale"] = json!(trained.unit_scale());
+    record["seconds"] = json!(started.elapsed().as_secs_f64());
+    config["airrep_training"] = record;
+    let id = save(name, base_id, base_model, &trained, &config, &tokenizer, &kept);
+    write_log(id, log);
+    id
+}
+
+/// The options of `json` over the defaults, on the device `airrep.device` names.
+fn read_options(json: &Value) -> TrainOptions {
     let defaults = TrainOptions {
         max_length: crate::gucs::MAX_LENGTH.get() as usize,
         ..TrainOptions::default()
     };
-    let mut opts = TrainOptions::from_json(&options_json.0, defaults)
-        .unwrap_or_else(|e| fail("reading the options", e));
-    // Train where airrep.device says (cpu, or a GPU in a cuda build).
-    opts.device = device();
-    let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
+    let mut options =
+        TrainOptions::from_json(json, defaults).unwrap_or_else(|e| fail("reading the options", e));
+    options.device = device();
+    options
+}
 
-    let (config, weights, tokenizer) = registry::model_files(base_id);
-    let checkpoint = Checkpoint::from_bytes(&config, &weights).or_raise();
-    let data = TrainData {
+fn training_data(labels: LabelSet) -> TrainData {
+    TrainData {
         examples: labels.example_texts,
         targets: labels.target_texts,
         subsets: labels.subsets,
         losses: labels.losses,
-    };
-    let pool = thread_pool();
-    let started = Instant::now();
-    let mut trainer = run(&pool, "preparing training", || {
-        Trainer::new(
-            &checkpoint,
-            &tokenizer,
-            data,
-            opts.clone(),
-            &cancel_requested,
-        )
-    });
+    }
+}
+
+/// NOTICEs: the start chosen, and what trains against what.
+fn report_start(trainer: &Trainer, options: &TrainOptions, started: Instant) {
     let (trained_subsets, held_out) = trainer.subset_counts();
     let (trained_targets, held_out_targets) = trainer.target_counts();
-    if let Some(depth) = trainer.depth() {
+    if let Some(start) = trainer.start_choice() {
         notice!(
             "airrep.train: {} (the saved model's config -> 'airrep_training' -> 'start_scores' lists them)",
-            depth.describe()
+            start.describe()
         );
     }
     notice!(
         "airrep.train: {trained_subsets} training and {held_out} held-out subsets, {trained_targets} training and {held_out_targets} held-out targets, train_layers {}, frozen part cached in {:.1} s",
-        opts.train_layers,
+        options.train_layers,
         started.elapsed().as_secs_f64()
     );
+}
 
+/// Drives [`Trainer::advance`] to the end: each piece runs on the pool and is reported
+/// here, on the backend's thread (NOTICEs with an ETA, the log rows), with a cancel check
+/// between pieces. Returns the weights kept, why, and the log.
+fn train_to_the_end(
+    pool: &rayon::ThreadPool,
+    mut trainer: Trainer,
+    options: &TrainOptions,
+    started: Instant,
+) -> (Checkpoint, Kept, Vec<LogRow>) {
     let mut log: Vec<LogRow> = Vec::new();
     let steps_started = Instant::now();
     loop {
         pgrx::check_for_interrupts!();
-        if trainer.validation_due() {
-            let v = run(&pool, "validation", || trainer.validate(&cancel_requested));
-            if let Some(row) = log.last_mut() {
-                row.validation_lds = Some(v.lds);
-            }
-            notice!(
-                "airrep.train: held-out LDS {:.4} after {} steps{}",
-                v.lds,
-                v.steps_done,
-                if v.best { " (best so far)" } else { "" }
-            );
-        }
-        if trainer.finished() {
+        let piece_started = Instant::now();
+        let Some(done) = run(pool, "training", || trainer.advance(&cancel_requested)) else {
             break;
+        };
+        match done {
+            Progress::Validated(v) => {
+                if let Some(row) = log.last_mut() {
+                    row.validation_lds = Some(v.lds);
+                }
+                notice!(
+                    "airrep.train: held-out LDS {:.4} after {} steps{}",
+                    v.lds,
+                    v.steps_done,
+                    if v.best { " (best so far)" } else { "" }
+                );
+            }
+            Progress::Stepped(mut step) => {
+                // The log keeps a step's figures, not its batch's scores: a fast run takes
+                // hundreds of steps a second, and 64 x 32 scores each would add up to
+                // gigabytes.
+                step.group_scores = Vec::new();
+                report_step(&step, options, steps_started, started);
+                log.push(LogRow {
+                    step,
+                    seconds: piece_started.elapsed().as_secs_f64(),
+                    validation_lds: None,
+                });
+            }
         }
-        let step_started = Instant::now();
-        let mut step = run(&pool, "training step", || trainer.step(&cancel_requested));
-        // The log keeps a step's figures, not its batch's scores: a fast run takes hundreds
-        // of steps a second, and 64 x 32 scores each would add up to gigabytes.
-        step.group_scores = Vec::new();
-        let done = step.step + 1;
-        let rate = done as f64 / steps_started.elapsed().as_secs_f64();
-        // At most the steps left at this rate, and never past the time budget.
-        let mut eta = (opts.steps - done) as f64 / rate;
-        if opts.max_seconds > 0.0 {
-            eta = eta.min((opts.max_seconds - started.elapsed().as_secs_f64()).max(0.0));
-        }
-        if done == 1 || done % 10 == 0 || done == opts.steps {
-            notice!(
-                "airrep.train: step {done}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {eta:.0} s at most",
-                opts.steps,
-                step.loss,
-                step.grad_norm,
-                step.lr,
-                rate,
-            );
-        }
-        log.push(LogRow {
-            step,
-            seconds: step_started.elapsed().as_secs_f64(),
-            validation_lds: None,
-        });
     }
-    let (trained, selection) = run(&pool, "saving the model", || trainer.into_checkpoint());
-    notice!("airrep.train: {}", selection.reason);
-    let weights = trained.to_safetensors().or_raise();
+    let (trained, kept) = run(pool, "saving the model", || trainer.into_checkpoint());
+    notice!("airrep.train: {}", kept.reason);
+    (trained, kept, log)
+}
 
-    let mut config: Value =
-        serde_json::from_slice(&trained.config.to_airrep_json()).expect("config serialises");
-    config["airrep_training"] = json!({
-        "base_model": base_model,
-        "options": options_json.0,
-        "effective_options": opts.to_json(),
-        "subsets_trained": trained_subsets,
-        "subsets_held_out": held_out,
-        "targets_trained": trained_targets,
-        "targets_held_out": held_out_targets,
-        "layers_kept": trained.config.num_hidden_layers,
-        "layers_of_base": checkpoint.config.num_hidden_layers,
-        "centered": selection.depth.as_ref().map(|d| d.kept.centered),
-        "unit_scale_start": selection.depth.as_ref().map(|d| d.kept.unit_scale),
-        "unit_scale": trained.unit_scale(),
-        "start_scores": selection.depth.as_ref().map(|d| d.scores.iter()
-            .map(|s| json!({"layers": s.start.layers, "centered": s.start.centered,
-                            "unit_scale": s.start.unit_scale, "lds": s.lds}))
-            .collect::<Vec<_>>()),
-        "steps_done": selection.steps_done,
-        "kept_step": selection.kept_step,
-        "stopped_early": selection.stopped_early,
-        "selection": selection.reason,
-        "validation_lds_before": selection.validation_lds_start,
-        "validation_lds_after": selection.validation_lds,
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    let description = match (selection.validation_lds_start, selection.validation_lds) {
+/// A NOTICE on the first step, every tenth and the last, with the rate and an ETA.
+fn report_step(step: &StepLog, options: &TrainOptions, steps_started: Instant, started: Instant) {
+    let done = step.step + 1;
+    if !(done == 1 || done % 10 == 0 || done == options.steps) {
+        return;
+    }
+    let rate = done as f64 / steps_started.elapsed().as_secs_f64();
+    // At most the steps left at this rate, and never past the time budget.
+    let mut eta = (options.steps - done) as f64 / rate;
+    if options.max_seconds > 0.0 {
+        eta = eta.min((options.max_seconds - started.elapsed().as_secs_f64()).max(0.0));
+    }
+    notice!(
+        "airrep.train: step {done}/{} loss {:.5} grad_norm {:.4} lr {:.3e}, {:.2} steps/s, ETA {eta:.0} s at most",
+        options.steps,
+        step.loss,
+        step.grad_norm,
+        step.lr,
+        rate,
+    );
+}
+
+/// Inserts the trained model under `name`, its parent the base unless the base was dropped
+/// meanwhile (the trained model stands on its own: its weights and tokenizer are its own).
+fn save(
+    name: &str,
+    base_id: i64,
+    base_model: &str,
+    trained: &Checkpoint,
+    config: &Value,
+    tokenizer: &[u8],
+    kept: &Kept,
+) -> i64 {
+    let weights = trained.to_safetensors().or_raise();
+    let description = match (kept.validation_lds_start, kept.validation_lds) {
         (Some(b), Some(a)) => {
             format!(
                 "trained from {base_model}; held-out LDS {b:.4} -> {a:.4} (kept step {})",
-                selection.kept_step
+                kept.kept_step
             )
         }
         _ => format!("trained from {base_model}"),
     };
-    // The base may have been dropped while this ran. The trained model stands on its own
-    // (its weights and tokenizer are its own), so it is kept, without a parent.
     let parent = registry::model_id_exists_now(base_id).then_some(base_id);
     if parent.is_none() {
         warning!("airrep.train: base model \"{base_model}\" was dropped during training; \"{name}\" is saved without a parent");
     }
-    let id = registry::insert_model(
+    registry::insert_model(
         name,
-        &config,
+        config,
         &weights,
-        &tokenizer,
+        tokenizer,
         parent,
         Some(&description),
-    );
+    )
+}
+
+fn write_log(model_id: i64, log: Vec<LogRow>) {
     for row in log {
         Spi::run_with_args(
             "INSERT INTO airrep.training_log (model_id, step, loss, grad_norm, lr, kept_pairs, seconds, validation_lds)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
-                id.into(),
+                model_id.into(),
                 (row.step.step as i32).into(),
                 row.step.loss.into(),
                 row.step.grad_norm.into(),
@@ -224,7 +265,6 @@ fn train(
         )
         .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
     }
-    id
 }
 
 /// A retraining plan: `n` random subsets of `size` examples each (without replacement within a

@@ -10,7 +10,7 @@ use std::time::Instant;
 use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
 use airrep_model::{
-    Checkpoint, Depth, ProjectorInit, TrainData, TrainLayers, TrainOptions, Trainer,
+    Checkpoint, Depth, Progress, ProjectorInit, TrainData, TrainLayers, TrainOptions, Trainer,
 };
 
 use crate::Setup;
@@ -94,14 +94,13 @@ pub fn run(setup: &Setup, model_dir: &Path, recipes: &[String]) -> Result<(), Er
         };
         let started = Instant::now();
         let mut trained = base.clone();
-        let mut selection = None;
+        let mut last = None;
         for phase in &phases {
             let options = TrainOptions::from_json(phase, TrainOptions::default())?;
-            let mut trainer =
+            let trainer =
                 Trainer::new(&trained, &tokenizer, training_data(setup), options, &never)?;
-            loop {
-                if trainer.validation_due() {
-                    let v = trainer.validate(&never)?;
+            let (checkpoint, kept) = trainer.run(&never, &mut |progress| {
+                if let Progress::Validated(v) = progress {
                     eprintln!(
                         "  {phase}: step {} held-out LDS {:.4}{} ({:.0} s)",
                         v.steps_done,
@@ -110,25 +109,20 @@ pub fn run(setup: &Setup, model_dir: &Path, recipes: &[String]) -> Result<(), Er
                         started.elapsed().as_secs_f64()
                     );
                 }
-                if trainer.finished() {
-                    break;
-                }
-                trainer.step(&never)?;
-            }
-            let (checkpoint, kept) = trainer.into_checkpoint()?;
+            })?;
             eprintln!("  {phase}: {}", kept.reason);
             trained = checkpoint;
-            selection = Some(kept);
+            last = Some(kept);
         }
-        let selection = selection.ok_or("a recipe needs at least one phase")?;
+        let kept = last.ok_or("a recipe needs at least one phase")?;
         let seconds = started.elapsed().as_secs_f64();
         let attention = held_out_lds(setup, &trained, &tokenizer, Pooling::Attention)?;
         let sum = held_out_lds(setup, &trained, &tokenizer, Pooling::Sum)?;
         println!(
             "{recipe}\t{seconds:.0}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}",
-            selection.steps_done,
-            selection.kept_step,
-            selection.validation_lds.unwrap_or(f64::NAN),
+            kept.steps_done,
+            kept.kept_step,
+            kept.validation_lds.unwrap_or(f64::NAN),
             100.0 * attention,
             100.0 * sum
         );

@@ -12,7 +12,6 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::rng::SplitMix64;
 
 pub const ENCODER_PREFIX: &str = "bert.";
 pub const PROJECTOR_WEIGHT: &str = "projector.weight";
@@ -20,47 +19,6 @@ pub const PROJECTOR_BIAS: &str = "projector.bias";
 /// Optional `[1]`: when present the projector's output is scaled to this length (its
 /// direction divided by its norm), see [`Checkpoint::set_unit_scale`].
 pub const PROJECTOR_SCALE: &str = "projector.scale";
-
-/// How a base model's fresh projector starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProjectorInit {
-    /// Weight I, bias 0: the trained model starts exactly at the base model's geometry, so
-    /// step 0 is never worse than the base.
-    Identity,
-    /// Weight I, bias −μ with μ the mean pooled state of the training examples: the base
-    /// geometry less the component that every text shares (a template, frequent words),
-    /// which otherwise dominates every dot product. On the benchmark this alone lifted
-    /// step-0 LDS more than any training of the uncentred start did. The trainer sets it,
-    /// since it needs the examples.
-    Centered,
-    /// Weight and bias U(±1/sqrt(hidden)) like `torch.nn.Linear`, reproducibly from a seed
-    /// (the reference implementation's start).
-    Random,
-}
-
-impl std::fmt::Display for ProjectorInit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Identity => "identity",
-            Self::Centered => "centered",
-            Self::Random => "random",
-        })
-    }
-}
-
-impl std::str::FromStr for ProjectorInit {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "identity" => Ok(Self::Identity),
-            "centered" => Ok(Self::Centered),
-            "random" => Ok(Self::Random),
-            other => Err(Error::Input(format!(
-                "unknown projector_init \"{other}\": expected 'centered', 'identity' or 'random'"
-            ))),
-        }
-    }
-}
 
 /// Tensors a BERT checkpoint may carry that the encoder does not use: the pooler
 /// and MLM heads, and the position-id buffer some exports save.
@@ -211,63 +169,21 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Gives a base model the square projector that training starts from. Returns false
-    /// (and changes nothing) if a projector is already present.
-    pub fn init_projector_if_missing(&mut self, init: ProjectorInit, seed: u64) -> Result<bool> {
-        if self.has_projector() {
-            return Ok(false);
-        }
+    /// Sets the projector `e = weight · pooled + bias` (weight `[hidden, hidden]` stored
+    /// [out, in], bias `[hidden]`, both on the CPU), replacing any the model had.
+    pub fn set_projector(&mut self, weight: Tensor, bias: Tensor) -> Result<()> {
         let hidden = self.config.hidden_size;
-        let (weight, bias) = match init {
-            ProjectorInit::Centered => {
-                return Err(Error::Input(
-                    "projector_init 'centered' needs the training examples' mean: use \
-                     Checkpoint::init_centered_projector"
-                        .into(),
-                ))
-            }
-            ProjectorInit::Identity => (
-                Tensor::eye(hidden, DType::F32, &Device::Cpu)?,
-                Tensor::zeros(hidden, DType::F32, &Device::Cpu)?,
-            ),
-            ProjectorInit::Random => {
-                let bound = 1.0 / (hidden as f32).sqrt();
-                let mut rng = SplitMix64(seed);
-                let mut uniform = |n: usize| -> Vec<f32> {
-                    (0..n)
-                        .map(|_| (2.0 * rng.next_unit() - 1.0) * bound)
-                        .collect()
-                };
-                (
-                    Tensor::from_vec(uniform(hidden * hidden), (hidden, hidden), &Device::Cpu)?,
-                    Tensor::from_vec(uniform(hidden), hidden, &Device::Cpu)?,
-                )
-            }
-        };
-        self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
-        self.tensors.insert(PROJECTOR_BIAS.into(), bias);
-        Ok(true)
-    }
-
-    /// Gives a base model the projector `x ↦ x − mean` ([`ProjectorInit::Centered`]);
-    /// `mean` is `[hidden]` on the CPU. Returns false (and changes nothing) if a projector
-    /// is already present.
-    pub fn init_centered_projector(&mut self, mean: &Tensor) -> Result<bool> {
-        if self.has_projector() {
-            return Ok(false);
-        }
-        let hidden = self.config.hidden_size;
-        if mean.dims() != [hidden] {
+        if weight.dims() != [hidden, hidden] || bias.dims() != [hidden] {
             return Err(Error::Input(format!(
-                "a centring mean has shape {:?}, expected [{hidden}]",
-                mean.dims()
+                "a projector has shapes {:?} and {:?}, expected [{hidden}, {hidden}] and [{hidden}]",
+                weight.dims(),
+                bias.dims()
             )));
         }
-        let weight = Tensor::eye(hidden, DType::F32, &Device::Cpu)?;
-        let bias = mean.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.neg()?;
-        self.tensors.insert(PROJECTOR_WEIGHT.into(), weight);
-        self.tensors.insert(PROJECTOR_BIAS.into(), bias);
-        Ok(true)
+        let f32_cpu = |t: Tensor| t.to_dtype(DType::F32)?.to_device(&Device::Cpu);
+        self.tensors.insert(PROJECTOR_WEIGHT.into(), f32_cpu(weight)?);
+        self.tensors.insert(PROJECTOR_BIAS.into(), f32_cpu(bias)?);
+        Ok(())
     }
 
     /// The bottom `layers` transformer layers with the embeddings and the projector: the
@@ -490,30 +406,12 @@ mod tests {
             .tensors()
             .contains_key("bert.embeddings.word_embeddings.weight"));
 
-        assert!(ckpt
-            .init_projector_if_missing(ProjectorInit::Random, 7)
-            .unwrap());
-        let w = ckpt.tensors()[PROJECTOR_WEIGHT]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let bound = 1.0 / 32f32.sqrt();
-        assert!(w.iter().all(|x| x.abs() <= bound));
-        assert!(w.iter().any(|x| x.abs() > bound / 2.0));
-        assert!(!ckpt
-            .init_projector_if_missing(ProjectorInit::Random, 7)
-            .unwrap());
-
-        let mut ckpt = Checkpoint::new(ckpt.config.clone(), {
-            let mut t = ckpt.tensors().clone();
-            t.retain(|name, _| !name.starts_with("projector."));
-            t
-        })
-        .unwrap();
-        assert!(ckpt
-            .init_projector_if_missing(ProjectorInit::Identity, 7)
-            .unwrap());
+        let eye = Tensor::eye(32, DType::F32, &Device::Cpu).unwrap();
+        let zeros = Tensor::zeros(32, DType::F32, &Device::Cpu).unwrap();
+        let err = ckpt.set_projector(eye.clone(), eye.clone()).unwrap_err();
+        assert!(err.to_string().contains("expected [32, 32] and [32]"), "{err}");
+        ckpt.set_projector(eye, zeros).unwrap();
+        assert!(ckpt.has_projector());
         let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();
         for (i, row) in w.iter().enumerate() {
             for (j, &x) in row.iter().enumerate() {

@@ -18,7 +18,7 @@ pub mod trainable;
 pub mod testing;
 
 pub use bert::{AirRepModel, Kernels};
-pub use checkpoint::{Checkpoint, ProjectorInit};
+pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
@@ -28,7 +28,7 @@ pub use rng::SplitMix64;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{
-    Depth, DepthChoice, Selection, StartPoint, StartScore, StepLog, TrainData, TrainLayers,
-    TrainOptions, Trainer, UnitScale, Validation, AUTO_UNIT_SCALES,
+    Depth, Kept, Progress, ProjectorInit, StartChoice, StartPoint, StartScore, StepLog,
+    TrainData, TrainLayers, TrainOptions, Trainer, UnitScale, Validation, AUTO_UNIT_SCALES,
 };
 pub use trainable::TrainableModel;

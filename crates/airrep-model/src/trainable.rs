@@ -7,7 +7,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::bert::{AirRepModel, Kernels};
-use crate::checkpoint::{Checkpoint, ProjectorInit};
+use crate::checkpoint::Checkpoint;
+use crate::train::ProjectorInit;
 use crate::error::Result;
 use crate::tokenize::TokenBatch;
 
@@ -30,7 +31,7 @@ impl TrainableModel {
         device: &Device,
     ) -> Result<Self> {
         let mut checkpoint = checkpoint.clone();
-        checkpoint.init_projector_if_missing(init, projector_seed)?;
+        init.give(&mut checkpoint, projector_seed, None)?;
         let varmap = VarMap::new();
         {
             let mut vars = varmap

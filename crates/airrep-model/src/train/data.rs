@@ -18,7 +18,7 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    pub(crate) fn validate(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         ensure(!self.targets.is_empty(), || "no targets".into())?;
         ensure(self.subsets.len() >= 2, || {
             format!(

@@ -34,20 +34,22 @@
 //! [`TrainOptions::device`], all f32; scores, pooling and the ranking loss run on the host.
 
 mod data;
-mod depth;
+mod start;
 mod gradients;
 mod inputs;
 mod options;
-mod selection;
+mod validation;
 #[cfg(test)]
 mod tests;
 mod union;
 
 use data::Split;
 pub use data::TrainData;
-pub use depth::{DepthChoice, StartPoint, StartScore};
-pub use options::{Depth, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES};
-pub use selection::{Selection, Validation};
+pub use start::{StartChoice, StartPoint, StartScore};
+pub use options::{
+    Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES,
+};
+pub use validation::{Kept, Validation};
 use union::Union;
 
 use std::time::Instant;
@@ -57,9 +59,7 @@ use airrep_core::ranking::{labels, RankingLoss};
 use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::checkpoint::{
-    layer_of, Checkpoint, ProjectorInit, PROJECTOR_BIAS, PROJECTOR_SCALE, PROJECTOR_WEIGHT,
-};
+use crate::checkpoint::{layer_of, Checkpoint, PROJECTOR_BIAS, PROJECTOR_SCALE, PROJECTOR_WEIGHT};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::tokenize::TextTokenizer;
@@ -88,6 +88,15 @@ pub struct StepLog {
     pub group_scores: Vec<Vec<f64>>,
 }
 
+/// What one call of [`Trainer::advance`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Measured the held-out LDS of the current weights (model selection).
+    Validated(Validation),
+    /// Took one optimiser step.
+    Stepped(StepLog),
+}
+
 pub struct Trainer {
     model: TrainableModel,
     data: TrainData,
@@ -109,7 +118,7 @@ pub struct Trainer {
     best_weights: Option<Vec<Tensor>>,
     /// When [`Trainer::new`] began: `max_seconds` counts from here.
     started: Instant,
-    depth: Option<DepthChoice>,
+    start_choice: Option<StartChoice>,
 }
 
 impl Trainer {
@@ -123,8 +132,8 @@ impl Trainer {
         interrupted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Self> {
         let started = Instant::now();
-        options.validate()?;
-        data.validate()?;
+        options.check()?;
+        data.check()?;
         let split = data.split(options.holdout_fraction, options.seed)?;
         let tokenizer =
             TextTokenizer::for_model(tokenizer_json, options.max_length, &checkpoint.config)?;
@@ -137,7 +146,7 @@ impl Trainer {
         let (example_ids, target_ids) = (tokens(&data.examples)?, tokens(&data.targets)?);
         let layers = options.train_layers;
         let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
-        let start = Self::start(
+        let start = start::start(
             checkpoint,
             &data,
             (&example_ids, &target_ids, pad),
@@ -145,9 +154,14 @@ impl Trainer {
             &device,
             &check,
         )?;
-        // `start` carries any centred projector already; a start chosen uncentred gets none.
-        let init = uncentred(options.projector_init);
-        let model = TrainableModel::new(&start.checkpoint, init, options.seed, &device)?;
+        // `start` carries any centred projector already; a start chosen uncentred gets the
+        // identity ('centered' without a mean).
+        let model = TrainableModel::new(
+            &start.checkpoint,
+            options.projector_init,
+            options.seed,
+            &device,
+        )?;
         // The depth choice already pooled every text at the depth kept: what the projector
         // trains on, exactly (the same layers, chunks and pooling).
         let (examples, targets) = match (layers, start.pooled) {
@@ -159,7 +173,7 @@ impl Trainer {
                 Inputs::new(&model, layers, target_ids, pad, rows, &check)?,
             ),
         };
-        let depth = start.choice;
+        let start_choice = start.choice;
 
         let (mut head_vars, mut body_vars, mut vars) = (Vec::new(), Vec::new(), Vec::new());
         for (name, var) in model.named_vars() {
@@ -208,113 +222,39 @@ impl Trainer {
             validations: Vec::new(),
             best_weights: None,
             started,
-            depth,
+            start_choice,
         })
     }
 
-    /// Where training starts: `checkpoint` truncated to the `depth` kept, with a centred
-    /// projector when `projector_init` asks for one (a model with its own projector keeps
-    /// it) and unit-length embeddings when `unit_scale` asks for them, and the choice
-    /// when there was one to make ('auto' depth, or 'auto' unit scale with centring).
-    fn start(
-        checkpoint: &Checkpoint,
-        data: &TrainData,
-        (example_ids, target_ids, pad): (&[Vec<u32>], &[Vec<u32>], u32),
-        options: &TrainOptions,
-        device: &candle_core::Device,
-        check: &dyn Fn() -> Result<()>,
-    ) -> Result<Start> {
-        let total = checkpoint.config.num_hidden_layers;
-        options.train_layers.fits(total)?;
-        let centre =
-            options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
-        let depths: Vec<usize> = match options.depth {
-            Depth::All => vec![total],
-            Depth::Layers(n) => vec![n],
-            Depth::Auto => {
-                let shallowest = match options.train_layers {
-                    TrainLayers::Top(n) => n,
-                    TrainLayers::Projector | TrainLayers::All => 1,
-                };
-                (shallowest.max(1)..=total).collect()
-            }
-        };
-        let fixed_scale = match options.unit_scale {
-            UnitScale::Fixed(scale) => Some(scale),
-            UnitScale::Auto | UnitScale::Off => None,
-        };
-        let choose =
-            options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
-        let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>| -> Result<_> {
-            let mut start = checkpoint.truncated(kept)?;
-            if let Some(mean) = mean {
-                start.init_centered_projector(&mean.to_device(&candle_core::Device::Cpu)?)?;
-            }
-            if let Some(scale) = scale {
-                start.init_projector_if_missing(uncentred(options.projector_init), options.seed)?;
-                start.set_unit_scale(scale)?;
-            }
-            Ok(start)
-        };
-        if !choose && !centre {
-            return Ok(Start {
-                checkpoint: finish(depths[0], None, fixed_scale)?,
-                choice: None,
-                pooled: None,
-            });
+    /// The run's next piece of work: a validation when one is due, else a step; None once
+    /// the run is finished (every step taken, stopped early, or out of time). This is the
+    /// training loop, written once: [`Trainer::run`] drives it, and so does `airrep.train`,
+    /// which runs each piece on the backend's thread pool and reports it from the backend's
+    /// own thread. A cancel leaves the trainer as it was before the call.
+    pub fn advance(
+        &mut self,
+        interrupted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Progress>> {
+        if self.validation_due() {
+            return Ok(Some(Progress::Validated(self.validate(interrupted)?)));
         }
-        // One pass over the examples (and, to choose, the targets) gives every depth's
-        // pooled states; the centring means are the examples' at each depth.
-        let full = TrainableModel::new(
-            checkpoint,
-            uncentred(options.projector_init),
-            options.seed,
-            device,
-        )?;
-        let pooled = |ids| depth::pooled_by_depth(&full, ids, pad, options.chunk_rows, check);
-        let examples = pooled(example_ids)?;
-        let means: Option<Vec<Tensor>> = if centre {
-            Some(
-                examples
-                    .iter()
-                    .map(|e| e.mean(0))
-                    .collect::<candle_core::Result<_>>()?,
-            )
-        } else {
-            None
-        };
-        let (choice, targets) = if choose {
-            let targets = pooled(target_ids)?;
-            let mut starts: Vec<(usize, bool)> = depths.iter().map(|&d| (d, centre)).collect();
-            // With a depth to choose, the base unchanged competes too, so the start kept is
-            // never worse on the labels than the base itself.
-            if centre && options.depth == Depth::Auto {
-                starts.push((total, false));
-            }
-            let scales = options.unit_scale.candidates(options.pooling);
-            let candidates = depth::candidates(
-                &full,
-                &examples,
-                &targets,
-                means.as_deref(),
-                &starts,
-                &scales,
-            );
-            let choice = depth::choose(data, candidates, total, options.pooling, check)?;
-            (Some(choice), Some(targets))
-        } else {
-            (None, None)
-        };
-        let kept = choice.as_ref().map_or(depths[0], |c| c.kept.layers);
-        let centered = choice.as_ref().map_or(centre, |c| c.kept.centered);
-        let scale = choice.as_ref().map_or(fixed_scale, |c| c.kept.unit_scale);
-        let mean = means.as_ref().filter(|_| centered).map(|m| &m[kept - 1]);
-        let pooled = targets.map(|targets| (examples[kept - 1].clone(), targets[kept - 1].clone()));
-        Ok(Start {
-            checkpoint: finish(kept, mean, scale)?,
-            choice,
-            pooled,
-        })
+        if self.finished() {
+            return Ok(None);
+        }
+        Ok(Some(Progress::Stepped(self.step(interrupted)?)))
+    }
+
+    /// Trains to the end, telling `progress` of every validation and step, and returns
+    /// the weights kept and why.
+    pub fn run(
+        mut self,
+        interrupted: &(dyn Fn() -> bool + Sync),
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(Checkpoint, Kept)> {
+        while let Some(done) = self.advance(interrupted)? {
+            progress(&done);
+        }
+        self.into_checkpoint()
     }
 
     /// Steps taken so far.
@@ -411,9 +351,10 @@ impl Trainer {
         self.scores(targets, subsets, &|| false)
     }
 
-    /// How many layers `depth` 'auto' kept; None when it did not choose.
-    pub fn depth(&self) -> Option<&DepthChoice> {
-        self.depth.as_ref()
+    /// Where the run started, when the start was chosen ('auto' depth, or 'auto' unit
+    /// scale with centring); None when there was nothing to choose.
+    pub fn start_choice(&self) -> Option<&StartChoice> {
+        self.start_choice.as_ref()
     }
 
     /// Group scores of `subsets` (indices into the data) for `targets`, every member
@@ -537,28 +478,11 @@ impl Trainer {
     }
 }
 
-/// Where a run starts (see `Trainer::start`).
-struct Start {
-    checkpoint: Checkpoint,
-    choice: Option<DepthChoice>,
-    /// Pooled states before the projector `[texts, hidden]` of the examples and targets at
-    /// the depth kept, when the depth choice computed them.
-    pooled: Option<(Tensor, Tensor)>,
-}
-
 /// The forward half of a step.
 struct Ranked {
     loss: f64,
     kept_pairs: usize,
     group_scores: Vec<Vec<f64>>,
-}
-
-/// The projector a model gets when no centring applies: the identity for 'centered'.
-fn uncentred(init: ProjectorInit) -> ProjectorInit {
-    match init {
-        ProjectorInit::Centered => ProjectorInit::Identity,
-        other => other,
-    }
 }
 
 fn checked(interrupted: &(dyn Fn() -> bool + Sync)) -> Result<()> {

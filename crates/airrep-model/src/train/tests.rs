@@ -2,11 +2,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use airrep_core::group::Pooling;
 use airrep_core::lds::lds;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use super::*;
-use crate::checkpoint::ProjectorInit;
 use crate::testing::{assert_relative, golden_dir};
 use crate::tokenize::{TokenBatch, DEFAULT_MAX_LENGTH};
 
@@ -539,7 +538,7 @@ fn patience_stops_after_validations_without_a_new_best() {
     }
     record(&mut trainer, 0.3); // a tie is not a new best
     assert!(trainer.finished());
-    let selection = trainer.selection();
+    let selection = trainer.kept();
     assert!(selection.stopped_early && selection.kept_step == 1);
     assert!(selection
         .reason
@@ -768,7 +767,7 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
             &never,
         )
         .unwrap();
-        let choice = trainer.depth().unwrap().clone();
+        let choice = trainer.start_choice().unwrap().clone();
         assert_eq!(choice.of, 2);
         assert_eq!(choice.scores.len(), starts.len());
         for (score, (&start, want)) in choice.scores.iter().zip(starts.iter().zip(&want)) {
@@ -813,7 +812,7 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     };
     let trainer =
         Trainer::new(&base_checkpoint(), &tokenizer_json(), data, options, &never).unwrap();
-    let choice = trainer.depth().unwrap();
+    let choice = trainer.start_choice().unwrap();
     assert!(choice.scores.iter().all(|s| s.start.layers == 2));
     assert_eq!(choice.scores.len(), 2 * (1 + AUTO_UNIT_SCALES.len()));
     // The choice is cancellable at every poll: in its forward pass and before each start
@@ -833,7 +832,7 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
     .unwrap();
     let total = polls.load(Ordering::Relaxed);
     assert!(
-        total > trainer.depth().unwrap().scores.len(),
+        total > trainer.start_choice().unwrap().scores.len(),
         "{total} polls"
     );
     for cancel_at in 1..=total {
@@ -892,7 +891,7 @@ fn a_truncated_checkpoint_encodes_as_the_full_one_pooled_at_that_depth() {
 }
 
 fn rejected(options: TrainOptions) -> String {
-    match options.validate() {
+    match options.check() {
         Err(Error::Input(message)) => message,
         other => panic!("{options:?} accepted: {other:?}"),
     }
@@ -901,7 +900,7 @@ fn rejected(options: TrainOptions) -> String {
 #[test]
 fn options_validation_names_the_bad_value() {
     let good = TrainOptions::default();
-    good.validate().unwrap();
+    good.check().unwrap();
     let cases: Vec<(TrainOptions, &str)> = vec![
         (
             TrainOptions {
@@ -1348,13 +1347,33 @@ fn a_centered_start_is_the_base_less_the_examples_mean() {
             .unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
     }
-    // Centring needs the examples, so a bare checkpoint cannot do it alone.
-    let err = base_checkpoint()
-        .init_projector_if_missing(ProjectorInit::Centered, 0)
-        .unwrap_err();
-    assert!(err
-        .to_string()
-        .contains("needs the training examples' mean"));
+}
+
+#[test]
+fn projector_inits_give_a_base_model_its_projector_once() {
+    let mean = Tensor::from_vec((0..32).map(|i| i as f32).collect(), 32, &Device::Cpu).unwrap();
+    let projector = |init: ProjectorInit, mean: Option<&Tensor>| {
+        let mut ckpt = base_checkpoint();
+        assert!(init.give(&mut ckpt, 7, mean).unwrap());
+        assert!(!init.give(&mut ckpt, 7, mean).unwrap(), "a projector is kept");
+        let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();
+        let b = ckpt.tensors()[PROJECTOR_BIAS].to_vec1::<f32>().unwrap();
+        (w, b)
+    };
+    let is_identity =
+        |w: &[Vec<f32>]| (0..32).all(|i| (0..32).all(|j| w[i][j] == (i == j) as u8 as f32));
+    // torch.nn.Linear's init: U(±1/sqrt(in)), weight and bias
+    let (w, b) = projector(ProjectorInit::Random, None);
+    let bound = 1.0 / 32f32.sqrt();
+    assert!(w.iter().flatten().chain(&b).all(|x| x.abs() <= bound));
+    assert!(w.iter().flatten().any(|x| x.abs() > bound / 2.0));
+    let (w, b) = projector(ProjectorInit::Identity, None);
+    assert!(is_identity(&w) && b.iter().all(|&x| x == 0.0));
+    // centred: x - mean; without a mean (a start kept uncentred) the identity
+    let (w, b) = projector(ProjectorInit::Centered, Some(&mean));
+    assert!(is_identity(&w) && b.iter().enumerate().all(|(i, &x)| x == -(i as f32)));
+    let (w, b) = projector(ProjectorInit::Centered, None);
+    assert!(is_identity(&w) && b.iter().all(|&x| x == 0.0));
 }
 
 #[test]
@@ -1387,7 +1406,7 @@ fn the_depth_choice_is_described_by_the_kept_start_the_runner_up_and_the_base() 
         unit_scale,
     };
     let scored = |start, lds| StartScore { start, lds };
-    let choice = DepthChoice {
+    let choice = StartChoice {
         kept: start(2, true, Some(2.0)),
         of: 6,
         scores: vec![

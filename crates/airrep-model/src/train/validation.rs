@@ -1,11 +1,11 @@
 //! Model selection: with held-out subsets and targets, the LDS of the held-out subsets
 //! for the held-out targets is measured at step 0, every `eval_every` steps and at the
 //! end; the best weights are kept, `patience` validations without a new best end the run,
-//! and `max_seconds` bounds its wall time. What was kept, and why, is the [`Selection`].
+//! and `max_seconds` bounds its wall time. What was kept, and why, is the [`Kept`].
 
 use airrep_core::lds::lds;
 
-use super::{DepthChoice, Trainer};
+use super::{StartChoice, Trainer};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
@@ -20,7 +20,7 @@ pub struct Validation {
 
 /// Which weights a finished run keeps, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Selection {
+pub struct Kept {
     /// Steps taken before the kept weights (0: the start was never beaten).
     pub kept_step: usize,
     pub steps_done: usize,
@@ -28,9 +28,29 @@ pub struct Selection {
     pub validation_lds: Option<f64>,
     pub validation_lds_start: Option<f64>,
     pub stopped_early: bool,
-    /// How many layers were kept, when `depth` 'auto' chose.
-    pub depth: Option<DepthChoice>,
+    /// Where the run started, when the start was chosen.
+    pub start: Option<StartChoice>,
     pub reason: String,
+}
+
+impl Kept {
+    /// What a trained model's config records of the run: its start (null fields when none
+    /// was chosen), the steps, the step kept and why, and the held-out LDS before and after.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut record = match &self.start {
+            Some(start) => start.to_json(),
+            None => serde_json::json!({
+                "centered": null, "unit_scale_start": null, "start_scores": null
+            }),
+        };
+        record["steps_done"] = self.steps_done.into();
+        record["kept_step"] = self.kept_step.into();
+        record["stopped_early"] = self.stopped_early.into();
+        record["selection"] = self.reason.clone().into();
+        record["validation_lds_before"] = self.validation_lds_start.into();
+        record["validation_lds_after"] = self.validation_lds.into();
+        record
+    }
 }
 
 impl Trainer {
@@ -94,38 +114,38 @@ impl Trainer {
 
     /// The trained encoder: the best validated weights with a holdout, else the last, and
     /// how they were chosen.
-    pub fn into_checkpoint(self) -> Result<(Checkpoint, Selection)> {
-        let selection = self.selection();
+    pub fn into_checkpoint(self) -> Result<(Checkpoint, Kept)> {
+        let kept = self.kept();
         if let Some(best) = &self.best_weights {
             for (var, weights) in self.vars.iter().zip(best) {
                 var.set(weights)?;
             }
         }
-        Ok((self.model.to_checkpoint()?, selection))
+        Ok((self.model.to_checkpoint()?, kept))
     }
 
-    pub(super) fn selection(&self) -> Selection {
-        let depth = self.depth.clone();
-        let mut selection = self.step_selection();
-        if let Some(choice) = &depth {
-            selection.reason = format!("{}; {}", choice.describe(), selection.reason);
+    pub(super) fn kept(&self) -> Kept {
+        let start = self.start_choice.clone();
+        let mut kept = self.kept_step();
+        if let Some(choice) = &start {
+            kept.reason = format!("{}; {}", choice.describe(), kept.reason);
         }
-        Selection { depth, ..selection }
+        Kept { start, ..kept }
     }
 
     /// Which step's weights are kept, and why.
-    fn step_selection(&self) -> Selection {
+    fn kept_step(&self) -> Kept {
         let stopped_early = self.stopped_early() && self.step < self.options.steps;
         let timed_out = !stopped_early && self.step < self.options.steps && self.out_of_time();
         let start = self.validations.first().map(|v| v.lds);
         let Some(best) = self.validations.iter().rev().find(|v| v.best) else {
-            return Selection {
+            return Kept {
                 kept_step: self.step,
                 steps_done: self.step,
                 validation_lds: None,
                 validation_lds_start: start,
                 stopped_early,
-                depth: None,
+                start: None,
                 reason: "no holdout: the last step is kept".into(),
             };
         };
@@ -148,13 +168,13 @@ impl Trainer {
                 self.options.max_seconds
             );
         }
-        Selection {
+        Kept {
             kept_step: best.steps_done,
             steps_done: self.step,
             validation_lds: Some(best.lds),
             validation_lds_start: start,
             stopped_early,
-            depth: None,
+            start: None,
             reason,
         }
     }

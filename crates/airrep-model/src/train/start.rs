@@ -24,7 +24,9 @@ use airrep_core::lds::lds;
 use candle_core::Tensor;
 
 use super::inputs::{token_batch, CHUNK_TOKENS};
+use super::options::{Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale};
 use super::{TrainData, Union};
+use crate::checkpoint::Checkpoint;
 use crate::bert::unit_length;
 use crate::error::{Error, Result};
 use crate::tokenize::token_chunks;
@@ -61,7 +63,7 @@ pub struct StartScore {
 
 /// The start kept, and every start scored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DepthChoice {
+pub struct StartChoice {
     pub kept: StartPoint,
     /// Layers of the starting model.
     pub of: usize,
@@ -70,9 +72,27 @@ pub struct DepthChoice {
     pub scores: Vec<StartScore>,
 }
 
-impl DepthChoice {
+impl StartChoice {
+    /// What a trained model's config records of its start: whether it is centred, its
+    /// unit length and every start scored.
+    pub fn to_json(&self) -> serde_json::Value {
+        let scores: Vec<serde_json::Value> = self
+            .scores
+            .iter()
+            .map(|s| {
+                serde_json::json!({"layers": s.start.layers, "centered": s.start.centered,
+                                   "unit_scale": s.start.unit_scale, "lds": s.lds})
+            })
+            .collect();
+        serde_json::json!({
+            "centered": self.kept.centered,
+            "unit_scale_start": self.kept.unit_scale,
+            "start_scores": scores,
+        })
+    }
+
     /// The start kept and its LDS, the runner-up and, when it competed, the base as it is;
-    /// every score is in [`DepthChoice::scores`].
+    /// every score is in [`StartChoice::scores`].
     pub fn describe(&self) -> String {
         let score_of = |start: StartPoint| self.scores.iter().find(|s| s.start == start);
         let mut others = String::new();
@@ -184,13 +204,13 @@ pub(crate) fn candidates<'a>(
 /// Scores every candidate and keeps the best; ties go to the later candidate, so list the
 /// start unchanged (every layer, uncentred) last. `of` is the base's layer count; `check`
 /// is polled before each candidate.
-pub(crate) fn choose(
+pub(crate) fn best_of(
     data: &TrainData,
     candidates: impl Iterator<Item = Result<Candidate>>,
     of: usize,
     pooling: Pooling,
     check: &dyn Fn() -> Result<()>,
-) -> Result<DepthChoice> {
+) -> Result<StartChoice> {
     let union = Union::new(&data.subsets, |_| 0);
     let rows: Vec<u32> = union.examples.iter().map(|&i| i as u32).collect();
     let mut scores = Vec::new();
@@ -216,9 +236,119 @@ pub(crate) fn choose(
             s
         }
     });
-    Ok(DepthChoice {
+    Ok(StartChoice {
         kept: best.start,
         of,
         scores,
+    })
+}
+
+/// Where a run starts (see [`start`]).
+pub(super) struct Start {
+    pub checkpoint: Checkpoint,
+    pub choice: Option<StartChoice>,
+    /// Pooled states before the projector `[texts, hidden]` of the examples and targets at
+    /// the depth kept, when the depth choice computed them.
+    pub pooled: Option<(Tensor, Tensor)>,
+}
+
+/// Where training starts: `checkpoint` truncated to the `depth` kept, with a centred
+/// projector when `projector_init` asks for one (a model with its own projector keeps
+/// it) and unit-length embeddings when `unit_scale` asks for them, and the choice
+/// when there was one to make ('auto' depth, or 'auto' unit scale with centring).
+pub(super) fn start(
+    checkpoint: &Checkpoint,
+    data: &TrainData,
+    (example_ids, target_ids, pad): (&[Vec<u32>], &[Vec<u32>], u32),
+    options: &TrainOptions,
+    device: &candle_core::Device,
+    check: &dyn Fn() -> Result<()>,
+) -> Result<Start> {
+    let total = checkpoint.config.num_hidden_layers;
+    options.train_layers.fits(total)?;
+    let centre =
+        options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
+    let depths: Vec<usize> = match options.depth {
+        Depth::All => vec![total],
+        Depth::Layers(n) => vec![n],
+        Depth::Auto => {
+            let shallowest = match options.train_layers {
+                TrainLayers::Top(n) => n,
+                TrainLayers::Projector | TrainLayers::All => 1,
+            };
+            (shallowest.max(1)..=total).collect()
+        }
+    };
+    let fixed_scale = match options.unit_scale {
+        UnitScale::Fixed(scale) => Some(scale),
+        UnitScale::Auto | UnitScale::Off => None,
+    };
+    let choose =
+        options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
+    let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>| -> Result<_> {
+        let mut start = checkpoint.truncated(kept)?;
+        if let Some(mean) = mean {
+            let mean = mean.to_device(&candle_core::Device::Cpu)?;
+            ProjectorInit::Centered.give(&mut start, options.seed, Some(&mean))?;
+        }
+        if let Some(scale) = scale {
+            options.projector_init.give(&mut start, options.seed, None)?;
+            start.set_unit_scale(scale)?;
+        }
+        Ok(start)
+    };
+    if !choose && !centre {
+        return Ok(Start {
+            checkpoint: finish(depths[0], None, fixed_scale)?,
+            choice: None,
+            pooled: None,
+        });
+    }
+    // One pass over the examples (and, to choose, the targets) gives every depth's
+    // pooled states; the centring means are the examples' at each depth.
+    let full = TrainableModel::new(checkpoint, options.projector_init, options.seed, device)?;
+    let pooled = |ids| pooled_by_depth(&full, ids, pad, options.chunk_rows, check);
+    let examples = pooled(example_ids)?;
+    let means: Option<Vec<Tensor>> = if centre {
+        Some(
+            examples
+                .iter()
+                .map(|e| e.mean(0))
+                .collect::<candle_core::Result<_>>()?,
+        )
+    } else {
+        None
+    };
+    let (choice, targets) = if choose {
+        let targets = pooled(target_ids)?;
+        let mut starts: Vec<(usize, bool)> = depths.iter().map(|&d| (d, centre)).collect();
+        // With a depth to choose, the base unchanged competes too, so the start kept is
+        // never worse on the labels than the base itself.
+        if centre && options.depth == Depth::Auto {
+            starts.push((total, false));
+        }
+        let scales = options.unit_scale.candidates(options.pooling);
+        let candidates = candidates(
+            &full,
+            &examples,
+            &targets,
+            means.as_deref(),
+            &starts,
+            &scales,
+        );
+        let choice = best_of(data, candidates, total, options.pooling, check)?;
+        (Some(choice), Some(targets))
+    } else {
+        (None, None)
+    };
+    let kept = choice.as_ref().map_or(depths[0], |c| c.kept.layers);
+    let centered = choice.as_ref().map_or(centre, |c| c.kept.centered);
+    let scale = choice.as_ref().map_or(fixed_scale, |c| c.kept.unit_scale);
+    let mean = means.as_ref().filter(|_| centered).map(|m| &m[kept - 1]);
+    let pooled = targets.map(|targets| (examples[kept - 1].clone(), targets[kept - 1].clone()));
+    Ok(Start {
+        checkpoint: finish(kept, mean, scale)?,
+        choice,
+        pooled,
     })
 }
