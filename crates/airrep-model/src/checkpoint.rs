@@ -181,7 +181,8 @@ impl Checkpoint {
             )));
         }
         let f32_cpu = |t: Tensor| t.to_dtype(DType::F32)?.to_device(&Device::Cpu);
-        self.tensors.insert(PROJECTOR_WEIGHT.into(), f32_cpu(weight)?);
+        self.tensors
+            .insert(PROJECTOR_WEIGHT.into(), f32_cpu(weight)?);
         self.tensors.insert(PROJECTOR_BIAS.into(), f32_cpu(bias)?);
         Ok(())
     }
@@ -409,7 +410,10 @@ mod tests {
         let eye = Tensor::eye(32, DType::F32, &Device::Cpu).unwrap();
         let zeros = Tensor::zeros(32, DType::F32, &Device::Cpu).unwrap();
         let err = ckpt.set_projector(eye.clone(), eye.clone()).unwrap_err();
-        assert!(err.to_string().contains("expected [32, 32] and [32]"), "{err}");
+        assert!(
+            err.to_string().contains("expected [32, 32] and [32]"),
+            "{err}"
+        );
         ckpt.set_projector(eye, zeros).unwrap();
         assert!(ckpt.has_projector());
         let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();

@@ -28,7 +28,7 @@ pub use rng::SplitMix64;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{
-    Depth, Kept, Progress, ProjectorInit, StartChoice, StartPoint, StartScore, StepLog,
-    TrainData, TrainLayers, TrainOptions, Trainer, UnitScale, Validation, AUTO_UNIT_SCALES,
+    Depth, Kept, Progress, ProjectorInit, StartChoice, StartPoint, StartScore, StepLog, TrainData,
+    TrainLayers, TrainOptions, Trainer, UnitScale, Validation, AUTO_UNIT_SCALES,
 };
 pub use trainable::TrainableModel;

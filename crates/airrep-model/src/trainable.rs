@@ -8,9 +8,9 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::bert::{AirRepModel, Kernels};
 use crate::checkpoint::Checkpoint;
-use crate::train::ProjectorInit;
 use crate::error::Result;
 use crate::tokenize::TokenBatch;
+use crate::train::ProjectorInit;
 
 pub struct TrainableModel {
     varmap: VarMap,

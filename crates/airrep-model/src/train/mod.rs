@@ -34,23 +34,21 @@
 //! [`TrainOptions::device`], all f32; scores, pooling and the ranking loss run on the host.
 
 mod data;
-mod start;
 mod gradients;
 mod inputs;
 mod options;
-mod validation;
+mod start;
 #[cfg(test)]
 mod tests;
 mod union;
+mod validation;
 
 use data::Split;
 pub use data::TrainData;
+pub use options::{Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES};
 pub use start::{StartChoice, StartPoint, StartScore};
-pub use options::{
-    Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES,
-};
-pub use validation::{Kept, Validation};
 use union::Union;
+pub use validation::{Kept, Validation};
 
 use std::time::Instant;
 
@@ -231,10 +229,7 @@ impl Trainer {
     /// training loop, written once: [`Trainer::run`] drives it, and so does `airrep.train`,
     /// which runs each piece on the backend's thread pool and reports it from the backend's
     /// own thread. A cancel leaves the trainer as it was before the call.
-    pub fn advance(
-        &mut self,
-        interrupted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<Option<Progress>> {
+    pub fn advance(&mut self, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Option<Progress>> {
         if self.validation_due() {
             return Ok(Some(Progress::Validated(self.validate(interrupted)?)));
         }

@@ -26,8 +26,8 @@ use candle_core::Tensor;
 use super::inputs::{token_batch, CHUNK_TOKENS};
 use super::options::{Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale};
 use super::{TrainData, Union};
-use crate::checkpoint::Checkpoint;
 use crate::bert::unit_length;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::tokenize::token_chunks;
 use crate::trainable::TrainableModel;
@@ -266,8 +266,7 @@ pub(super) fn start(
 ) -> Result<Start> {
     let total = checkpoint.config.num_hidden_layers;
     options.train_layers.fits(total)?;
-    let centre =
-        options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
+    let centre = options.projector_init == ProjectorInit::Centered && !checkpoint.has_projector();
     let depths: Vec<usize> = match options.depth {
         Depth::All => vec![total],
         Depth::Layers(n) => vec![n],
@@ -283,8 +282,7 @@ pub(super) fn start(
         UnitScale::Fixed(scale) => Some(scale),
         UnitScale::Auto | UnitScale::Off => None,
     };
-    let choose =
-        options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
+    let choose = options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
     let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>| -> Result<_> {
         let mut start = checkpoint.truncated(kept)?;
         if let Some(mean) = mean {
@@ -292,7 +290,9 @@ pub(super) fn start(
             ProjectorInit::Centered.give(&mut start, options.seed, Some(&mean))?;
         }
         if let Some(scale) = scale {
-            options.projector_init.give(&mut start, options.seed, None)?;
+            options
+                .projector_init
+                .give(&mut start, options.seed, None)?;
             start.set_unit_scale(scale)?;
         }
         Ok(start)

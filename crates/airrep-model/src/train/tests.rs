@@ -1355,7 +1355,10 @@ fn projector_inits_give_a_base_model_its_projector_once() {
     let projector = |init: ProjectorInit, mean: Option<&Tensor>| {
         let mut ckpt = base_checkpoint();
         assert!(init.give(&mut ckpt, 7, mean).unwrap());
-        assert!(!init.give(&mut ckpt, 7, mean).unwrap(), "a projector is kept");
+        assert!(
+            !init.give(&mut ckpt, 7, mean).unwrap(),
+            "a projector is kept"
+        );
         let w = ckpt.tensors()[PROJECTOR_WEIGHT].to_vec2::<f32>().unwrap();
         let b = ckpt.tensors()[PROJECTOR_BIAS].to_vec1::<f32>().unwrap();
         (w, b)
