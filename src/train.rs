@@ -99,7 +99,9 @@ fn train(
     record["unit_scale"] = json!(trained.unit_scale());
     record["seconds"] = json!(started.elapsed().as_secs_f64());
     config["airrep_training"] = record;
-    let id = save(name, base_id, base_model, &trained, &config, &tokenizer, &kept);
+    let id = save(
+        name, base_id, base_model, &trained, &config, &tokenizer, &kept,
+    );
     write_log(id, log);
     id
 }
@@ -193,7 +195,7 @@ fn train_to_the_end(
 /// A NOTICE on the first step, every tenth and the last, with the rate and an ETA.
 fn report_step(step: &StepLog, options: &TrainOptions, steps_started: Instant, started: Instant) {
     let done = step.step + 1;
-    if !(done == 1 || done % 10 == 0 || done == options.steps) {
+    if !(done == 1 || done.is_multiple_of(10) || done == options.steps) {
         return;
     }
     let rate = done as f64 / steps_started.elapsed().as_secs_f64();

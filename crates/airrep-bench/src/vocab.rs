@@ -24,7 +24,7 @@ const OUTSIDE: u32 = 1;
 pub enum Vocab {
     Chars,
     Subwords {
-        tokenizer: TextTokenizer,
+        tokenizer: Box<TextTokenizer>,
         /// WordPiece id -> dense id (2..)
         dense: HashMap<u32, u32>,
     },
@@ -49,7 +49,10 @@ impl Vocab {
             .enumerate()
             .map(|(i, &(id, _))| (id, i as u32 + 2))
             .collect();
-        Ok(Vocab::Subwords { tokenizer, dense })
+        Ok(Vocab::Subwords {
+            tokenizer: Box::new(tokenizer),
+            dense,
+        })
     }
 
     pub fn size(&self) -> usize {
