@@ -202,6 +202,7 @@ pub fn with_tier<R>(tier: Tier, f: impl FnOnce() -> R) -> Result<R, UnsupportedT
 /// # Safety
 /// The methods may only run on a CPU with the tier's features (which [`simd_fn!`]
 /// guarantees); pointers must cover the floats read or written.
+#[allow(clippy::missing_safety_doc)] // the trait's Safety section covers every method
 pub trait Lanes {
     /// f32 lanes per vector.
     const WIDTH: usize;
@@ -441,7 +442,7 @@ macro_rules! simd_fn {
         #[allow(unused_unsafe)]
         $vis $($unsafe)? fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            #[allow(unused_unsafe, clippy::missing_safety_doc)]
+            #[allow(unused_unsafe, clippy::missing_safety_doc, clippy::extra_unused_type_parameters)]
             $($unsafe)? fn generic<$l: $crate::simd::Lanes>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {

@@ -58,8 +58,8 @@ impl Default for EncoderOptions {
     }
 }
 
-/// The forward an encoder runs: the fused CPU model where its products apply (CPU, f32;
-/// bf16 with AMX), else the reference with portable kernels (GPUs, bf16 without AMX).
+/// The forward an encoder runs: the fused CPU model on the CPU (f32, and bf16: on AMX tiles
+/// or as f32 from bf16 weights), else the reference with portable kernels (GPUs).
 enum Model {
     Fused(FusedModel),
     Portable(AirRepModel),
