@@ -29,7 +29,7 @@ SET ROLE airrep_plain;
 SELECT requested, effective IN ('avx512', 'avx2', 'portable') AS resolved FROM airrep.settings() WHERE name = 'airrep.simd';
 SET airrep.simd = portable;
 SELECT requested, effective FROM airrep.settings() WHERE name = 'airrep.simd';
-SELECT airrep.influence('[1,2,3]', '[4,5,6]');
+SELECT influence('[1,2,3]'::airrep_vector, '[4,5,6]');
 SET airrep.simd = sse;
 DO $$
 DECLARE
