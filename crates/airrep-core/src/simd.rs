@@ -58,9 +58,20 @@ impl Tier {
         }
     }
 
-    /// The best tier this CPU runs.
+    /// The best tier this CPU runs (detected once; [`tier`] asks for it per kernel call).
     pub fn best() -> Tier {
-        Tier::available().last().copied().unwrap_or(Tier::Portable)
+        static BEST: AtomicU8 = AtomicU8::new(AUTO);
+        match BEST.load(Ordering::Relaxed) {
+            AUTO => {
+                let best = [Tier::Avx512, Tier::Avx2]
+                    .into_iter()
+                    .find(|t| t.supported())
+                    .unwrap_or(Tier::Portable);
+                BEST.store(best as u8, Ordering::Relaxed);
+                best
+            }
+            code => Tier::from_code(code),
+        }
     }
 
     /// The tiers this CPU runs, lowest first.
