@@ -9,16 +9,19 @@
 # with torch and transformers, e.g.
 #   python3 -m venv ~/.cache/airrep/torch-venv && ~/.cache/airrep/torch-venv/bin/pip install torch transformers
 # Without it the PyTorch columns show DESIGN 4's figures for this machine (94 / 330 texts/s).
+# Env: BATCHES ("1 32 128"); AIRREP_SIMD = auto | avx512 | avx2 | portable (benches/simd.sh:
+# the Rust bench and SQL run at that tier, PyTorch is held to it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source benches/simd.sh
 cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
 minilm=$(scripts/fetch-minilm.sh)
 source scripts/cluster.sh
 work=/tmp/airrep-encode-bench
 start_cluster "$work" 28819
 mkdir -p "$work/minilm" && cp -r "$minilm/." "$work/minilm/"
-BATCHES=(1 32 128)
+read -ra BATCHES <<<"${BATCHES:-1 32 128}"
 
 echo "==> pure Rust (2-thread pool; the bench also writes the texts for the other runners)"
 AIRREP_BENCH_TEXTS="$work/texts.json" cargo bench -q -p airrep-model --bench encode -- "${BATCHES[@]}" \
@@ -38,6 +41,7 @@ fi
 echo "==> through SQL: SELECT airrep.encode('minilm', <256 texts>), airrep.threads = 2"
 run_psql -q <<SQL
 CREATE EXTENSION airrep;
+ALTER DATABASE postgres SET airrep.simd = $SIMD_TIER;
 SELECT airrep.load_model('minilm', '$work/minilm');
 \set texts \`cat $work/texts.json\`
 CREATE TABLE texts AS
@@ -72,6 +76,7 @@ for b in "${BATCHES[@]}"; do
 done
 
 python3 - "$work" "${BATCHES[@]}" <<'PY'
+import os
 import sys
 work, batches = sys.argv[1], sys.argv[2:]
 rate = {}  # (runner, variant, batch) -> texts/s
@@ -84,16 +89,16 @@ for line in open(f"{work}/sql.txt"):
 for line in open(f"{work}/rust.txt"):  # batch, then wall (per-CPU) for FMA, AMX split, bf16 AMX
     f = line.split()
     if f and f[0] in batches:
-        for variant, column in (("f32-fma", 1), ("f32-amx", 3), ("bf16-amx", 5)):
+        for variant, column in (("f32-fma", 1), ("f32-amx", 3), ("bf16-amx", 5)):  # bf16: AMX, else f32 products
             if column < len(f) - 1:
                 rate["rust", variant, f[0]] = float(f[column])
-print("\ntexts/s, wall clock, best of 3 (ratio to PyTorch of the same precision, same run)")
+print(f"\ntexts/s, wall clock, best of 3 (ratio to PyTorch of the same precision, same run); SIMD tier {os.environ['AIRREP_SIMD']}")
 for title, base, columns in (
     ("f32 (AMX: split bf16 products, f32 to ~1e-5)", "f32",
      [("rust f32 FMA", "rust", "f32-fma"), ("rust f32 AMX", "rust", "f32-amx"),
       ("SQL amx=off", "sql", "f32-amx-off"), ("SQL amx=on", "sql", "f32-amx-on")]),
     ("bf16 (mixed precision: bf16 products, f32 accumulation)", "bf16",
-     [("rust bf16 AMX", "rust", "bf16-amx"), ("SQL bf16", "sql", "bf16-amx-on")]),
+     [("rust bf16", "rust", "bf16-amx"), ("SQL bf16", "sql", "bf16-amx-on")]),
 ):
     print(f"\n{title}\n{'batch':<6} {'torch ' + base:>11}" + "".join(f" {c[0]:>18}" for c in columns))
     for b in batches:

@@ -3,9 +3,11 @@
 # count(*) and, where pgvector is built (scripts/vendor.sh), pgvector's sum(v <#> q) over
 # the same rows in the same cluster, as rows/s and ratios.
 # Usage: benches/group_influence.sh [rows]   (release build, throwaway cluster)
+# Env: AIRREP_SIMD = auto | avx512 | avx2 | portable (benches/simd.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source benches/simd.sh
 ROWS=${1:-1000000}
 scripts/vendor.sh pgvector
 cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
@@ -16,6 +18,7 @@ CLUSTER_OPTIONS="-c shared_buffers=2GB -c max_parallel_workers_per_gather=0 -c j
 echo "==> building a table of $ROWS random 384-dim rows"
 run_psql -q <<SQL
 CREATE EXTENSION airrep;
+ALTER DATABASE postgres SET airrep.simd = $SIMD_TIER;
 SELECT setseed(0.1);
 CREATE TABLE base AS
 SELECT b AS id, (SELECT array_agg(random() * 2 - 1 + d * 0 + b * 0) FROM generate_series(1, 384) AS d)::airrep_vector AS v
@@ -55,6 +58,7 @@ report() { awk -v rows="$ROWS" -v ms="$2" -v base="$sum_ms" -v name="$1" \
     'BEGIN { printf "%-44s %9.1f ms %12.0f rows/s %7.2fx\n", name, ms, rows / (ms / 1000), ms / base }'; }
 echo
 echo "serial scan of $ROWS rows (best of 3); ratio = time / sum(influence) time"
+run_psql -qAt -c "SELECT 'airrep.simd in use: ' || effective FROM airrep.settings() WHERE name = 'airrep.simd'"
 report "count(*)" "$count_ms"
 report "sum(influence(t, m))" "$sum_ms"
 report "group_influence(t, m)  [attention]" "$group_ms"

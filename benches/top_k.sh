@@ -7,10 +7,14 @@
 #   * where pgvector is built (scripts/vendor.sh): its exact scan through the casts, and
 #     HNSW (build time, query time, recall@k) on the first HNSW_ROWS pool rows.
 # Usage: benches/top_k.sh [targets pool dim k]   (default 1000 1000000 384 100)
-# Env: THREADS (2), SQL_SAMPLE targets for the per-target scans (5), HNSW_ROWS (100000).
+# Env: THREADS (2), SQL_SAMPLE targets for the per-target scans (5), HNSW_ROWS (100000),
+# AIRREP_SIMD = auto | avx512 | avx2 | portable (benches/simd.sh: numpy held to the same
+# tier), PYTHON (python3) with numpy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source benches/simd.sh
+PYTHON=${PYTHON:-python3}
 TARGETS=${1:-1000} POOL=${2:-1000000} DIM=${3:-384} K=${4:-100}
 THREADS=${THREADS:-2} SQL_SAMPLE=${SQL_SAMPLE:-5} HNSW_ROWS=${HNSW_ROWS:-100000}
 WORK=${AIRREP_BENCH_DIR:-/tmp/airrep-top-k}
@@ -23,11 +27,12 @@ CLUSTER_OPTIONS="-c shared_buffers=4GB -c max_parallel_workers_per_gather=0 -c j
     start_cluster /tmp/airrep-bench 28816
 
 echo "==> $TARGETS targets x $POOL pool rows of $DIM dims, k = $K, $THREADS threads"
-python3 benches/top_k.py generate "$WORK" "$TARGETS" "$POOL" "$DIM" 7
+"$PYTHON" benches/top_k.py generate "$WORK" "$TARGETS" "$POOL" "$DIM" 7
 chmod a+r "$WORK"/*
 PGVECTOR=$([ -f "$($PG_CONFIG --sharedir)/extension/vector.control" ] && echo yes || echo no)
 run_psql -q <<SQL
 CREATE EXTENSION airrep;
+ALTER DATABASE postgres SET airrep.simd = $SIMD_TIER;
 CREATE TABLE targets (id bigint, embedding airrep_vector($DIM));
 CREATE TABLE pool (id bigint, embedding airrep_vector($DIM));
 COPY targets FROM '$WORK/targets.copy' (FORMAT binary);
@@ -43,8 +48,8 @@ seconds() {  # the time of one statement, in seconds
 
 airrep_s=$(seconds "CREATE TABLE result AS SELECT * FROM airrep.top_k('targets', 'pool', $K)")
 run_psql -qAt -c "COPY (SELECT target_id, example_id FROM result) TO '$WORK/airrep.csv' (FORMAT csv)"
-numpy_s=$(OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS python3 benches/top_k.py numpy "$WORK" "$K")
-airrep_recall=$(python3 benches/top_k.py compare "$WORK" "$WORK/airrep.csv" "$K")
+numpy_s=$(OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS "$PYTHON" benches/top_k.py numpy "$WORK" "$K")
+airrep_recall=$("$PYTHON" benches/top_k.py compare "$WORK" "$WORK/airrep.csv" "$K")
 
 run_psql -q -c "CREATE TABLE sample AS SELECT * FROM targets ORDER BY id LIMIT $SQL_SAMPLE"
 scan_query="SELECT t.id, p.id FROM sample t, LATERAL (SELECT id FROM pool ORDER BY influence(t.embedding, embedding) DESC, id LIMIT $K) p"
@@ -80,4 +85,5 @@ fi
 
 echo
 echo "$TARGETS targets x $POOL rows x $DIM dims, k = $K, $THREADS threads; ratio = time / airrep.top_k time"
+echo "SIMD tier $SIMD_TIER (best here $SIMD_BEST); $SIMD_PEERS"
 printf '%s\n' "${rows[@]}"

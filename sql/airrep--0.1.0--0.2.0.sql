@@ -116,8 +116,8 @@ AS 'MODULE_PATHNAME', 'contamination_wrapper';
 
 CREATE  FUNCTION airrep."settings"() RETURNS TABLE (
 	"name" TEXT,  /* String */
-	"requested" bigint,  /* i64 */
-	"effective" bigint  /* i64 */
+	"requested" TEXT,  /* String */
+	"effective" TEXT  /* String */
 )
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */

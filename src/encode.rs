@@ -24,6 +24,8 @@ struct CacheKey {
     /// None: the device's default (`airrep.precision = auto`).
     precision: Option<Precision>,
     amx: bool,
+    /// The SIMD tier at load time: it decides whether AMX products are used.
+    simd: airrep_core::simd::Tier,
 }
 
 thread_local! {
@@ -43,6 +45,7 @@ pub fn encoder(name: &str) -> Rc<Encoder> {
         device,
         precision: precision(),
         amx: gucs::AMX.get(),
+        simd: airrep_core::simd::tier(),
     };
     if let Some(hit) = MODELS.with_borrow_mut(|models| {
         let index = models.iter().position(|(k, _, _)| *k == key)?;

@@ -63,7 +63,7 @@ fn step(
             if !group.has_target(target) {
                 target_changed();
             }
-            group.push(vector::dot(target, member));
+            group.push(vector::dot_f32(target, member));
             Ok(())
         },
     ))

@@ -7,7 +7,8 @@
 
 use std::ffi::CString;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use airrep_core::simd::{self, Tier};
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// CPU threads one backend may use for encoding and training.
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
@@ -31,6 +32,74 @@ pub static AMX: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `auto` (bf16 mixed precision on a GPU, f32 on the CPU), `f32` or `bf16`, for encoding.
 pub static PRECISION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"auto"));
+/// The SIMD tier of the CPU kernels (`airrep_core::simd`): `auto` is the best the CPU has.
+pub static SIMD: GucSetting<SimdSetting> = GucSetting::<SimdSetting>::new(SimdSetting::Auto);
+
+/// The values of `airrep.simd`.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SimdSetting {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"avx512"]
+    Avx512,
+    #[name = c"avx2"]
+    Avx2,
+    #[name = c"portable"]
+    Portable,
+}
+
+impl SimdSetting {
+    /// The tier asked for; None for `auto`.
+    fn tier(self) -> Option<Tier> {
+        match self {
+            SimdSetting::Auto => None,
+            SimdSetting::Avx512 => Some(Tier::Avx512),
+            SimdSetting::Avx2 => Some(Tier::Avx2),
+            SimdSetting::Portable => Some(Tier::Portable),
+        }
+    }
+
+    fn from_ordinal(ordinal: i32) -> Self {
+        [
+            SimdSetting::Auto,
+            SimdSetting::Avx512,
+            SimdSetting::Avx2,
+            SimdSetting::Portable,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == ordinal)
+        .unwrap_or(SimdSetting::Auto)
+    }
+}
+
+/// `airrep.simd`'s check hook: a tier the CPU lacks is refused (SET fails with
+/// feature_not_supported and a detail naming the tiers the CPU has), so no kernel ever
+/// runs an instruction the CPU does not have.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_simd(
+    newval: *mut i32,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match simd::check(SimdSetting::from_ordinal(*newval).tier()) {
+        Ok(()) => true,
+        Err(unsupported) => {
+            pg_sys::GUC_check_errcode(
+                pg_sys::errcodes::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED as i32,
+            );
+            let detail = CString::new(unsupported.to_string()).expect("no NUL in the message");
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+            false
+        }
+    }
+}
+
+/// `airrep.simd`'s assign hook: every kernel of this process runs at the tier from now on.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_simd(newval: i32, _extra: *mut std::ffi::c_void) {
+    // The check hook accepted the value, so the CPU has the tier.
+    let _ = simd::select(SimdSetting::from_ordinal(newval).tier());
+}
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -124,7 +193,7 @@ pub fn register() {
     GucRegistry::define_bool_guc(
         c"airrep.amx",
         c"Use the CPU's AMX tile units for encoding where it has them.",
-        c"f32: products run on bf16 tiles over operands split into two bf16 parts each, f32 results to about 1e-5 relative, 1.6-1.8x faster than f32 FMA; bf16 (airrep.precision): products on the tiles. off: f32 FMA, and candle's kernels for bf16, as on CPUs without AMX. No effect on GPUs or training.",
+        c"f32: products run on bf16 tiles over operands split into two bf16 parts each, f32 results to about 1e-5 relative, 1.6-1.8x faster than f32 FMA; bf16 (airrep.precision): products on the tiles. off: f32 FMA (bf16 weights widened to f32), as on CPUs without AMX. Needs airrep.simd at avx512. No effect on GPUs or training.",
         &AMX,
         GucContext::Userset,
         GucFlags::default(),
@@ -137,6 +206,20 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: both hooks are #[pg_guard]ed.
+    unsafe {
+        GucRegistry::define_enum_guc_with_hooks(
+            c"airrep.simd",
+            c"SIMD tier of the CPU kernels: auto, avx512, avx2 or portable.",
+            c"auto is the best this CPU has (airrep.settings() shows which). A tier the CPU lacks is an error. AMX products need the avx512 tier. Any role may lower it, e.g. to compare tiers.",
+            &SIMD,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_simd),
+            Some(assign_simd),
+            None,
+        );
+    }
 }
 
 pub fn device() -> String {
@@ -182,36 +265,41 @@ pub fn model_cache_bytes() -> usize {
 }
 
 /// The settings in force for this backend: each costly setting as asked for and as
-/// applied within its ceiling.
+/// applied within its ceiling, and the SIMD tier asked for and in use (`auto` resolved).
 #[pgrx::pg_extern(schema = "airrep", stable, parallel_safe)]
 fn settings() -> pgrx::iter::TableIterator<
     'static,
     (
         pgrx::name!(name, String),
-        pgrx::name!(requested, i64),
-        pgrx::name!(effective, i64),
+        pgrx::name!(requested, String),
+        pgrx::name!(effective, String),
     ),
 > {
+    let number = |name: &str, requested: i64, effective: usize| {
+        (
+            name.to_string(),
+            requested.to_string(),
+            effective.to_string(),
+        )
+    };
+    let simd_requested = SIMD.get().tier().map_or("auto", Tier::name);
     let rows = vec![
-        (
-            "airrep.threads".to_string(),
-            THREADS.get() as i64,
-            threads() as i64,
+        number("airrep.threads", THREADS.get().into(), threads()),
+        number("airrep.batch_size", BATCH_SIZE.get().into(), batch_size()),
+        number(
+            "airrep.model_cache_size",
+            MODEL_CACHE_SIZE.get().into(),
+            model_cache_size(),
+        ),
+        number(
+            "airrep.model_cache_mb",
+            MODEL_CACHE_MB.get().into(),
+            MODEL_CACHE_MB.get() as usize,
         ),
         (
-            "airrep.batch_size".to_string(),
-            BATCH_SIZE.get() as i64,
-            batch_size() as i64,
-        ),
-        (
-            "airrep.model_cache_size".to_string(),
-            MODEL_CACHE_SIZE.get() as i64,
-            model_cache_size() as i64,
-        ),
-        (
-            "airrep.model_cache_mb".to_string(),
-            MODEL_CACHE_MB.get() as i64,
-            MODEL_CACHE_MB.get() as i64,
+            "airrep.simd".to_string(),
+            simd_requested.to_string(),
+            simd::tier().name().to_string(),
         ),
     ];
     pgrx::iter::TableIterator::new(rows)

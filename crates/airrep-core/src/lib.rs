@@ -8,6 +8,7 @@ pub mod group;
 pub mod lds;
 pub mod ranking;
 pub mod select;
+pub mod simd;
 pub mod state;
 pub mod text;
 pub mod topk;

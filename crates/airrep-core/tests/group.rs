@@ -124,3 +124,46 @@ proptest! {
         prop_assert_eq!(GroupState::from_bytes(&bytes).is_ok(), bytes.len() == 40);
     }
 }
+
+/// The golden cases with the f32-lane scores `group_influence` uses (`vector::dot_f32`), on
+/// every SIMD tier this CPU has: each dot within its documented bound, and the pooled
+/// results within 1e-6 relative, as the SQL aggregate is tested.
+#[test]
+fn golden_group_influence_with_f32_lane_scores_on_every_tier() {
+    use airrep_core::simd::{with_tier, Tier};
+    use airrep_core::vector::dot_f32;
+    for tier in Tier::available() {
+        for (i, case) in golden_cases("group_influence.json").iter().enumerate() {
+            let target = vector32(&case["target"]);
+            let members: Vec<Vec<f32>> = case["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(vector32)
+                .collect();
+            let dots: Vec<f64> = with_tier(tier, || {
+                members.iter().map(|m| dot_f32(&target, m)).collect()
+            })
+            .unwrap();
+            for (j, (&got, m)) in dots.iter().zip(&members).enumerate() {
+                let exact = dot(&target, m);
+                let magnitude: f64 = target
+                    .iter()
+                    .zip(m)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                let bound = (target.len() as f64 / 16.0 + 8.0) * 2f64.powi(-24) * magnitude;
+                assert!(
+                    (got - exact).abs() <= bound * 1.001,
+                    "{tier}: case {i} dot {j}: {got} vs {exact}"
+                );
+            }
+            let state: GroupState = dots.iter().copied().collect();
+            for (pooling, key) in [(Pooling::Attention, "attention"), (Pooling::Sum, "sum")] {
+                let got = state.result(pooling).unwrap();
+                let what = format!("{tier}: case {i} {key}");
+                assert_close(got, number(&case[key]), 1e-6, 0.0, &what);
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Encoding throughput of MiniLM-L6 on ~113-token texts, 2 threads, batch 1/32/128: the f32
-//! FMA products next to the AMX split-bf16 products (where the CPU has AMX), interleaved in
-//! one process, best of 3 each. Besides wall-clock texts/s it prints texts per CPU-second
+//! FMA products next to the AMX split-bf16 products (where the CPU has AMX) and bf16,
+//! interleaved in one process, best of 3 each, at the SIMD tier `$AIRREP_SIMD` (auto: the
+//! CPU's best). Besides wall-clock texts/s it prints texts per CPU-second
 //! times the thread count: what two dedicated cores would do, which stays comparable when
 //! other work shares the machine (wall-clock figures then swing by 2x). The bar (DESIGN 4): PyTorch f32 on the same machine encodes
 //! 94 texts/s; `benches/encode.sh` measures PyTorch in the same run when it is installed.
@@ -13,6 +14,7 @@
 
 use std::time::Instant;
 
+use airrep_core::simd;
 use airrep_model::testing::minilm_dir;
 use airrep_model::{format_pair, Encoder, EncoderOptions, Precision, Product};
 use candle_core::DType;
@@ -48,25 +50,34 @@ fn main() {
         .num_threads(THREADS)
         .build()
         .unwrap();
+    // $AIRREP_SIMD (benches/simd.sh): the tier to measure; auto is the CPU's best.
+    if let Ok(setting) = std::env::var("AIRREP_SIMD") {
+        let tier = simd::parse_setting(&setting).unwrap_or_else(|e| panic!("AIRREP_SIMD: {e}"));
+        simd::select(tier).unwrap_or_else(|e| panic!("AIRREP_SIMD: {e}"));
+    }
     let amx = Product::for_cpu(DType::F32, true) == Some(Product::AmxSplit);
     println!(
-        "MiniLM-L6, {THREADS} threads, {:.0} tokens/text; AMX on this CPU: {amx}",
+        "MiniLM-L6, {THREADS} threads, {:.0} tokens/text; SIMD tier {}; AMX in use: {amx}",
         mean_tokens(&dir, &texts),
+        simd::tier(),
     );
     // `cargo bench --bench encode -- 32` runs one batch size (cargo adds `--bench`).
     let mut batch_sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     if batch_sizes.is_empty() {
         batch_sizes = vec![1, 32, 128];
     }
-    // (name, precision, AMX): f32 FMA, f32 from AMX split products, and (with AMX) bf16
-    // mixed precision on AMX tiles, the counterpart of PyTorch's bf16.
-    let mut variants = vec![
+    // (name, precision, AMX): f32 FMA, f32 from AMX split products, and bf16: mixed
+    // precision on AMX tiles (the counterpart of PyTorch's bf16), else the bf16 weights
+    // widened to f32 and f32 products.
+    let variants = [
         ("f32 FMA", DType::F32, false),
         ("f32 AMX split", DType::F32, true),
+        (
+            if amx { "bf16 AMX" } else { "bf16 as f32" },
+            DType::BF16,
+            true,
+        ),
     ];
-    if amx {
-        variants.push(("bf16 AMX", DType::BF16, true));
-    }
     print!("{:>6}", "batch");
     variants.iter().for_each(|(name, ..)| print!(" {name:>15}"));
     println!("  texts/s: wall clock (per CPU-second x {THREADS}); AMX split / FMA per CPU-second");

@@ -58,8 +58,8 @@ impl Default for EncoderOptions {
     }
 }
 
-/// The forward an encoder runs: the fused CPU model where its products apply (CPU, f32;
-/// bf16 with AMX), else the reference with portable kernels (GPUs, bf16 without AMX).
+/// The forward an encoder runs: the fused CPU model on the CPU (f32, and bf16: on AMX tiles
+/// or as f32 from bf16 weights), else the reference with portable kernels (GPUs).
 enum Model {
     Fused(FusedModel),
     Portable(AirRepModel),
@@ -244,6 +244,7 @@ mod tests {
             Target {
                 device: DeviceSpec::Cpu,
                 amx,
+                simd: airrep_core::simd::tier(),
             },
         )
     }
@@ -282,34 +283,38 @@ mod tests {
         assert!(err.contains("non-finite embedding"), "{err}");
     }
 
-    /// Batched and one text at a time, on every target: the CPU with f32 FMA products and
-    /// with AMX split products (the same f32 path again where the CPU has no AMX), and a
-    /// GPU where the build and the machine have one.
+    /// Batched and one text at a time, on every target: the CPU with f32 products at every
+    /// SIMD tier it has and with AMX split products (the same f32 path again where the CPU
+    /// has no AMX), and a GPU where the build and the machine have one; 1e-4 on each.
     fn check_parity(model: &str, expected: &[Vec<f64>]) {
         let golden = Golden::load();
         let texts = golden.texts();
         for target in targets() {
-            let encoder = encoder_on(model, 8, target);
-            let batched = encoder.encode(&texts).unwrap();
-            for (i, (got, want)) in batched.iter().zip(expected).enumerate() {
-                assert_close(
-                    got,
-                    want,
-                    1e-4,
-                    &format!("{model} {target:?} text {i} batched"),
-                );
-            }
-            for (i, text) in texts.iter().enumerate() {
-                let single = encoder.encode(&[text]).unwrap();
-                let what = format!("{model} {target:?} text {i} single");
-                assert_close(&single[0], &expected[i], 1e-4, &what);
-            }
-            eprintln!(
-                "{model}, {target:?} (AMX available: {}): worst relative L2 {:.2e}",
-                crate::kernels::amx_available(),
-                crate::testing::worst_relative_l2_error(&batched, expected)
+            target.run(|| check_parity_on(model, expected, &texts, target));
+        }
+    }
+
+    fn check_parity_on(model: &str, expected: &[Vec<f64>], texts: &[&str], target: Target) {
+        let encoder = encoder_on(model, 8, target);
+        let batched = encoder.encode(texts).unwrap();
+        for (i, (got, want)) in batched.iter().zip(expected).enumerate() {
+            assert_close(
+                got,
+                want,
+                1e-4,
+                &format!("{model} {target:?} text {i} batched"),
             );
         }
+        for (i, text) in texts.iter().enumerate() {
+            let single = encoder.encode(&[text]).unwrap();
+            let what = format!("{model} {target:?} text {i} single");
+            assert_close(&single[0], &expected[i], 1e-4, &what);
+        }
+        eprintln!(
+            "{model}, {target:?} (AMX available: {}): worst relative L2 {:.2e}",
+            crate::kernels::amx_available(),
+            crate::testing::worst_relative_l2_error(&batched, expected)
+        );
     }
 
     #[test]
@@ -350,30 +355,30 @@ mod tests {
         if let Some(dir) = crate::testing::minilm_dir() {
             cases.push((dir, &golden.minilm_base, 9.2e-3, 8.6e-3));
         }
-        // amx false: candle's portable kernels (on the CPU, the numbers a GPU computes);
-        // true: the fused CPU kernels with AMX bf16 products where the CPU has them (else
-        // the portable ones again).
+        // On the CPU, amx false: the fused kernels with the bf16 weights widened to f32 and
+        // f32 products, at each SIMD tier; true: AMX bf16 products where the CPU has them
+        // (else the f32 products again). On a GPU: bf16 mixed precision.
         let targets = targets();
-        for ((dir, expected, bound, amx_bound), &Target { device, amx }) in cases
+        for ((dir, expected, bound, amx_bound), target) in cases
             .into_iter()
             .flat_map(|case| targets.iter().map(move |target| (case.clone(), target)))
         {
-            let encoder = Encoder::from_dir(
-                &dir,
-                EncoderOptions {
-                    batch_size: 8,
-                    dtype: Some(Precision::Bf16),
-                    device,
-                    amx,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            assert_eq!(encoder.precision(), Precision::Bf16);
-            let got = encoder.encode(&texts).unwrap();
+            let Target { device, amx, simd } = *target;
+            let options = EncoderOptions {
+                batch_size: 8,
+                dtype: Some(Precision::Bf16),
+                device,
+                amx,
+                ..Default::default()
+            };
+            let (precision, got) = target.run(|| {
+                let encoder = Encoder::from_dir(&dir, options).unwrap();
+                (encoder.precision(), encoder.encode(&texts).unwrap())
+            });
+            assert_eq!(precision, Precision::Bf16);
             let worst = crate::testing::worst_relative_l2_error(&got, expected);
             eprintln!(
-                "{}, {device:?} amx {amx}: bf16 worst relative L2 {worst:.3e}",
+                "{}, {device:?} amx {amx} {simd}: bf16 worst relative L2 {worst:.3e}",
                 dir.display()
             );
             for (i, (got, want)) in got.iter().zip(expected).enumerate() {
@@ -386,7 +391,10 @@ mod tests {
                     got,
                     want,
                     bound,
-                    &format!("{} bf16 {device:?} amx {amx} text {i}", dir.display()),
+                    &format!(
+                        "{} bf16 {device:?} amx {amx} {simd} text {i}",
+                        dir.display()
+                    ),
                 );
             }
         }
@@ -586,9 +594,11 @@ mod tests {
                 amx: target.amx,
                 ..Default::default()
             };
-            let encoder = Encoder::from_dir(&dir, options).unwrap();
-            assert_eq!(encoder.dim(), 384);
-            let got = encoder.encode(&texts).unwrap();
+            let (dim, got) = target.run(|| {
+                let encoder = Encoder::from_dir(&dir, options).unwrap();
+                (encoder.dim(), encoder.encode(&texts).unwrap())
+            });
+            assert_eq!(dim, 384);
             for (i, (got, want)) in got.iter().zip(&golden.minilm_base).enumerate() {
                 assert_close(got, want, 1e-4, &format!("minilm {target:?} text {i}"));
             }

@@ -5,9 +5,10 @@
 //! `[rows, dim]` is packed once as the weight of the encoder's CPU linear kernel and
 //! multiplied by all queries at once, `S = Q·Bᵀ` `[queries, rows]`, so every query's scores
 //! for the block are contiguous and the per-query collectors (heaps, threshold lists) run
-//! in parallel over queries. The product is plain f32 fused multiply-adds (AVX-512 where
-//! the CPU has it), never the bf16 tiles: a ranking must not move by more than f32
-//! rounding, `|S − exact| <= dim · 2⁻²⁴ · Σ|q_i·b_i|`. Memory is the queries, one block and
+//! in parallel over queries. The product is plain f32 multiply-adds in the register tiles
+//! of the SIMD tier (fused on AVX2 and AVX-512, `airrep_core::simd`), never the bf16
+//! tiles: a ranking must not move by more than f32 rounding,
+//! `|S − exact| <= (dim + 1) · 2⁻²⁴ · Σ|q_i·b_i|` on every tier (to first order). Memory is the queries, one block and
 //! its `queries × rows` scores, whatever the length of the stream.
 
 use airrep_core::topk::{Hit, TopK};
@@ -156,6 +157,8 @@ impl<'q> TopKSearch<'q> {
 
 #[cfg(test)]
 mod tests {
+    use airrep_core::simd::{with_tier, Tier};
+
     use super::*;
     use crate::rng::SplitMix64;
 
@@ -201,14 +204,23 @@ mod tests {
             let r = ints(rows * dim);
             let ids: Vec<i64> = (0..rows as i64).map(|i| (i * 37) % 101 - 50).collect();
             let queries = Queries::new(q.clone(), dim).unwrap();
-            let mut search = TopKSearch::new(&queries, k);
-            for (chunk, chunk_ids) in r.chunks(block * dim).zip(ids.chunks(block)) {
-                search.add_block(chunk_ids, chunk).unwrap();
+            let want = brute_force(&q, &r, &ids, dim, k);
+            for tier in Tier::available() {
+                let got = with_tier(tier, || {
+                    let mut search = TopKSearch::new(&queries, k);
+                    for (chunk, chunk_ids) in r.chunks(block * dim).zip(ids.chunks(block)) {
+                        search.add_block(chunk_ids, chunk).unwrap();
+                    }
+                    search.finish()
+                })
+                .unwrap();
+                assert_eq!(got, want, "{tier}");
             }
-            assert_eq!(search.finish(), brute_force(&q, &r, &ids, dim, k));
         }
     }
 
+    /// On every SIMD tier the CPU has, `|S − exact| <= dim · 2⁻²³ · Σ|q_i·b_i|` (the
+    /// module's bound with room: 2⁻²³ is f32's epsilon).
     #[test]
     fn dots_are_f32_accurate() {
         let mut rng = SplitMix64(11);
@@ -217,7 +229,14 @@ mod tests {
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_unit() * 2.0 - 1.0).collect() };
         let (q, r) = (uniform(5 * dim), uniform(70 * dim));
         let queries = Queries::new(q.clone(), dim).unwrap();
-        let dots = queries.dots(&r).unwrap();
+        for tier in Tier::available() {
+            let dots = with_tier(tier, || queries.dots(&r)).unwrap().unwrap();
+            check_dots_bound(&q, &r, &dots, dim, tier);
+        }
+    }
+
+    fn check_dots_bound(q: &[f32], r: &[f32], dots: &[f32], dim: usize, tier: Tier) {
+        let rows = r.len() / dim;
         for (i, qi) in q.chunks(dim).enumerate() {
             for (j, rj) in r.chunks(dim).enumerate() {
                 let exact = airrep_core::vector::dot(qi, rj);
@@ -229,8 +248,8 @@ mod tests {
                     * dim as f64
                     * f32::EPSILON as f64;
                 assert!(
-                    (dots[i * 70 + j] as f64 - exact).abs() <= bound,
-                    "query {i} row {j}"
+                    (dots[i * rows + j] as f64 - exact).abs() <= bound,
+                    "{tier}: query {i} row {j}"
                 );
             }
         }

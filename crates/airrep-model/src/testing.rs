@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use airrep_core::simd::{with_tier, Tier};
 use serde::Deserialize;
 
 use crate::DeviceSpec;
@@ -27,6 +28,15 @@ pub struct Target {
     pub device: DeviceSpec,
     /// AMX products on the CPU (the same f32 path again where the CPU has no AMX).
     pub amx: bool,
+    /// The SIMD tier the CPU kernels run at (`airrep_core::simd`).
+    pub simd: Tier,
+}
+
+impl Target {
+    /// `f` with the kernels at this target's tier (serialised with other forced tiers).
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        with_tier(self.simd, f).expect("targets() lists tiers this CPU has")
+    }
 }
 
 /// The devices the device-generic tests run on, in the manner of candle's `test_device!`:
@@ -44,19 +54,32 @@ pub fn devices() -> Vec<DeviceSpec> {
     devices
 }
 
-/// Every [`Target`]: each of [`devices`], the CPU with and without AMX products.
+/// Every [`Target`]: the CPU with f32 products at each SIMD tier it has, and with AMX
+/// products (at its best tier; the f32 path again where it has no AMX), then each GPU of
+/// [`devices`].
 pub fn targets() -> Vec<Target> {
-    devices()
+    let best = Tier::best();
+    let cpu = |amx, simd| Target {
+        device: DeviceSpec::Cpu,
+        amx,
+        simd,
+    };
+    let mut targets: Vec<Target> = Tier::available()
         .into_iter()
-        .flat_map(|device| {
-            let amx: &[bool] = if device.is_cuda() {
-                &[false]
-            } else {
-                &[false, true]
-            };
-            amx.iter().map(move |&amx| Target { device, amx })
-        })
-        .collect()
+        .map(|simd| cpu(false, simd))
+        .collect();
+    targets.push(cpu(true, best));
+    targets.extend(
+        devices()
+            .into_iter()
+            .filter(|d| d.is_cuda())
+            .map(|device| Target {
+                device,
+                amx: false,
+                simd: best,
+            }),
+    );
+    targets
 }
 
 /// `tests/golden/embeddings.json`.

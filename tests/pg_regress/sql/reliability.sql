@@ -8,7 +8,7 @@ SET ROLE airrep_plain;
 SET airrep.threads = 1000;
 SET airrep.batch_size = 4096;
 SET airrep.model_cache_size = 64;
-SELECT name, requested, effective < requested AS capped FROM airrep.settings() WHERE name <> 'airrep.model_cache_mb' ORDER BY 1;
+SELECT name, requested, effective::int < requested::int AS capped FROM airrep.settings() WHERE name NOT IN ('airrep.model_cache_mb', 'airrep.simd') ORDER BY 1;
 SET airrep.max_threads = 1000;
 SET airrep.max_batch_size = 4096;
 SET airrep.model_cache_mb = 100000;
@@ -19,6 +19,48 @@ SET airrep.max_batch_size = 512;
 SET airrep.batch_size = 400;
 SELECT requested, effective FROM airrep.settings() WHERE name = 'airrep.batch_size';
 RESET airrep.max_batch_size; RESET airrep.batch_size;
+
+-- the SIMD tier (issue 26): auto resolves to a tier; any role may pick one; a tier the CPU
+-- lacks is a clean feature_not_supported error whose detail names the tiers it has, never
+-- an illegal instruction. Which tiers a CPU has varies, so the DO block checks either
+-- outcome for each tier and prints the same lines on every machine; on each tier accepted,
+-- the kernels run at it and give the exact scores of small integers.
+SET ROLE airrep_plain;
+SELECT requested, effective IN ('avx512', 'avx2', 'portable') AS resolved FROM airrep.settings() WHERE name = 'airrep.simd';
+SET airrep.simd = portable;
+SELECT requested, effective FROM airrep.settings() WHERE name = 'airrep.simd';
+SELECT influence('[1,2,3]'::airrep_vector, '[4,5,6]');
+SET airrep.simd = sse;
+DO $$
+DECLARE
+    tier text;
+    msg text;
+    detail text;
+    score float8;
+BEGIN
+    FOREACH tier IN ARRAY ARRAY['avx512', 'avx2', 'portable'] LOOP
+        BEGIN
+            EXECUTE format('SET airrep.simd = %L', tier);
+            IF (SELECT effective FROM airrep.settings() WHERE name = 'airrep.simd') <> tier THEN
+                RAISE EXCEPTION 'airrep.simd = % accepted but not in use', tier;
+            END IF;
+            SELECT group_influence('[1,2,3]'::airrep_vector, m, 'sum') INTO score
+            FROM (VALUES ('[4,5,6]'::airrep_vector), ('[-4,-5,-6]'), ('[1,0,-1]')) AS v(m);
+            IF score <> -2 THEN
+                RAISE EXCEPTION 'group_influence at % is %, not -2', tier, score;
+            END IF;
+        EXCEPTION WHEN feature_not_supported THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+            IF msg <> format('invalid value for parameter "airrep.simd": "%s"', tier)
+                OR detail NOT LIKE format('this CPU does not support SIMD tier %s: it supports %%portable', tier) THEN
+                RAISE EXCEPTION 'unexpected error for %: % (%)', tier, msg, detail;
+            END IF;
+        END;
+    END LOOP;
+    RAISE NOTICE 'each SIMD tier is in use or refused naming the tiers this CPU has';
+END $$;
+RESET airrep.simd;
+RESET ROLE;
 DROP ROLE airrep_plain;
 
 -- the model cache: after DROP/CREATE EXTENSION ids and versions start over, and the same

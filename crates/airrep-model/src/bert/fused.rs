@@ -131,6 +131,7 @@ impl FusedModel {
 
 #[cfg(test)]
 mod tests {
+    use airrep_core::simd::{with_tier, Tier};
     use candle_core::Device;
 
     use super::super::AirRepModel;
@@ -141,7 +142,9 @@ mod tests {
 
     /// The fused model against the reference in both kernel sets, from the same f32
     /// checkpoint, on the golden texts as one padded batch: tiny-airrep, and MiniLM-L6
-    /// where it is fetched. With f32 FMA products only the order of the sums differs
+    /// where it is fetched, the f32 products on every SIMD tier the CPU has (the same
+    /// bound: the tiers differ by rounding only). With f32 products only the order of the
+    /// sums (and FMA's single rounding) differs
     /// (measured worst relative L2 3.9e-7 tiny-airrep, 1.6e-6 MiniLM); AMX split-bf16
     /// products, where the CPU has them, are f32 to about 1e-5 (6.4e-6, 1.4e-5). The
     /// bounds leave room for other CPUs' summation orders and stay under the golden
@@ -152,9 +155,12 @@ mod tests {
         let texts = golden.texts();
         let mut dirs = vec![golden_dir("tiny-airrep")];
         dirs.extend(minilm_dir());
-        let mut products = vec![(Product::F32, 1e-5)];
+        let mut products: Vec<_> = Tier::available()
+            .into_iter()
+            .map(|tier| (Product::F32, tier, 1e-5))
+            .collect();
         if kernels::amx_available() {
-            products.push((Product::AmxSplit, 5e-5));
+            products.push((Product::AmxSplit, Tier::best(), 5e-5));
         }
         for dir in dirs {
             let checkpoint = Checkpoint::from_dir(&dir).unwrap();
@@ -173,13 +179,16 @@ mod tests {
                     .unwrap()
                     .to_vec2::<f32>()
                     .unwrap();
-                for &(product, tolerance) in &products {
-                    let fused = FusedModel::load(vb(), config, projector_dim, product)
-                        .unwrap()
-                        .forward(&input_ids, &mask)
-                        .unwrap()
-                        .to_vec2::<f32>()
-                        .unwrap();
+                for &(product, tier, tolerance) in &products {
+                    let fused = with_tier(tier, || {
+                        FusedModel::load(vb(), config, projector_dim, product)
+                            .unwrap()
+                            .forward(&input_ids, &mask)
+                            .unwrap()
+                            .to_vec2::<f32>()
+                            .unwrap()
+                    })
+                    .unwrap();
                     let worst = fused
                         .iter()
                         .zip(&reference)
@@ -189,12 +198,12 @@ mod tests {
                         })
                         .fold(0.0, f64::max);
                     eprintln!(
-                        "{}: fused {product:?} vs {kernels:?}: worst relative L2 {worst:.2e}",
+                        "{}: fused {product:?} {tier} vs {kernels:?}: worst relative L2 {worst:.2e}",
                         dir.display()
                     );
                     assert!(
                         worst <= tolerance,
-                        "{}: fused {product:?} vs {kernels:?}: {worst:e} > {tolerance:e}",
+                        "{}: fused {product:?} {tier} vs {kernels:?}: {worst:e} > {tolerance:e}",
                         dir.display()
                     );
                 }

@@ -166,7 +166,7 @@ impl Panels {
     }
 }
 
-super::simd::simd_fn! {
+airrep_core::simd_fn! {
     /// Packs each `in_dim`-long row of `x` into `dst` (`row_len` u16 per row): `hi` over
     /// the first `row_len / parts` entries, then (`parts` 2) `lo`, zero past the data.
     fn pack_rows(x: &[f32], in_dim: usize, dst: &mut [u16], row_len: usize, parts: usize) {

@@ -1,8 +1,8 @@
 //! Branch-free approximations of `e^x` and `erf` (relative error ~1e-7, below f32
 //! matmul noise) and the row-wise epilogues built on them, written so the compiler
-//! vectorises them (16 lanes under AVX-512, see `simd.rs`).
+//! vectorises them (16 lanes under AVX-512, 8 under AVX2: `airrep_core::simd`).
 
-use super::simd::simd_fn;
+use airrep_core::simd_fn;
 
 /// `e^x` for `x` in [-87, 88]: Cody-Waite range reduction to `2^n · e^r`, |r| <= ln2/2,
 /// and a degree-6 Taylor polynomial for `e^r`. Integer work stays in float registers

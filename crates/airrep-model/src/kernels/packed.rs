@@ -1,5 +1,6 @@
 //! The packed linear layer `x·Wᵀ + b` and its fused epilogues: the weight is packed once
-//! into panels (f32 for AVX-512 FMA, or split bf16 tiles for AMX, `amx.rs`), and
+//! into panels (f32 for the FMA register tiles of the SIMD tier, or split bf16 tiles for
+//! AMX, `amx.rs`), and
 //! [`chain`] takes blocks of rows through one or several layers while they stay in cache.
 
 use std::ops::Range;
@@ -10,7 +11,8 @@ use rayon::prelude::*;
 use super::amx;
 use super::buffers::{view, F32View, SharedMut};
 use super::math::{gelu_in_place, layer_norm_rows_in_place};
-use super::simd::{avx512, simd_fn};
+use airrep_core::simd::{tier, Lanes, Tier};
+use airrep_core::simd_fn;
 
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 16 * 1024;
@@ -20,11 +22,12 @@ const CHUNK: usize = 16 * 1024;
 /// epilogue.
 const ROW_BLOCK: usize = 128;
 
-/// Output features per packed weight panel: two AVX-512 registers (and two AMX tiles:
-/// tasks split the columns by panels of either layout alike).
+/// Output features per packed weight panel: two AVX-512 registers, four AVX2 ones (and two
+/// AMX tiles: tasks split the columns by panels of either layout alike).
 const NR: usize = 32;
 const _: () = assert!(NR == amx::PANEL);
-/// Rows per register tile: 12 × 2 accumulators of the 32 registers.
+/// Most rows per register tile (AVX-512's 12 × 2 accumulators of its 32 registers); row
+/// blocks are whole multiples of it on every tier.
 const MR: usize = 12;
 /// Depth per pass over a panel: a `KC × NR` panel slice (32 KB) stays in L1.
 const KC: usize = 256;
@@ -32,7 +35,7 @@ const KC: usize = 256;
 /// How the packed CPU products multiply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Product {
-    /// f32 fused multiply-adds (AVX-512 where the CPU has it).
+    /// f32 fused multiply-adds in the register tiles of the SIMD tier (`airrep_core::simd`).
     F32,
     /// AMX bf16 tiles over split operands (`amx.rs`): f32 accuracy to ~1e-5, several
     /// times the f32 rate.
@@ -43,15 +46,17 @@ pub enum Product {
 }
 
 impl Product {
-    /// The products for CPU inference in `dtype`, AMX ones only if `amx` is wanted and
-    /// this CPU has it; None where the fused CPU kernels do not apply (bf16 without AMX,
-    /// other dtypes).
+    /// The products for CPU inference in `dtype`: AMX ones only if `amx` is wanted, this
+    /// CPU has AMX and the SIMD tier is its best, AVX-512 (AMX is a step beyond that tier:
+    /// a lower `airrep_core::simd` tier turns it off too); else f32 products in the tier's
+    /// register tiles, for bf16 too (the bf16 weights widened to f32 once, when packed:
+    /// never slower than f32). None for other dtypes.
     pub fn for_cpu(dtype: candle_core::DType, amx: bool) -> Option<Self> {
-        let amx = amx && amx::available();
+        let amx = amx && tier() == Tier::Avx512 && amx::available();
         match dtype {
             candle_core::DType::F32 if amx => Some(Product::AmxSplit),
-            candle_core::DType::F32 => Some(Product::F32),
             candle_core::DType::BF16 if amx => Some(Product::AmxBf16),
+            candle_core::DType::F32 | candle_core::DType::BF16 => Some(Product::F32),
             _ => None,
         }
     }
@@ -136,48 +141,23 @@ impl PackedLinear {
     }
 }
 
-/// `c[r, j] += Σ_kk a[r, kk] · b[kk, j]` for `R` rows and the first `cols` (<= NR)
-/// columns; `a` row stride `lda`, `b` a packed panel slice (`kc × NR`), `c` stride `ldc`.
-/// Portable fallback of [`tile_avx512`].
-///
-/// # Safety
-/// The pointers must cover the ranges described.
-#[inline(always)]
-unsafe fn tile_portable<const R: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    kc: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    let mut acc = [[0f32; NR]; R];
-    for kk in 0..kc {
-        let bk = std::slice::from_raw_parts(b.add(kk * NR), NR);
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let av = *a.add(r * lda + kk);
-            for (x, &bv) in acc.iter_mut().zip(bk) {
-                *x += av * bv;
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        let c = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
-        for (c, &x) in c.iter_mut().zip(acc) {
-            *c += x;
-        }
-    }
+/// Rows per register tile of a tier whose vectors are `L`: two vectors of accumulators per
+/// row, and registers left for the two panel vectors and the broadcast row value. AVX-512:
+/// 12 rows × 32 columns (24 of the 32 zmm registers); AVX2: 6 × 16 (12 of the 16 ymm);
+/// portable: 2 × 16 (SSE2 holds a vector of 8 in 2 of its 16 registers).
+fn tile_rows<L: Lanes>() -> usize {
+    ((L::REGISTERS - 4) / 2).min(MR)
 }
 
-/// [`tile_portable`] in AVX-512 registers: 2·R accumulators, one broadcast FMA pair
-/// per row and depth step.
+/// `c[r, j] += Σ_kk a[r, kk] · b[kk, j]` for `R` rows and the first `cols` (<= 2·W)
+/// columns, in `2·R` vector accumulators with one broadcast fused multiply-add pair per
+/// row and depth step; `a` row stride `lda`, `b` within a packed panel slice (`kc` steps
+/// of stride NR), `c` stride `ldc`.
 ///
 /// # Safety
-/// As [`tile_portable`], and the CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<const R: usize>(
+/// Runs on `L`'s tier; the pointers cover the ranges described.
+#[inline(always)]
+unsafe fn tile<const R: usize, L: Lanes>(
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -186,83 +166,69 @@ unsafe fn tile_avx512<const R: usize>(
     ldc: usize,
     cols: usize,
 ) {
-    use std::arch::x86_64::*;
-    let mut lo = [_mm512_setzero_ps(); R];
-    let mut hi = [_mm512_setzero_ps(); R];
+    let w = L::WIDTH;
+    let mut lo = [L::zero(); R];
+    let mut hi = [L::zero(); R];
     for kk in 0..kc {
-        let b0 = _mm512_loadu_ps(b.add(kk * NR));
-        let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+        let b0 = L::load(b.add(kk * NR));
+        let b1 = L::load(b.add(kk * NR + w));
         for r in 0..R {
-            let av = _mm512_set1_ps(*a.add(r * lda + kk));
-            lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
-            hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+            let av = L::splat(*a.add(r * lda + kk));
+            lo[r] = L::mul_add(av, b0, lo[r]);
+            hi[r] = L::mul_add(av, b1, hi[r]);
         }
     }
-    let mask = |from: usize| -> __mmask16 {
-        let n = cols.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let (m0, m1) = (mask(0), mask(16));
     for r in 0..R {
         let cp = c.add(r * ldc);
-        let c0 = _mm512_maskz_loadu_ps(m0, cp);
-        _mm512_mask_storeu_ps(cp, m0, _mm512_add_ps(c0, lo[r]));
-        let c1 = _mm512_maskz_loadu_ps(m1, cp.add(16));
-        _mm512_mask_storeu_ps(cp.add(16), m1, _mm512_add_ps(c1, hi[r]));
+        L::add_to(cp, lo[r], cols.min(w));
+        if cols > w {
+            L::add_to(cp.add(w), hi[r], (cols - w).min(w));
+        }
     }
 }
 
-/// `c[rows, panels] += a[rows, :] · Wᵀ` for one task's block: `rows` rows of `a`
-/// (stride `k`) and `c` (stride `n`), the packed panels `panels`.
-///
-/// # Safety
-/// `a` and `c` cover those rows; no other thread touches this block of `c`.
-unsafe fn product_block(
-    w: &PackedLinear,
-    packed: &[f32],
-    a: *const f32,
-    c: *mut f32,
-    rows: usize,
-    panels: std::ops::Range<usize>,
-    avx512: bool,
-) {
-    let (n, k) = (w.out_dim, w.in_dim);
-    macro_rules! tile {
-        ($r:literal, $($args:expr),*) => {{
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                tile_avx512::<$r>($($args),*)
-            } else {
-                tile_portable::<$r>($($args),*)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            tile_portable::<$r>($($args),*)
-        }};
-    }
-    for kc0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - kc0);
-        for p in panels.clone() {
-            let b = packed.as_ptr().add((p * k + kc0) * NR);
-            let cols = NR.min(n - p * NR);
-            let mut r = 0;
-            while r < rows {
-                let t = MR.min(rows - r);
-                let (ap, cp) = (a.add(r * k + kc0), c.add(r * n + p * NR));
-                match t {
-                    12 => tile!(12, ap, k, b, kc, cp, n, cols),
-                    11 => tile!(11, ap, k, b, kc, cp, n, cols),
-                    10 => tile!(10, ap, k, b, kc, cp, n, cols),
-                    9 => tile!(9, ap, k, b, kc, cp, n, cols),
-                    8 => tile!(8, ap, k, b, kc, cp, n, cols),
-                    7 => tile!(7, ap, k, b, kc, cp, n, cols),
-                    6 => tile!(6, ap, k, b, kc, cp, n, cols),
-                    5 => tile!(5, ap, k, b, kc, cp, n, cols),
-                    4 => tile!(4, ap, k, b, kc, cp, n, cols),
-                    3 => tile!(3, ap, k, b, kc, cp, n, cols),
-                    2 => tile!(2, ap, k, b, kc, cp, n, cols),
-                    _ => tile!(1, ap, k, b, kc, cp, n, cols),
+airrep_core::simd_fn! {
+    /// `c[rows, panels] += a[rows, :] · Wᵀ` for one task's block: `rows` rows of `a`
+    /// (stride `k`) and `c` (stride `n`), the packed panels `panels`, in register tiles of
+    /// the current tier ([`tile_rows`] × 2 vectors). f32 sums of at most [`KC`] products
+    /// per depth pass, fused on AVX2 and AVX-512: `|error| <= k · 2⁻²⁴ · Σ|a·w|` per
+    /// output on every tier, the tiers differing by rounding only.
+    ///
+    /// # Safety
+    /// `a` and `c` cover those rows; no other thread touches this block of `c`.
+    unsafe fn product_block(
+        w: &PackedLinear,
+        packed: &[f32],
+        a: *const f32,
+        c: *mut f32,
+        rows: usize,
+        panels: Range<usize>,
+    ) where L: Lanes {
+        let (n, k) = (w.out_dim, w.in_dim);
+        let (width, tile_rows) = (2 * L::WIDTH, tile_rows::<L>());
+        for kc0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - kc0);
+            for p in panels.clone() {
+                let panel_cols = NR.min(n - p * NR);
+                for col0 in (0..panel_cols).step_by(width) {
+                    let b = packed.as_ptr().add((p * k + kc0) * NR + col0);
+                    let cols = width.min(panel_cols - col0);
+                    let mut r = 0;
+                    while r < rows {
+                        let t = tile_rows.min(rows - r);
+                        let (ap, cp) = (a.add(r * k + kc0), c.add(r * n + p * NR + col0));
+                        macro_rules! tiles {
+                            ($($r:literal)*) => {
+                                match t {
+                                    $($r => tile::<$r, L>(ap, k, b, kc, cp, n, cols),)*
+                                    _ => unreachable!("tile rows are 1..=MR"),
+                                }
+                            };
+                        }
+                        tiles!(12 11 10 9 8 7 6 5 4 3 2 1);
+                        r += t;
+                    }
                 }
-                r += t;
             }
         }
     }
@@ -401,7 +367,7 @@ impl<'a> Step<'a> {
         let (w, n) = (self.w, self.w.out_dim);
         match (&w.weight, shared) {
             (PackedWeight::F32(packed), _) => {
-                product_block(w, packed, x.as_ptr(), dst, rows, panels, avx512())
+                product_block(w, packed, x.as_ptr(), dst, rows, panels)
             }
             (PackedWeight::Amx(tiles), Some((a, row0))) => {
                 amx::product(tiles, a, row0..row0 + rows, panels, dst, n)
@@ -602,8 +568,8 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    /// The feed-forward block against candle's ops, with f32 and AMX products, for row
-    /// counts that run fused (many row blocks, a ragged last one) and layer by layer
+    /// The feed-forward block against candle's ops, with f32 products on every SIMD tier
+    /// the CPU has and AMX products where it has them, for row counts that run fused (many row blocks, a ragged last one) and layer by layer
     /// (too few rows for the threads), on a 2-thread pool.
     #[test]
     fn feed_forward_matches_candle() -> candle_core::Result<()> {
@@ -619,7 +585,14 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        for product in [Product::F32, Product::for_cpu(DType::F32, true).unwrap()] {
+        let mut runs: Vec<_> = Tier::available()
+            .into_iter()
+            .map(|t| (Product::F32, t))
+            .collect();
+        if let Some(amx) = Product::for_cpu(DType::F32, true).filter(|&p| p != Product::F32) {
+            runs.push((amx, Tier::best()));
+        }
+        for (product, simd) in runs {
             let (up, down) = (
                 PackedLinear::new(&w1, &b1, product)?,
                 PackedLinear::new(&w2, &b2, product)?,
@@ -628,13 +601,16 @@ mod tests {
                 let x = randn(&[rows, hidden], 1.0)?;
                 let sum = (linear(&linear(&x, &w1, &b1)?.gelu_erf()?, &w2, &b2)? + &x)?;
                 let want = candle_nn::ops::layer_norm(&sum, &gamma, &beta, 1e-12)?;
-                let got = pool.install(|| feed_forward(&x, &up, &down, &gamma, &beta, 1e-12))?;
+                let got = airrep_core::simd::with_tier(simd, || {
+                    pool.install(|| feed_forward(&x, &up, &down, &gamma, &beta, 1e-12))
+                })
+                .unwrap()?;
                 let err = norm(&(&got - &want)?)? / norm(&want)?;
                 // f32 FMA: rounding only; AMX split: ~1e-5 per product.
                 let bound = if product == Product::F32 { 1e-6 } else { 1e-4 };
                 assert!(
                     err < bound,
-                    "{product:?}, {rows} rows: relative error {err:e}"
+                    "{product:?} {simd}, {rows} rows: relative error {err:e}"
                 );
             }
         }
