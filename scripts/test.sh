@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: lint, the pure crates' tests, the #[pg_test]s inside a throwaway Postgres,
 # the SQL regression suite with expected output, dump/restore, extension upgrade, concurrent
-# backends, a Citus cluster and the quality benchmark's quick mode. Installs whatever is
-# missing first.
+# backends, the background embedding worker, a Citus cluster and the quality benchmark's
+# quick mode. Installs whatever is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -45,6 +45,8 @@ echo "==> ALTER EXTENSION UPDATE from 0.1.0 keeps models and vectors"
 tests/upgrade.sh
 echo "==> concurrent backends give one backend's results"
 tests/concurrency.sh
+echo "==> the background worker keeps columns embedded (a cluster that preloads airrep)"
+tests/worker.sh
 echo "==> Citus pushes the aggregates down (builds Citus from ../shared/vendor, or skips)"
 tests/citus.sh
 

@@ -31,6 +31,11 @@ pub static AMX: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `auto` (bf16 mixed precision on a GPU, f32 on the CPU), `f32` or `bf16`, for encoding.
 pub static PRECISION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"auto"));
+/// Seconds the embedding worker sleeps when idle before it looks for pending rows unasked
+/// (a commit that leaves pending rows wakes it at once).
+pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// Rows per batch (one transaction) of the embedding worker.
+pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -127,6 +132,26 @@ pub fn register() {
         c"f32: products run on bf16 tiles over operands split into two bf16 parts each, f32 results to about 1e-5 relative, 1.6-1.8x faster than f32 FMA; bf16 (airrep.precision): products on the tiles. off: f32 FMA, and candle's kernels for bf16, as on CPUs without AMX. No effect on GPUs or training.",
         &AMX,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.worker_naptime",
+        c"Seconds the embedding worker sleeps when idle before it looks for pending rows.",
+        c"A commit that leaves rows to embed wakes it at once; this catches anything else.",
+        &WORKER_NAPTIME,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.worker_batch_size",
+        c"Rows the embedding worker embeds per transaction.",
+        c"",
+        &WORKER_BATCH_SIZE,
+        1,
+        4096,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
