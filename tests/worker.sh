@@ -36,7 +36,8 @@ SELECT airrep.load_model('minilm', '/tmp/airrep-fixtures/minilm');
 CREATE TABLE embedded_log (relation text, id int);
 CREATE FUNCTION log_embedding() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.embedding IS NOT NULL THEN INSERT INTO embedded_log VALUES (TG_TABLE_NAME, NEW.id); END IF;
+    -- qualified: a batch runs with search_path pg_catalog, pg_temp, as airrep.embed does
+    IF NEW.embedding IS NOT NULL THEN INSERT INTO public.embedded_log VALUES (TG_TABLE_NAME, NEW.id); END IF;
     RETURN NULL;
 END $$;
 -- makes a batch take a while, so a terminate or a kill lands in the middle of one
