@@ -523,9 +523,18 @@ DECLARE
     model_ref bigint;
     job       airrep.embedding_jobs;
     pending   bigint;
+    dims      int;
 BEGIN
     -- the same argument, type and model checks as airrep.embed; the count is the pending rows
     pending := airrep.embed_rows_to_fill(relation, text_column, vector_column, model, 1);
+    -- A column of fixed dimension must fit the model's vectors (else every row would fail).
+    SELECT a.atttypmod INTO dims FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attname = vector_column AND NOT a.attisdropped;
+    IF dims > 0 AND dims <> array_length(airrep.encode(model, 'x')::real[], 1) THEN
+        RAISE EXCEPTION 'airrep.keep_embedded: %.% holds vectors of % dimensions, model "%" makes %',
+            relation, quote_ident(vector_column), dims, model, array_length(airrep.encode(model, 'x')::real[], 1)
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
     IF NOT has_column_privilege(relation, text_column, 'SELECT')
        OR NOT has_column_privilege(relation, vector_column, 'SELECT')
        OR NOT has_column_privilege(relation, vector_column, 'UPDATE') THEN
