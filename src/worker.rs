@@ -212,6 +212,10 @@ pub extern "C-unwind" fn airrep_embedding_launcher_main(_arg: pg_sys::Datum) {
         }
     }
     WORKERS.exclusive().0 = 0;
+    // Exit code 1: the postmaster starts the launcher again after RESTART (unless it is
+    // shutting down); 0 would unregister it until the server restarts.
+    // SAFETY: ends this process, as returning would.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Start a worker for each asked-for database not started within [`RESTART`]; how long

@@ -98,6 +98,19 @@ SELECT airrep.keep_embedded('questions', 'body', 'embedding', 'tiny-bf16') > 0 A
 CALL airrep.embed_pending();
 SELECT count(*) FROM airrep.top_k('questions', 'notes', 3);  -- one model: no warning
 
+-- a generated text: a change of a column it is computed from leaves the vector NULL
+CREATE TABLE pairs (id int, prompt text, response text, source text,
+                    body text GENERATED ALWAYS AS (airrep.format(prompt, response)) STORED,
+                    embedding airrep_vector(32));
+SELECT airrep.keep_embedded('pairs', 'body', 'embedding', 'tiny') > 0 AS started;
+INSERT INTO pairs (id, prompt, response, source) VALUES (1, 'Who wrote Hamlet?', 'Shakespeare.', 'a'), (2, 'What is 2+2?', '4', 'a');
+CALL airrep.embed_pending();
+UPDATE pairs SET response = 'William Shakespeare.' WHERE id = 1 RETURNING id, embedding IS NULL AS stale_vector_gone;
+UPDATE pairs SET source = 'b' WHERE id = 2 RETURNING id, embedding IS NULL AS vector_gone;
+CALL airrep.embed_pending();
+SELECT count(*) FILTER (WHERE embedding <-> airrep.encode('tiny', body) < 1e-5) AS correct FROM pairs;
+DROP TABLE pairs;
+
 -- the owner controls a job; a role needs the table's privileges to start one
 CREATE ROLE embed_stranger;
 GRANT SELECT ON notes, questions TO embed_stranger;
