@@ -106,6 +106,7 @@ SELECT airrep.keep_embedded('pairs', 'body', 'embedding', 'tiny') > 0 AS started
 INSERT INTO pairs (id, prompt, response, source) VALUES (1, 'Who wrote Hamlet?', 'Shakespeare.', 'a'), (2, 'What is 2+2?', '4', 'a');
 CALL airrep.embed_pending();
 UPDATE pairs SET response = 'William Shakespeare.' WHERE id = 1 RETURNING id, embedding IS NULL AS stale_vector_gone;
+-- known limitation: with a generated text an unrelated UPDATE also NULLs the vector (re-embedded, never stale)
 UPDATE pairs SET source = 'b' WHERE id = 2 RETURNING id, embedding IS NULL AS vector_gone;
 CALL airrep.embed_pending();
 SELECT count(*) FILTER (WHERE embedding <-> airrep.encode('tiny', body) < 1e-5) AS correct FROM pairs;
