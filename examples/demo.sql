@@ -71,6 +71,29 @@ ALTER TABLE targets RENAME COLUMN text TO body;
 DELETE FROM examples WHERE id = 21;
 \set QUIET off
 
+\echo '-- keep the pool embedded: the background worker embeds rows inserted from now on,'
+\echo '-- with no call (a trigger leaves a changed text''s vector NULL until then)'
+SELECT airrep.keep_embedded('examples', 'body', 'embedding', 'minilm') AS job;
+INSERT INTO examples (id, prompt, response)
+VALUES (22, 'Who wrote Romeo and Juliet?', 'William Shakespeare wrote Romeo and Juliet.');
+\set QUIET on
+DO $$ BEGIN  -- only waits: the worker embeds the row a moment after the INSERT commits
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT embedding IS NOT NULL FROM examples WHERE id = 22);
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+\set QUIET off
+SELECT k.rank, k.example_id, e.prompt, round(k.influence::numeric, 3) AS influence
+FROM airrep.top_k('targets', 'examples', 3) k JOIN examples e ON e.id = k.example_id
+WHERE k.target_id = 3 ORDER BY k.rank;
+SELECT relation, model, state, rows, pending_rows, worker_pid IS NOT NULL AS worker_running
+FROM airrep.embedding_status;
+\set QUIET on
+DO $$ BEGIN PERFORM airrep.stop_embedding('examples', 'embedding'); END $$;
+DELETE FROM examples WHERE id = 22;
+\set QUIET off
+
 \echo '-- which subset helps each target most? attention-pooled group_influence vs sum'
 CREATE TABLE subsets (subset_id int, example_id bigint);
 INSERT INTO subsets VALUES

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end: build and install airrep, start a throwaway cluster (as the
 # `postgres` user, port ${AIRREP_DEMO_PORT:-28815}), load MiniLM-L6 from its PyPI package,
-# embed a small table of real instruction pairs and run attribution queries.
+# embed a small table of real instruction pairs, keep it embedded by the background worker
+# and run attribution queries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -20,7 +21,8 @@ chmod -R a+rX "$WORK"
 
 echo "==> throwaway cluster in $WORK/pgdata on port $PORT"
 source scripts/cluster.sh
-start_cluster "$WORK" "$PORT"
+# preloaded: the background worker keeps a column embedded (the demo's keep_embedded step)
+CLUSTER_OPTIONS="-c shared_preload_libraries=airrep" start_cluster "$WORK" "$PORT"
 
 echo "==> demo"
 run_psql -v model_dir="$WORK/models/minilm" -f examples/demo.sql

@@ -9,7 +9,7 @@ PG_MAJOR=15
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 PG_REGRESS=$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress
 # AIRREP_REGRESS="setup selection" runs a part of the suite while iterating.
-read -ra SUITE <<<"${AIRREP_REGRESS:-setup vector_type group_influence selection embed train cleaning reliability pgvector canary}"
+read -ra SUITE <<<"${AIRREP_REGRESS:-setup vector_type group_influence selection embed embedding_jobs train cleaning reliability pgvector canary}"
 # pgvector interop needs pgvector (scripts/test.sh builds it from ../shared/vendor when there).
 if [[ " ${SUITE[*]} " == *" pgvector "* && ! -f "$($PG_CONFIG --sharedir)/extension/vector.control" ]]; then
     echo "SKIP pgvector.sql: pgvector is not installed (no ../shared/vendor/pgvector-*.tar.gz to build it from)"

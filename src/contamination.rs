@@ -25,6 +25,7 @@ use airrep_core::text::{exact_key, NgramIndex};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
 use crate::near_duplicates::{check_threshold, CosineJoin};
 use crate::scan::{Block, Blocks, Columns, Source};
@@ -130,6 +131,12 @@ fn contamination(
         )
     });
     let by_vector = methods.contains(&Method::Embedding).then(|| {
+        note_model_mismatch(
+            "airrep.contamination",
+            ("training", &train),
+            ("benchmark", &benchmark),
+            vector_column,
+        );
         (
             Source::vectors(&train, "train", vector_column),
             Source::vectors(&benchmark, "benchmark", vector_column),

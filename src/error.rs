@@ -21,6 +21,8 @@ pub mod sqlstate {
     /// Class 23: integrity constraint violation.
     pub const FOREIGN_KEY_VIOLATION: &str = "23503";
     pub const UNIQUE_VIOLATION: &str = "23505";
+    /// Class 39: external routine invocation exception (a trigger function misused).
+    pub const TRIGGER_PROTOCOL_VIOLATED: &str = "39P01";
     /// Class 42: syntax error or access rule violation.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const UNDEFINED_COLUMN: &str = "42703";

@@ -101,6 +101,12 @@ unsafe extern "C-unwind" fn assign_simd(newval: i32, _extra: *mut std::ffi::c_vo
     let _ = simd::select(SimdSetting::from_ordinal(newval).tier());
 }
 
+/// Seconds the embedding worker sleeps when idle before it looks for pending rows unasked
+/// (a commit that leaves pending rows wakes it at once).
+pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// Rows per batch (one transaction) of the embedding worker.
+pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(64);
+
 pub fn register() {
     GucRegistry::define_int_guc(
         c"airrep.threads",
@@ -196,6 +202,26 @@ pub fn register() {
         c"f32: products run on bf16 tiles over operands split into two bf16 parts each, f32 results to about 1e-5 relative, 1.6-1.8x faster than f32 FMA; bf16 (airrep.precision): products on the tiles. off: f32 FMA (bf16 weights widened to f32), as on CPUs without AMX. Needs airrep.simd at avx512. No effect on GPUs or training.",
         &AMX,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.worker_naptime",
+        c"Seconds the embedding worker sleeps when idle before it looks for pending rows.",
+        c"A commit that leaves rows to embed wakes it at once; this catches anything else.",
+        &WORKER_NAPTIME,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"airrep.worker_batch_size",
+        c"Rows the embedding worker embeds per transaction.",
+        c"",
+        &WORKER_BATCH_SIZE,
+        1,
+        4096,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

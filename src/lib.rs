@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod aggstate;
 mod contamination;
 mod datum;
+mod embedding_jobs;
 mod encode;
 mod error;
 mod evaluate;
@@ -28,6 +29,7 @@ mod train;
 mod vector_agg;
 mod vector_ops;
 mod vector_type;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -46,10 +48,15 @@ CREATE TYPE airrep_vector;
 mod airrep {}
 
 /// Runs in every backend that loads the library (and in the postmaster with
-/// shared_preload_libraries): register settings only; pools and models are created lazily.
+/// shared_preload_libraries): register settings; pools and models are created lazily. Only
+/// while the postmaster preloads it: the embedding worker's shared memory and launcher.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
+    // SAFETY: a plain read of a postmaster global.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -17,6 +17,7 @@ use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
@@ -125,6 +126,12 @@ fn select_data(
     }
     let strategy = strategy(strategy_name.unwrap_or_else(|| required("strategy")));
     let vector_column = vector_column.unwrap_or_else(|| required("vector_column"));
+    note_model_mismatch(
+        "airrep.select_data",
+        ("targets'", &targets),
+        ("pool's", &pool),
+        vector_column,
+    );
     let targets = Source::vectors(&targets, "targets", vector_column);
     let columns = Columns {
         vector: Some(vector_column),

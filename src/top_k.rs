@@ -9,6 +9,7 @@ use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate, OrRaise};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Source};
@@ -97,6 +98,12 @@ fn top_k(
     ),
 > {
     let k = check_k(k);
+    note_model_mismatch(
+        "airrep.top_k",
+        ("targets'", &targets),
+        ("pool's", &pool),
+        vector_column,
+    );
     let targets = Source::vectors(&targets, "targets", vector_column);
     let pool = Source::vectors(&pool, "pool", vector_column);
     let Some((target_ids, queries)) = read_targets(&targets) else {
