@@ -27,8 +27,8 @@ use pgrx::PgRelation;
 
 use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
-use crate::near_duplicates::{check_threshold, CosineJoin};
 use crate::scan::{Block, Blocks, Columns, Source};
+use crate::search::{check_threshold, CosineJoin};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Method {

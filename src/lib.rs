@@ -23,6 +23,7 @@ mod relation;
 mod retired;
 mod runtime;
 mod scan;
+mod search;
 mod select_data;
 mod top_k;
 mod train;

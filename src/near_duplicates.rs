@@ -11,68 +11,15 @@
 use std::collections::HashMap;
 
 use airrep_core::clusters::{Clusters, Keep};
-use airrep_model::Queries;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-use crate::error::{raise, sqlstate, OrRaise};
-use crate::runtime::thread_pool;
+use crate::error::{raise, sqlstate};
 use crate::scan::{Block, Source};
+use crate::search::{check_threshold, CosineJoin};
 
 /// Query rows per chunk: 16 Mi floats (64 MB) of query vectors.
 const CHUNK_FLOATS: usize = 16 << 20;
-/// Cosines this close below the threshold count as reaching it: f32 dot products of unit
-/// vectors are within about 1e-6 of the exact cosine, so identical rows meet threshold 1.
-const COSINE_SLACK: f64 = 2e-6;
-
-pub fn check_threshold(threshold: f64) -> f32 {
-    if !(threshold > 0.0 && threshold <= 1.0) {
-        raise(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            &format!("threshold must be in (0, 1], got {threshold}"),
-        );
-    }
-    (threshold - COSINE_SLACK) as f32
-}
-
-/// One side of a cosine threshold join, held as unit vectors: the query set of the top-k
-/// engine's threshold join, which other rows are then compared with a block at a time.
-pub struct CosineJoin {
-    unit: Queries,
-    dim: usize,
-    cutoff: f32,
-}
-
-impl CosineJoin {
-    /// `queries`' vectors (`dim` wide, at least one row) against a cosine `cutoff`.
-    pub fn new(queries: &Block, dim: usize, cutoff: f32) -> Self {
-        CosineJoin {
-            unit: Queries::new(queries.unit_rows(dim), dim).or_raise(),
-            dim,
-            cutoff,
-        }
-    }
-
-    /// Rows per block that keep one block's scores near the engine's target.
-    pub fn block_rows(&self) -> usize {
-        self.unit.block_rows()
-    }
-
-    /// Every `(query, row of block, cosine)` reaching the cutoff, by index, in query then
-    /// row order.
-    pub fn pairs(&self, block: &Block) -> impl Iterator<Item = (usize, usize, f64)> {
-        let pairs = thread_pool()
-            .install(|| {
-                self.unit
-                    .pairs_at_least(&block.unit_rows(self.dim), self.cutoff)
-            })
-            .or_raise();
-        pairs
-            .into_iter()
-            .map(|(q, r, s)| (q, r, (s as f64).min(1.0)))
-    }
-}
-
 /// Every pair of a row of `queries` and a row of `source` (only ids above `after`, if
 /// given) whose cosine similarity reaches `cutoff`, as `each(query id, row id, cosine)`:
 /// a [`CosineJoin`] over `source` streamed in blocks.

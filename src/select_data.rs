@@ -21,7 +21,7 @@ use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
-use crate::top_k::{read_targets, scores_or_raise, search};
+use crate::search::{read_targets, scores_or_raise, search};
 
 /// Candidate-by-target scores the `group` strategy holds at most (256 MB of f32).
 const GROUP_SCORES_MAX: usize = 1 << 26;

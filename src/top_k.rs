@@ -4,67 +4,13 @@
 //! [`airrep_model::TopKSearch`] (all targets times one block per product, a heap per
 //! target), so memory is the targets, k hits per target and one block.
 
-use airrep_core::topk::Hit;
-use airrep_model::{Queries, TopKSearch};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
 use crate::embedding_jobs::note_model_mismatch;
-use crate::error::{raise, sqlstate, OrRaise};
-use crate::runtime::thread_pool;
-use crate::scan::{Block, Source};
-
-/// The targets' ids and vectors, in id order, and their dimension; None if there are none.
-/// A repeated id is an error.
-pub fn read_targets(targets: &Source) -> Option<(Vec<i64>, Queries)> {
-    let mut dim = None;
-    let all = targets.read_all(&mut dim);
-    targets.require_unique_ids(&all.ids);
-    let dim = dim?;
-    let queries = Queries::new(all.rows, dim).or_raise();
-    Some((all.ids, queries))
-}
-
-/// The scores of `result`, or its error raised; an overflow names the pool row by its id
-/// (`row_ids` are the ids of the pool rows scored).
-pub fn scores_or_raise<T>(result: airrep_model::Result<T>, row_ids: &[i64]) -> T {
-    match result {
-        Err(airrep_model::Error::Overflow { row }) => raise(
-            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-            &format!(
-                "influence out of range: a target's dot product with pool row {} overflows float4; scale such vectors down",
-                row_ids[row]
-            ),
-        ),
-        other => other.or_raise(),
-    }
-}
-
-/// Stream `pool` through a search for the `k` best rows of each query; `each` also sees
-/// every block (select_data gathers pool statistics there). A pool id that repeats within
-/// a query's hits is an error: checking there keeps memory independent of the pool's size.
-pub fn search(
-    queries: &Queries,
-    pool: &Source,
-    k: usize,
-    what: &str,
-    mut each: impl FnMut(&Block),
-) -> Vec<Vec<Hit>> {
-    let threads = thread_pool();
-    let mut dim = Some(queries.dim());
-    let block_rows = queries.block_rows();
-    let mut search = TopKSearch::new(queries, k);
-    pool.scan(&mut dim, block_rows, false, what, |block| {
-        let added = threads.install(|| search.add_block(&block.ids, &block.rows));
-        scores_or_raise(added, &block.ids);
-        each(block);
-    });
-    let hits = search.finish();
-    for query_hits in &hits {
-        pool.require_unique_ids(query_hits.iter().map(|hit| &hit.id));
-    }
-    hits
-}
+use crate::error::{raise, sqlstate};
+use crate::scan::Source;
+use crate::search::{read_targets, search};
 
 pub fn check_k(k: i32) -> usize {
     if k < 1 {

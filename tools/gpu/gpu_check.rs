@@ -30,7 +30,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use airrep_model::{
-    AirRepModel, Checkpoint, Depth, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision,
+    Checkpoint, Depth, DeviceSpec, Encoder, EncoderOptions, Kernels, Precision, ReferenceModel,
     SplitMix64, TokenBatch, TrainData, TrainLayers, TrainOptions, Trainer,
 };
 use candle_core::{DType, Device, Module, Tensor};
@@ -319,7 +319,7 @@ fn train_proxy(
     let checkpoint = Checkpoint::from_dir(model_dir)?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let model = AirRepModel::load(
+    let model = ReferenceModel::load(
         vb,
         &checkpoint.config,
         Some(checkpoint.config.hidden_size),

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use airrep_core::select::{greedy_group, round_robin, Aggregate, BudgetedBest};
-use airrep_core::topk::Hit;
+use airrep_core::top_k::Hit;
 use rayon::prelude::*;
 
 use crate::baselines::Measured;

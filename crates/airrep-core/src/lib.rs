@@ -11,6 +11,6 @@ pub mod select;
 pub mod simd;
 pub mod state;
 pub mod text;
-pub mod topk;
+pub mod top_k;
 pub mod vector;
 pub mod wire;

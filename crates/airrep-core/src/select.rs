@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashSet};
 
 use crate::group::{GroupState, Pooling};
-use crate::topk::Hit;
+use crate::top_k::Hit;
 
 /// One selected row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,7 +44,7 @@ pub struct RankingTooShort {
     pub depth: usize,
 }
 
-/// Round-robin selection over per-target rankings (best first, as [`crate::topk::TopK`]
+/// Round-robin selection over per-target rankings (best first, as [`crate::top_k::TopK`]
 /// gives them). `complete[t]` says ranking `t` holds every row the target can rank (the
 /// pool had fewer rows than were asked for); an incomplete ranking that runs out before
 /// the budget does is an error that asks for deeper rankings. `cost` gives a row's cost.

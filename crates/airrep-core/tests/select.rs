@@ -3,7 +3,7 @@
 
 use airrep_core::group::{pool, Pooling};
 use airrep_core::select::{greedy_group, round_robin, BudgetedBest, Pick, RankingTooShort};
-use airrep_core::topk::{Hit, TopK};
+use airrep_core::top_k::{Hit, TopK};
 use proptest::prelude::*;
 
 /// Scores from a small set of values, so ties are common; ids distinct.

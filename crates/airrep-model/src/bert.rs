@@ -3,7 +3,7 @@
 //! the paper, unless the checkpoint carries `projector.scale` s: then `e = s·y/|y|` with
 //! `y = W·pooled + b` (docs/training.md says why training may choose it).
 //!
-//! This file owns the reference forward, [`AirRepModel`], composed from candle ops in the
+//! This file owns the reference forward, [`ReferenceModel`], composed from candle ops in the
 //! shape of candle-transformers' `bert.rs`: embeddings, then per layer post-norm
 //! self-attention and a GELU feed-forward block, then pooling and the projector. Training
 //! and the GPU run it. The fused CPU inference model ([`fused::FusedModel`]) computes the
@@ -348,13 +348,13 @@ pub(crate) fn unit_length(x: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_div(&norm)
 }
 
-pub struct AirRepModel {
+pub struct ReferenceModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     projector: Projector,
 }
 
-impl AirRepModel {
+impl ReferenceModel {
     /// Builds the model from AirRep-named tensors (see `checkpoint`): plain tensors for
     /// inference, a `VarMap` for training. `projector_dim` is the projector's output
     /// width, None for a model without one.

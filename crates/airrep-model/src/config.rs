@@ -69,7 +69,7 @@ impl BertConfig {
     pub fn to_airrep_json(&self) -> Vec<u8> {
         let mut value = serde_json::to_value(self).expect("a plain struct serialises");
         value["model_type"] = "airrep".into();
-        value["architectures"] = serde_json::json!(["AirRepModel"]);
+        value["architectures"] = serde_json::json!(["ReferenceModel"]);
         serde_json::to_vec_pretty(&value).expect("a JSON value serialises")
     }
 

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::bert::fused::FusedModel;
-use crate::bert::{AirRepModel, Kernels};
+use crate::bert::{Kernels, ReferenceModel};
 use crate::checkpoint::{read_file, Checkpoint};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::{Error, Result};
@@ -62,7 +62,7 @@ impl Default for EncoderOptions {
 /// or as f32 from bf16 weights), else the reference with portable kernels (GPUs).
 enum Model {
     Fused(FusedModel),
-    Portable(AirRepModel),
+    Portable(ReferenceModel),
 }
 
 pub struct Encoder {
@@ -134,7 +134,7 @@ impl Encoder {
             Some(product) if device.is_cpu() => {
                 Model::Fused(FusedModel::load(vb, config, projector_dim, product)?)
             }
-            _ => Model::Portable(AirRepModel::load(
+            _ => Model::Portable(ReferenceModel::load(
                 vb,
                 config,
                 projector_dim,
@@ -401,13 +401,13 @@ mod tests {
     }
 
     /// The reference forward with the portable kernels, f32 on the CPU.
-    fn portable_f32(checkpoint: &Checkpoint) -> AirRepModel {
+    fn portable_f32(checkpoint: &Checkpoint) -> ReferenceModel {
         let vb = VarBuilder::from_tensors(
             checkpoint.tensors().clone(),
             candle_core::DType::F32,
             &Device::Cpu,
         );
-        AirRepModel::load(
+        ReferenceModel::load(
             vb,
             &checkpoint.config,
             checkpoint.projector_dim(),

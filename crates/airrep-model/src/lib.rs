@@ -17,7 +17,7 @@ pub mod trainable;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use bert::{AirRepModel, Kernels};
+pub use bert::{Kernels, ReferenceModel};
 pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{DeviceSpec, Precision};

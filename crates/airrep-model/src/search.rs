@@ -11,7 +11,7 @@
 //! `|S − exact| <= (dim + 1) · 2⁻²⁴ · Σ|q_i·b_i|` on every tier (to first order). Memory is the queries, one block and
 //! its `queries × rows` scores, whatever the length of the stream.
 
-use airrep_core::topk::{Hit, TopK};
+use airrep_core::top_k::{Hit, TopK};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::bert::{AirRepModel, Kernels};
+use crate::bert::{Kernels, ReferenceModel};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::tokenize::TokenBatch;
@@ -14,7 +14,7 @@ use crate::train::ProjectorInit;
 
 pub struct TrainableModel {
     varmap: VarMap,
-    model: AirRepModel,
+    model: ReferenceModel,
     checkpoint: Checkpoint,
     device: Device,
 }
@@ -43,7 +43,7 @@ impl TrainableModel {
             }
         }
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let model = AirRepModel::load(
+        let model = ReferenceModel::load(
             vb,
             &checkpoint.config,
             checkpoint.projector_dim(),
@@ -78,7 +78,7 @@ impl TrainableModel {
     }
 
     /// The encoder itself, for forward passes that start above a frozen bottom.
-    pub fn model(&self) -> &AirRepModel {
+    pub fn model(&self) -> &ReferenceModel {
         &self.model
     }
 

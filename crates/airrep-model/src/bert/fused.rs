@@ -1,4 +1,4 @@
-//! The fused CPU inference model: the function of [`super::AirRepModel`], built from the
+//! The fused CPU inference model: the function of [`super::ReferenceModel`], built from the
 //! same checkpoint, on the packed products and fused kernels of `crate::kernels`. Forward
 //! only, CPU only; activations are f32 and only the products follow the [`Product`] (f32
 //! FMA, AMX split-bf16 at f32 accuracy, or AMX bf16).
@@ -96,7 +96,7 @@ pub struct FusedModel {
 
 impl FusedModel {
     /// Builds the model from AirRep-named tensors (see `checkpoint`) on the CPU, its linear
-    /// layers packed for `product`; `projector_dim` as for [`super::AirRepModel::load`].
+    /// layers packed for `product`; `projector_dim` as for [`super::ReferenceModel::load`].
     pub fn load(
         vb: VarBuilder,
         config: &BertConfig,
@@ -118,7 +118,7 @@ impl FusedModel {
         self.projector.output_dim
     }
 
-    /// As [`super::AirRepModel::forward`].
+    /// As [`super::ReferenceModel::forward`].
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let mut hidden = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
@@ -134,7 +134,7 @@ mod tests {
     use airrep_core::simd::{with_tier, Tier};
     use candle_core::Device;
 
-    use super::super::AirRepModel;
+    use super::super::ReferenceModel;
     use super::*;
     use crate::checkpoint::Checkpoint;
     use crate::testing::{golden_dir, minilm_dir, relative_l2_error, Golden};
@@ -173,7 +173,7 @@ mod tests {
             let vb =
                 || VarBuilder::from_tensors(checkpoint.tensors().clone(), DType::F32, &Device::Cpu);
             for kernels in [Kernels::Differentiable, Kernels::Portable] {
-                let reference = AirRepModel::load(vb(), config, projector_dim, kernels)
+                let reference = ReferenceModel::load(vb(), config, projector_dim, kernels)
                     .unwrap()
                     .forward(&input_ids, &mask)
                     .unwrap()
