@@ -181,3 +181,181 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use airrep_core::lds::lds;
+
+    use crate::train::tests::*;
+    use crate::train::*;
+
+    #[test]
+    fn sampling_is_deterministic_and_uses_everything_when_asked() {
+        let mut rng = SplitMix64(7);
+        assert_eq!(rng.sample(5, 5), vec![0, 1, 2, 3, 4]);
+        assert_eq!(rng.sample(3, 10), vec![0, 1, 2]);
+        let picked = rng.sample(100, 10);
+        assert_eq!(picked.len(), 10);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]) && picked[9] < 100);
+        assert_eq!(SplitMix64(7).sample(100, 10), SplitMix64(7).sample(100, 10));
+        assert_ne!(SplitMix64(7).sample(100, 10), SplitMix64(8).sample(100, 10));
+        // the holdout split of subsets and of targets: disjoint, covering, deterministic for
+        // a seed, and at least the minimum on each side
+        let data = selection_data();
+        let split = data.split(0.25, 5).unwrap();
+        assert_eq!((split.training.len(), split.held_out.len()), (9, 3));
+        assert_eq!(
+            (split.training_targets.len(), split.held_out_targets.len()),
+            (6, 2)
+        );
+        for (kept, held, count) in [
+            (&split.training, &split.held_out, 12),
+            (&split.training_targets, &split.held_out_targets, 8),
+        ] {
+            let mut all: Vec<usize> = kept.iter().chain(held).copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..count).collect::<Vec<_>>());
+        }
+        assert_eq!(data.split(0.25, 5).unwrap(), split);
+        assert_ne!(data.split(0.25, 6).unwrap(), split);
+        let none = data.split(0.0, 5).unwrap();
+        assert!(none.held_out.is_empty() && none.held_out_targets.is_empty());
+        assert_eq!(none.training_targets, (0..8).collect::<Vec<_>>());
+        let small = data.split(0.01, 5).unwrap();
+        assert_eq!((small.held_out.len(), small.held_out_targets.len()), (2, 1));
+    }
+
+    #[test]
+    fn training_never_sees_held_out_targets_and_validation_ranks_only_held_out_pairs() {
+        let options = TrainOptions {
+            steps: 6,
+            head_lr: 0.05,
+            targets_per_step: 3,
+            subsets_per_step: 4,
+            holdout_fraction: 0.34,
+            eval_every: 3,
+            depth: Depth::All,
+            seed: 2,
+            ..TrainOptions::default()
+        };
+        let data = selection_data();
+        let mut trainer = tiny_trainer(data.clone(), options).unwrap();
+        let split = trainer.split.clone();
+        assert!(!split.held_out_targets.is_empty());
+        for _ in 0..6 {
+            let batch = trainer.sample_batch(&mut trainer.rng.clone());
+            assert!(batch
+                .targets
+                .iter()
+                .all(|d| split.training_targets.contains(d)));
+            trainer.step(&never).unwrap();
+            // The held-out LDS is the LDS of held-out subsets for held-out targets, computed
+            // here from the public group scores.
+            let scores = trainer
+                .group_scores(&split.held_out_targets, &split.held_out)
+                .unwrap();
+            let losses: Vec<Vec<f64>> = split
+                .held_out
+                .iter()
+                .map(|&s| {
+                    split
+                        .held_out_targets
+                        .iter()
+                        .map(|&d| data.losses[s][d])
+                        .collect()
+                })
+                .collect();
+            let want = lds(&scores, &losses).0;
+            let got = trainer.validate(&never).unwrap().lds;
+            assert!(
+                (got - want).abs() < 1e-12,
+                "validation {got}, reference {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_data_and_lengths_are_rejected_with_clear_messages() {
+        let golden = golden();
+        let good = golden_data(&golden);
+        let mut cases: Vec<(TrainData, TrainOptions, &str)> = Vec::new();
+        let options = golden_options(&golden);
+        let mut data = good.clone();
+        data.subsets[1].push(99);
+        cases.push((
+            data,
+            options.clone(),
+            "subset 1 names example 99, but there are only 15 examples",
+        ));
+        let mut data = good.clone();
+        data.subsets[2].clear();
+        cases.push((data, options.clone(), "subset 2 is empty"));
+        let mut data = good.clone();
+        data.losses[0][3] = f64::INFINITY;
+        cases.push((
+            data,
+            options.clone(),
+            "losses[0][3] is inf: losses must be finite",
+        ));
+        let mut data = good.clone();
+        data.losses[1].pop();
+        cases.push((
+            data,
+            options.clone(),
+            "losses[1] has 3 entries but there are 4 targets",
+        ));
+        let mut data = good.clone();
+        data.losses.pop();
+        cases.push((
+            data,
+            options.clone(),
+            "losses has 2 rows but there are 3 subsets",
+        ));
+        let mut data = good.clone();
+        data.targets.clear();
+        cases.push((data, options.clone(), "no targets"));
+        cases.push((
+            good.clone(),
+            TrainOptions {
+                holdout_fraction: 0.5,
+                ..options.clone()
+            },
+            "holdout_fraction 0.5 needs at least 4 subsets (2 to validate on and at least 2 to train), got 3",
+        ));
+        cases.push((
+            good.clone(),
+            TrainOptions {
+                max_length: 100_000,
+                ..options.clone()
+            },
+            "max_length 100000 exceeds the model's max_position_embeddings",
+        ));
+        for (data, options, expected) in cases {
+            match tiny_trainer(data, options) {
+                Err(Error::Input(message)) => {
+                    assert!(
+                        message.contains(expected),
+                        "{message:?} does not say {expected:?}"
+                    )
+                }
+                Err(other) => panic!("wrong error for {expected:?}: {other}"),
+                Ok(_) => panic!("accepted: {expected:?}"),
+            }
+        }
+        let mut trainer = tiny_trainer(good, options).unwrap();
+        assert!(
+            matches!(trainer.group_scores(&[4], &[0]), Err(Error::Input(m)) if m.contains("target 4 out of range"))
+        );
+        assert!(
+            matches!(trainer.group_scores(&[0], &[3]), Err(Error::Input(m)) if m.contains("subset 3 out of range"))
+        );
+        assert!(
+            matches!(trainer.validate(&never), Err(Error::Input(m)) if m.contains("no held-out subsets"))
+        );
+        assert_eq!(
+            trainer.group_scores(&[0, 1], &[]).unwrap(),
+            vec![Vec::<f64>::new(); 2]
+        );
+        assert!(trainer.group_scores(&[], &[0]).unwrap().is_empty());
+    }
+}

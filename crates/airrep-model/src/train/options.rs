@@ -530,3 +530,220 @@ impl TrainOptions {
         self.lr * self.warmup_at(step)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::train::*;
+
+    fn rejected(options: TrainOptions) -> String {
+        match options.check() {
+            Err(Error::Input(message)) => message,
+            other => panic!("{options:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_validation_names_the_bad_value() {
+        let good = TrainOptions::default();
+        good.check().unwrap();
+        let cases: Vec<(TrainOptions, &str)> = vec![
+            (
+                TrainOptions {
+                    lr: 0.0,
+                    ..good.clone()
+                },
+                "lr must be a positive number, got 0",
+            ),
+            (
+                TrainOptions {
+                    lr: f64::NAN,
+                    ..good.clone()
+                },
+                "lr must be a positive number, got NaN",
+            ),
+            (
+                TrainOptions {
+                    head_lr: -1.0,
+                    ..good.clone()
+                },
+                "head_lr must be a positive number, got -1",
+            ),
+            (
+                TrainOptions {
+                    weight_decay: -0.1,
+                    ..good.clone()
+                },
+                "weight_decay must be 0 or more",
+            ),
+            (
+                TrainOptions {
+                    targets_per_step: 0,
+                    ..good.clone()
+                },
+                "targets_per_step must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    steps: 1 << 31,
+                    ..good.clone()
+                },
+                "steps must be at most 2147483647, got 2147483648",
+            ),
+            (
+                TrainOptions {
+                    subsets_per_step: 1,
+                    ..good.clone()
+                },
+                "subsets_per_step must be at least 2",
+            ),
+            (
+                TrainOptions {
+                    max_members_per_subset: Some(0),
+                    ..good.clone()
+                },
+                "max_members_per_subset must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    t_min: -1.0,
+                    ..good.clone()
+                },
+                "t_min must be 0 or more",
+            ),
+            (
+                TrainOptions {
+                    t_max: 0.1,
+                    ..good.clone()
+                },
+                "t_max must be greater than t_min (0.1), got 0.1",
+            ),
+            (
+                TrainOptions {
+                    holdout_fraction: 1.0,
+                    ..good.clone()
+                },
+                "holdout_fraction must be in [0, 1), got 1",
+            ),
+            (
+                TrainOptions {
+                    eval_every: 0,
+                    ..good.clone()
+                },
+                "eval_every must be at least 1",
+            ),
+            (
+                TrainOptions {
+                    max_seconds: -1.0,
+                    ..good.clone()
+                },
+                "max_seconds must be 0 (no budget) or more, got -1",
+            ),
+            (
+                TrainOptions {
+                    max_length: 1,
+                    ..good.clone()
+                },
+                "max_length must be at least 2",
+            ),
+        ];
+        for (options, expected) in cases {
+            let message = rejected(options);
+            assert!(
+                message.contains(expected),
+                "{message:?} does not say {expected:?}"
+            );
+        }
+        let warmup = good.warmup_steps;
+        assert_eq!(good.lr_at(0), good.lr / warmup as f64);
+        assert_eq!(good.lr_at(warmup - 1), good.lr);
+        assert_eq!(
+            TrainOptions {
+                warmup_steps: 0,
+                ..good.clone()
+            }
+            .lr_at(0),
+            good.lr
+        );
+        for (text, layers) in [
+            ("projector", TrainLayers::Projector),
+            ("all", TrainLayers::All),
+            ("2", TrainLayers::Top(2)),
+        ] {
+            assert_eq!(text.parse::<TrainLayers>().unwrap(), layers);
+            assert_eq!(layers.to_string(), text);
+        }
+        let json = serde_json::json!({"steps": 7, "train_layers": 2, "max_members_per_subset": null,
+                                      "projector_init": "random", "pooling": "sum"});
+        let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
+        assert_eq!(
+            (parsed.steps, parsed.train_layers),
+            (7, TrainLayers::Top(2))
+        );
+        assert_eq!(parsed.projector_init, ProjectorInit::Random);
+        assert_eq!(
+            TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
+            parsed
+        );
+        for (value, want) in [
+            (serde_json::json!("auto"), UnitScale::Auto),
+            (serde_json::json!("off"), UnitScale::Off),
+            (serde_json::json!(1.5), UnitScale::Fixed(1.5)),
+            (serde_json::json!("2"), UnitScale::Fixed(2.0)),
+        ] {
+            let json = serde_json::json!({ "unit_scale": value });
+            let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
+            assert_eq!(parsed.unit_scale, want);
+            assert_eq!(
+                TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
+                parsed
+            );
+        }
+        for (json, expected) in [
+            (
+                serde_json::json!({"stepz": 1}),
+                "unknown training option \"stepz\" (known: steps,",
+            ),
+            (
+                serde_json::json!({"steps": -1}),
+                "option \"steps\" must be a non-negative integer",
+            ),
+            (
+                serde_json::json!({"lr": "x"}),
+                "option \"lr\" must be a number",
+            ),
+            (
+                serde_json::json!({"pooling": "max"}),
+                "unknown pooling \"max\"",
+            ),
+            (
+                serde_json::json!({"projector_init": "zeros"}),
+                "unknown projector_init \"zeros\"",
+            ),
+            (
+                serde_json::json!({"holdout_fraction": 1.5}),
+                "holdout_fraction must be in [0, 1)",
+            ),
+            (
+                serde_json::json!({"unit_scale": 0}),
+                "unit_scale must be 'auto', 'off' or a positive number, got \"0\"",
+            ),
+            (
+                serde_json::json!({"unit_scale": "on"}),
+                "unit_scale must be 'auto', 'off' or a positive number",
+            ),
+            (serde_json::json!([1]), "options must be a JSON object"),
+        ] {
+            match TrainOptions::from_json(&json, good.clone()) {
+                Err(Error::Input(m)) => {
+                    assert!(m.contains(expected), "{m:?} does not say {expected:?}")
+                }
+                other => panic!("{json} accepted: {other:?}"),
+            }
+        }
+        for bad in ["0", "top", "-1"] {
+            assert!(
+                matches!(bad.parse::<TrainLayers>(), Err(Error::Input(m)) if m.contains("train_layers must be"))
+            );
+        }
+    }
+}
