@@ -8,19 +8,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 times=()
+running=""
 report() {
     echo "==> stage times"
     printf '%s\n' "${times[@]}"
+    [ -n "$running" ] && printf '%6d s  %s (failed)\n' $((SECONDS - running_at)) "$running"
     printf '%6d s  total\n' $((SECONDS - started))
 }
 trap report EXIT
-# stage NAME COMMAND...: runs COMMAND and records its wall time under NAME.
+# stage NAME COMMAND...: runs COMMAND and records its wall time under NAME (a failing stage
+# ends the run, and the report names it).
 stage() {
-    local name=$1 at=$SECONDS
+    running=$1 running_at=$SECONDS
     shift
-    echo "==> $name"
+    echo "==> $running"
     "$@"
-    times+=("$(printf '%6d s  %s' $((SECONDS - at)) "$name")")
+    times+=("$(printf '%6d s  %s' $((SECONDS - running_at)) "$running")")
+    running=""
 }
 
 stage "setup: apt packages, cargo-pgrx, pgrx init" source scripts/setup.sh
