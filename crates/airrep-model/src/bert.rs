@@ -1,5 +1,6 @@
 //! The AirRep encoder: BERT, mean pooling over every non-padding token ([CLS] and
-//! [SEP] included), then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm, as in
+//! [SEP] included; the response weighted when the model says so, see [`crate::pooling`]),
+//! then the projector `e = W·pooled + b` (DESIGN 1). No L2 norm, as in
 //! the paper, unless the checkpoint carries `projector.scale` s: then `e = s·y/|y|` with
 //! `y = W·pooled + b` (docs/training.md says why training may choose it).
 //!
@@ -26,6 +27,7 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
 use crate::error::Result;
+use crate::pooling::{pool_weights, weighted_mean, ResponseWeighting};
 
 pub mod fused;
 mod mixed;
@@ -352,6 +354,7 @@ pub struct ReferenceModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     projector: Projector,
+    response_weighting: Option<ResponseWeighting>,
 }
 
 impl ReferenceModel {
@@ -372,6 +375,7 @@ impl ReferenceModel {
             embeddings: Embeddings::load(&bert.pp("embeddings"), config, kernels)?,
             layers,
             projector: Projector::load(&vb, config, projector_dim)?,
+            response_weighting: config.response_weighting.clone(),
         })
     }
 
@@ -379,12 +383,24 @@ impl ReferenceModel {
         self.projector.output_dim
     }
 
+    /// The response weighting of this model's pooling, if any.
+    pub fn response_weighting(&self) -> Option<&ResponseWeighting> {
+        self.response_weighting.as_ref()
+    }
+
+    /// The pooling weights `[batch, seq]` of a batch under this model's response
+    /// weighting (the mask itself without one), see [`crate::pooling`].
+    pub fn pool_weights(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        pool_weights(input_ids, attention_mask, self.response_weighting.as_ref())
+    }
+
     /// `input_ids` u32 and `attention_mask` f32 (1 real, 0 padding), both `[batch, seq]`
     /// and padded on the right as [`crate::TokenBatch`] does; returns the embeddings
     /// `[batch, output_dim]`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden_states(input_ids, attention_mask, self.layers.len())?;
-        self.project(&self.pool_from_layer(&hidden, attention_mask, self.layers.len())?)
+        let weights = self.pool_weights(input_ids, attention_mask)?;
+        self.project(&self.pool_from_layer(&hidden, attention_mask, &weights, self.layers.len())?)
     }
 
     pub fn num_layers(&self) -> usize {
@@ -406,34 +422,39 @@ impl ReferenceModel {
         Ok(hidden)
     }
 
-    /// Layers `first..` over `hidden` (the output of layer `first − 1`), then mean pooling:
-    /// `[batch, hidden]` in f32, before the projector.
+    /// Layers `first..` over `hidden` (the output of layer `first − 1`), then the weighted
+    /// mean by `pool_weights` `[batch, seq]` (see [`Self::pool_weights`]): `[batch, hidden]`
+    /// in f32, before the projector.
     pub fn pool_from_layer(
         &self,
         hidden: &Tensor,
         attention_mask: &Tensor,
+        pool_weights: &Tensor,
         first: usize,
     ) -> Result<Tensor> {
         let mut hidden = hidden.clone();
         for layer in &self.layers[first..] {
             hidden = layer.forward(&hidden, attention_mask)?;
         }
-        Ok(mean_pool(&hidden, &attention_mask.to_dtype(DType::F32)?)?)
+        Ok(weighted_mean(&hidden, pool_weights)?)
     }
 
-    /// Mean-pooled states `[batch, hidden]` in f32 after each layer, bottom first: what
-    /// every truncation of this encoder (`Checkpoint::truncated`) pools, from one pass.
+    /// Pooled states `[batch, hidden]` in f32 after each layer, bottom first, under each of
+    /// `pool_weights` (`[weighting][depth]`): what every truncation of this encoder
+    /// (`Checkpoint::truncated`) pools under each weighting, from one pass.
     pub fn pooled_by_depth(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-    ) -> Result<Vec<Tensor>> {
-        let mask = attention_mask.to_dtype(DType::F32)?;
+        pool_weights: &[Tensor],
+    ) -> Result<Vec<Vec<Tensor>>> {
         let mut hidden = self.embeddings.forward(input_ids)?;
-        let mut pooled = Vec::with_capacity(self.layers.len());
+        let mut pooled = vec![Vec::with_capacity(self.layers.len()); pool_weights.len()];
         for layer in &self.layers {
             hidden = layer.forward(&hidden, attention_mask)?;
-            pooled.push(mean_pool(&hidden, &mask)?);
+            for (by_depth, weights) in pooled.iter_mut().zip(pool_weights) {
+                by_depth.push(weighted_mean(&hidden, weights)?);
+            }
         }
         Ok(pooled)
     }
@@ -442,15 +463,4 @@ impl ReferenceModel {
     pub fn project(&self, pooled: &Tensor) -> Result<Tensor> {
         self.projector.forward(pooled)
     }
-}
-
-/// Mean of the hidden states over real tokens, `[batch, seq, hidden] -> [batch, hidden]`,
-/// with `attention_mask` f32. Pooling and projection accumulate in f32 even when the
-/// layers ran in bf16.
-fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> candle_core::Result<Tensor> {
-    let summed = hidden
-        .to_dtype(DType::F32)?
-        .broadcast_mul(&attention_mask.unsqueeze(2)?)?
-        .sum(1)?;
-    summed.broadcast_div(&attention_mask.sum_keepdim(1)?)
 }

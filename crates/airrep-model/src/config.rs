@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pooling::ResponseWeighting;
 
 /// Architectures whose weights follow the BERT layout (`model_type` in config.json).
 const BERT_FAMILY: [&str; 2] = ["bert", "airrep"];
@@ -21,6 +22,10 @@ pub struct BertConfig {
     pub max_position_embeddings: usize,
     #[serde(default = "default_type_vocab_size")]
     pub type_vocab_size: usize,
+    /// Response tokens weighted in the mean pooling (`pooling`); absent: the plain mean,
+    /// as in every model not trained by airrep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_weighting: Option<ResponseWeighting>,
 }
 
 fn default_hidden_act() -> String {
@@ -107,7 +112,10 @@ impl BertConfig {
         if self.layer_norm_eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::Config("layer_norm_eps must be positive".into()));
         }
-        Ok(())
+        match &self.response_weighting {
+            Some(weighting) => weighting.check(self.vocab_size),
+            None => Ok(()),
+        }
     }
 }
 
@@ -144,10 +152,27 @@ mod tests {
 
     #[test]
     fn airrep_json_round_trips() {
-        let config = BertConfig::from_json(TINY).unwrap();
+        let mut config = BertConfig::from_json(TINY).unwrap();
         assert_eq!(
             BertConfig::from_json(&config.to_airrep_json()).unwrap(),
             config
         );
+        config.response_weighting = Some(ResponseWeighting {
+            marker: vec![5, 6],
+            weight: 2.0,
+        });
+        assert_eq!(
+            BertConfig::from_json(&config.to_airrep_json()).unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn rejects_a_response_weighting_outside_the_vocabulary() {
+        let mut value: serde_json::Value = serde_json::from_slice(TINY).unwrap();
+        let vocab = value["vocab_size"].as_u64().unwrap();
+        value["response_weighting"] = serde_json::json!({"marker": [vocab], "weight": 2.0});
+        let err = BertConfig::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("beyond the vocabulary"), "{err}");
     }
 }

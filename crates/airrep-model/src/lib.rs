@@ -8,6 +8,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 mod kernels;
+pub mod pooling;
 mod rng;
 pub mod search;
 pub mod tokenize;
@@ -24,11 +25,13 @@ pub use device::{DeviceSpec, Precision};
 pub use encoder::{format_pair, Encoder, EncoderOptions};
 pub use error::{Error, Result};
 pub use kernels::Product;
+pub use pooling::{ResponseWeighting, AUTO_RESPONSE_WEIGHTS, RESPONSE_MARKER};
 pub use rng::SplitMix64;
 pub use search::{unit_rows, Queries, TopKSearch};
 pub use tokenize::{TextTokenizer, TokenBatch, DEFAULT_MAX_LENGTH};
 pub use train::{
-    Depth, Kept, Progress, ProjectorInit, StartChoice, StartPoint, StartScore, StepLog, TrainData,
-    TrainLayers, TrainOptions, Trainer, UnitScale, Validation, AUTO_UNIT_SCALES,
+    Depth, Kept, Progress, ProjectorInit, ResponseWeight, StartChoice, StartPoint, StartScore,
+    StepLog, TrainData, TrainLayers, TrainOptions, Trainer, UnitScale, Validation,
+    AUTO_UNIT_SCALES,
 };
 pub use trainable::TrainableModel;

@@ -138,7 +138,6 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids with [CLS] and [SEP], truncated.
     /// The part of `text` that is tokenised (see the module docs).
     fn head<'t>(&self, text: &'t str) -> &'t str {
         let limit = self.max_length * CHARS_PER_TOKEN;
@@ -147,10 +146,21 @@ impl TextTokenizer {
             .map_or(text, |(end, _)| &text[..end])
     }
 
+    /// Token ids with [CLS] and [SEP], truncated.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
             .encode(self.head(text), true)
+            .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of a short piece of text, without [CLS] and [SEP]: how it appears inside
+    /// an encoded text (after whitespace, as every piece split off by the pre-tokeniser).
+    pub fn pieces(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(self.head(text), false)
             .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }

@@ -12,13 +12,14 @@
 //!
 //! The embeddings, pooling and projector are the reference's own.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::{mean_pool, weight_and_bias, Embeddings, Kernels, LayerNorm, Projector};
+use super::{weight_and_bias, Embeddings, Kernels, LayerNorm, Projector};
 use crate::config::BertConfig;
 use crate::error::Result;
 use crate::kernels::{self, Epilogue, PackedLinear, Product};
+use crate::pooling::{pool_weights, weighted_mean, ResponseWeighting};
 
 /// One BERT layer on packed weights (the candle tensors are not kept: no second copy).
 struct FusedLayer {
@@ -92,6 +93,7 @@ pub struct FusedModel {
     embeddings: Embeddings,
     layers: Vec<FusedLayer>,
     projector: Projector,
+    response_weighting: Option<ResponseWeighting>,
 }
 
 impl FusedModel {
@@ -111,6 +113,7 @@ impl FusedModel {
             embeddings: Embeddings::load(&bert.pp("embeddings"), config, Kernels::Portable)?,
             layers,
             projector: Projector::load(&vb, config, projector_dim)?,
+            response_weighting: config.response_weighting.clone(),
         })
     }
 
@@ -124,15 +127,15 @@ impl FusedModel {
         for layer in &self.layers {
             hidden = layer.forward(&hidden, attention_mask)?;
         }
-        self.projector
-            .forward(&mean_pool(&hidden, &attention_mask.to_dtype(DType::F32)?)?)
+        let weights = pool_weights(input_ids, attention_mask, self.response_weighting.as_ref())?;
+        self.projector.forward(&weighted_mean(&hidden, &weights)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use airrep_core::simd::{with_tier, Tier};
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     use super::super::ReferenceModel;
     use super::*;
@@ -148,7 +151,8 @@ mod tests {
     /// (measured worst relative L2 3.9e-7 tiny-airrep, 1.6e-6 MiniLM); AMX split-bf16
     /// products, where the CPU has them, are f32 to about 1e-5 (6.4e-6, 1.4e-5). The
     /// bounds leave room for other CPUs' summation orders and stay under the golden
-    /// tests' 1e-4.
+    /// tests' 1e-4. tiny-airrep runs a second time with its response weighted, which both
+    /// models must pool alike.
     #[test]
     fn fused_forward_matches_the_reference() {
         let golden = Golden::load();
@@ -162,12 +166,20 @@ mod tests {
         if kernels::amx_available() {
             products.push((Product::AmxSplit, Tier::best(), 5e-5));
         }
-        for dir in dirs {
-            let checkpoint = Checkpoint::from_dir(&dir).unwrap();
-            let (config, projector_dim) = (&checkpoint.config, checkpoint.projector_dim());
+        let tiny = dirs[0].clone();
+        for (dir, weighted) in dirs.into_iter().map(|d| (d, false)).chain([(tiny, true)]) {
+            let mut checkpoint = Checkpoint::from_dir(&dir).unwrap();
             let tokenizer_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
             let tokenizer =
-                TextTokenizer::for_model(&tokenizer_json, DEFAULT_MAX_LENGTH, config).unwrap();
+                TextTokenizer::for_model(&tokenizer_json, DEFAULT_MAX_LENGTH, &checkpoint.config)
+                    .unwrap();
+            if weighted {
+                checkpoint.config.response_weighting = Some(ResponseWeighting {
+                    marker: crate::pooling::response_marker(&tokenizer).unwrap(),
+                    weight: 2.0,
+                });
+            }
+            let (config, projector_dim) = (&checkpoint.config, checkpoint.projector_dim());
             let batch = tokenizer.batch(&texts).unwrap();
             let (input_ids, mask) = batch.to_tensors(&Device::Cpu).unwrap();
             let vb =
@@ -198,8 +210,9 @@ mod tests {
                         })
                         .fold(0.0, f64::max);
                     eprintln!(
-                        "{}: fused {product:?} {tier} vs {kernels:?}: worst relative L2 {worst:.2e}",
-                        dir.display()
+                        "{}{}: fused {product:?} {tier} vs {kernels:?}: worst relative L2 {worst:.2e}",
+                        dir.display(),
+                        if weighted { " (response weighted)" } else { "" }
                     );
                     assert!(
                         worst <= tolerance,

@@ -3,12 +3,13 @@
 //!
 //! The cache is exact: the frozen layers run the same differentiable kernels as an uncached
 //! forward, and padding never reaches a real token (attention masks padded keys, pooling
-//! averages real tokens only), so a cached text's outputs do not depend on its batch.
+//! weighs real tokens only, each by its text's own ids), so a cached text's outputs do not depend on its batch.
 
 use candle_core::Tensor;
 
 use super::options::TrainLayers;
 use crate::error::Result;
+use crate::pooling::token_weights;
 use crate::tokenize::{token_chunks, TokenBatch};
 use crate::trainable::TrainableModel;
 
@@ -20,9 +21,11 @@ pub(crate) const CHUNK_TOKENS: usize = 32 * 128;
 pub(crate) enum Inputs {
     /// Token ids: the whole encoder runs.
     Tokens { ids: Vec<Vec<u32>>, pad_id: u32 },
-    /// `[len, hidden]` per text after the frozen layers `0..first_layer`.
+    /// `[len, hidden]` per text after the frozen layers `0..first_layer`, and each of its
+    /// tokens' pooling weight.
     Hidden {
         states: Vec<Tensor>,
+        pool_weights: Vec<Vec<f32>>,
         first_layer: usize,
     },
     /// `[texts, hidden]` pooled states before the projector.
@@ -47,6 +50,8 @@ impl Inputs {
             TrainLayers::Projector => num_layers,
             TrainLayers::Top(n) => num_layers - n,
         };
+        let weighting = model.model().response_weighting();
+        let pool_weights = ids.iter().map(|t| token_weights(t, weighting)).collect();
         let mut pooled = Vec::new();
         let mut states = Vec::with_capacity(ids.len());
         let rows: Vec<usize> = (0..ids.len()).collect();
@@ -58,7 +63,12 @@ impl Inputs {
                 .hidden_states(&chunk_ids, &mask, frozen_layers)?
                 .detach();
             if layers == TrainLayers::Projector {
-                pooled.push(model.model().pool_from_layer(&hidden, &mask, num_layers)?);
+                let weights = model.model().pool_weights(&chunk_ids, &mask)?;
+                pooled.push(
+                    model
+                        .model()
+                        .pool_from_layer(&hidden, &mask, &weights, num_layers)?,
+                );
             } else {
                 for (row, &len) in lengths.iter().enumerate() {
                     states.push(hidden.get(row)?.narrow(0, 0, len)?.contiguous()?);
@@ -70,6 +80,7 @@ impl Inputs {
         } else {
             Self::Hidden {
                 states,
+                pool_weights,
                 first_layer: frozen_layers,
             }
         })
@@ -102,10 +113,12 @@ impl Inputs {
             Self::Tokens { ids, pad_id } => {
                 let (ids, mask, _) = token_batch(model, ids, *pad_id, rows)?;
                 let hidden = encoder.hidden_states(&ids, &mask, encoder.num_layers())?;
-                encoder.pool_from_layer(&hidden, &mask, encoder.num_layers())?
+                let weights = encoder.pool_weights(&ids, &mask)?;
+                encoder.pool_from_layer(&hidden, &mask, &weights, encoder.num_layers())?
             }
             Self::Hidden {
                 states,
+                pool_weights,
                 first_layer,
             } => {
                 let lengths = rows
@@ -124,7 +137,17 @@ impl Inputs {
                     .flat_map(|&len| (0..longest).map(move |pos| if pos < len { 1.0 } else { 0.0 }))
                     .collect();
                 let mask = Tensor::from_vec(mask, (rows.len(), longest), hidden.device())?;
-                encoder.pool_from_layer(&hidden, &mask, *first_layer)?
+                let weights: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| {
+                        let w = &pool_weights[r];
+                        w.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0.0, longest - w.len()))
+                    })
+                    .collect();
+                let weights = Tensor::from_vec(weights, (rows.len(), longest), hidden.device())?;
+                encoder.pool_from_layer(&hidden, &mask, &weights, *first_layer)?
             }
             Self::Pooled(pooled) => {
                 let index = Tensor::from_vec(

@@ -29,8 +29,9 @@
 //! targets' own quirks: with them in validation, held-out LDS rose while LDS on new
 //! targets fell (docs/training.md).
 //!
-//! Before all that, `depth` 'auto' may keep only the bottom layers of the start (see
-//! `depth`). The encoder, its gradients and the optimiser state live on
+//! Before all that, `depth` 'auto' may keep only the bottom layers of the start, and
+//! 'auto' choices centre it, scale it and weight the response in its pooling (see
+//! `start`). The encoder, its gradients and the optimiser state live on
 //! [`TrainOptions::device`], all f32; scores, pooling and the ranking loss run on the host.
 
 mod data;
@@ -45,7 +46,9 @@ mod validation;
 
 use data::Split;
 pub use data::TrainData;
-pub use options::{Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES};
+pub use options::{
+    Depth, ProjectorInit, ResponseWeight, TrainLayers, TrainOptions, UnitScale, AUTO_UNIT_SCALES,
+};
 pub use start::{StartChoice, StartPoint, StartScore};
 use union::Union;
 pub use validation::{Kept, Validation};
@@ -59,6 +62,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::checkpoint::{layer_of, Checkpoint, PROJECTOR_BIAS, PROJECTOR_SCALE, PROJECTOR_WEIGHT};
 use crate::error::{Error, Result};
+use crate::pooling::response_marker;
 use crate::rng::SplitMix64;
 use crate::tokenize::TextTokenizer;
 use crate::trainable::TrainableModel;
@@ -144,14 +148,14 @@ impl Trainer {
         let (example_ids, target_ids) = (tokens(&data.examples)?, tokens(&data.targets)?);
         let layers = options.train_layers;
         let (rows, pad) = (options.chunk_rows, tokenizer.pad_id());
-        let start = start::start(
-            checkpoint,
-            &data,
-            (&example_ids, &target_ids, pad),
-            &options,
-            &device,
-            &check,
-        )?;
+        let marker = response_marker(&tokenizer)?;
+        let tokens = start::Tokens {
+            examples: &example_ids,
+            targets: &target_ids,
+            pad,
+            marker: &marker,
+        };
+        let start = start::start(checkpoint, &data, &tokens, &options, &device, &check)?;
         // `start` carries any centred projector already; a start chosen uncentred gets the
         // identity ('centered' without a mean).
         let model = TrainableModel::new(

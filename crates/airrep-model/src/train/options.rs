@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::pooling::AUTO_RESPONSE_WEIGHTS;
 use crate::rng::SplitMix64;
 use crate::tokenize::DEFAULT_MAX_LENGTH;
 
@@ -262,6 +263,51 @@ impl fmt::Display for UnitScale {
     }
 }
 
+/// How much the response weighs in the mean pooling (see `crate::pooling`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResponseWeight {
+    /// Scored with the start's other choices at each of [`AUTO_RESPONSE_WEIGHTS`] when the
+    /// start is chosen (`depth` 'auto', or a centred projector with `unit_scale` 'auto')
+    /// and some example is in the AirRep template; the plain mean otherwise.
+    Auto,
+    /// This weight for every response token, the others' being 1 (1: the plain mean).
+    Fixed(f32),
+}
+
+impl ResponseWeight {
+    /// The weights a start is scored with when it is chosen and the texts have responses.
+    pub(crate) fn candidates(self) -> Vec<f32> {
+        match self {
+            Self::Auto => AUTO_RESPONSE_WEIGHTS.to_vec(),
+            Self::Fixed(weight) => vec![weight],
+        }
+    }
+}
+
+impl FromStr for ResponseWeight {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            n => match n.parse::<f32>() {
+                Ok(weight) if weight.is_finite() && weight > 0.0 => Ok(Self::Fixed(weight)),
+                _ => Err(Error::Input(format!(
+                    "response_weight must be 'auto' or a positive number (1: the plain mean), got \"{s}\""
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ResponseWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(weight) => write!(f, "{weight}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
     /// At most this many optimiser steps (fewer when early stopping ends the run); 0 keeps
@@ -292,6 +338,8 @@ pub struct TrainOptions {
     pub projector_init: ProjectorInit,
     /// Whether the embeddings are scaled to one length.
     pub unit_scale: UnitScale,
+    /// How much the response weighs in the pooling (a base that weights it keeps its own).
+    pub response_weight: ResponseWeight,
     /// The share of subsets, and of targets, held out of training to choose the kept step
     /// by their LDS (held-out subsets ranked for held-out targets); 0 trains on all and
     /// keeps the last step.
@@ -336,6 +384,7 @@ impl Default for TrainOptions {
             depth: Depth::Auto,
             projector_init: ProjectorInit::Centered,
             unit_scale: UnitScale::Auto,
+            response_weight: ResponseWeight::Auto,
             holdout_fraction: 0.2,
             eval_every: 10,
             patience: 6,
@@ -365,7 +414,7 @@ fn positive(name: &str, value: f64) -> Result<()> {
 /// The keys of [`TrainOptions::from_json`].
 pub const OPTION_KEYS: &str = "steps, lr, head_lr, weight_decay, warmup_steps, targets_per_step, \
      subsets_per_step, max_members_per_subset, t_min, t_max, pooling, train_layers, depth, \
-     projector_init, unit_scale, holdout_fraction, eval_every, patience, max_seconds, seed, max_length";
+     projector_init, unit_scale, response_weight, holdout_fraction, eval_every, patience, max_seconds, seed, max_length";
 
 impl TrainOptions {
     /// `base` with the keys of a JSON object applied (the form `airrep.train` takes), then
@@ -418,6 +467,10 @@ impl TrainOptions {
                     o.unit_scale = number()?.to_string().parse()?
                 }
                 "unit_scale" => o.unit_scale = text()?.parse()?,
+                "response_weight" if value.is_number() => {
+                    o.response_weight = number()?.to_string().parse()?
+                }
+                "response_weight" => o.response_weight = text()?.parse()?,
                 "holdout_fraction" => o.holdout_fraction = number()?,
                 "eval_every" => o.eval_every = count()?,
                 "patience" => o.patience = count()?,
@@ -449,6 +502,10 @@ impl TrainOptions {
             "unit_scale": match self.unit_scale {
                 UnitScale::Fixed(scale) => serde_json::json!(scale),
                 other => serde_json::json!(other.to_string()),
+            },
+            "response_weight": match self.response_weight {
+                ResponseWeight::Fixed(weight) => serde_json::json!(weight),
+                ResponseWeight::Auto => serde_json::json!("auto"),
             },
             "holdout_fraction": self.holdout_fraction, "eval_every": self.eval_every,
             "patience": self.patience, "max_seconds": self.max_seconds, "seed": self.seed, "max_length": self.max_length,
@@ -698,6 +755,19 @@ mod tests {
                 parsed
             );
         }
+        for (value, want) in [
+            (serde_json::json!("auto"), ResponseWeight::Auto),
+            (serde_json::json!(1), ResponseWeight::Fixed(1.0)),
+            (serde_json::json!("2.5"), ResponseWeight::Fixed(2.5)),
+        ] {
+            let json = serde_json::json!({ "response_weight": value });
+            let parsed = TrainOptions::from_json(&json, good.clone()).unwrap();
+            assert_eq!(parsed.response_weight, want);
+            assert_eq!(
+                TrainOptions::from_json(&parsed.to_json(), good.clone()).unwrap(),
+                parsed
+            );
+        }
         for (json, expected) in [
             (
                 serde_json::json!({"stepz": 1}),
@@ -730,6 +800,14 @@ mod tests {
             (
                 serde_json::json!({"unit_scale": "on"}),
                 "unit_scale must be 'auto', 'off' or a positive number",
+            ),
+            (
+                serde_json::json!({"response_weight": 0}),
+                "response_weight must be 'auto' or a positive number (1: the plain mean), got \"0\"",
+            ),
+            (
+                serde_json::json!({"response_weight": "off"}),
+                "response_weight must be 'auto' or a positive number",
             ),
             (serde_json::json!([1]), "options must be a JSON object"),
         ] {

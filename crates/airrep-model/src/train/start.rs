@@ -14,6 +14,11 @@
 //! vector, and the length sets how sharply attention pooling picks a subset's closest
 //! members. The projector cannot learn this, since it maps every text the same way.
 //!
+//! Texts in the AirRep template are also scored with their response weighted in the
+//! pooling at a few weights (see `crate::pooling`): the labels are losses on responses, and
+//! a plain mean weighs the question as much. The pooled states of every weight come from
+//! the same pass.
+//!
 //! Untrained weights have fit nothing, so all the labels can judge them: this is one
 //! choice among a handful, and the more labels it reads the less it is swayed by noise
 //! (on the benchmark, 40 held-out targets by 32 held-out subsets picked a depth whose
@@ -24,21 +29,23 @@ use airrep_core::lds::lds;
 use candle_core::Tensor;
 
 use super::inputs::{token_batch, CHUNK_TOKENS};
-use super::options::{Depth, ProjectorInit, TrainLayers, TrainOptions, UnitScale};
+use super::options::{Depth, ProjectorInit, ResponseWeight, TrainLayers, TrainOptions, UnitScale};
 use super::{TrainData, Union};
 use crate::bert::unit_length;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::pooling::{pool_weights, response_start, ResponseWeighting};
 use crate::tokenize::token_chunks;
 use crate::trainable::TrainableModel;
 
 /// One way to start: a depth, centred or not, with unit-length embeddings of a length or
-/// not.
+/// not, and the response weighed in the pooling (1: the plain mean).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StartPoint {
     pub layers: usize,
     pub centered: bool,
     pub unit_scale: Option<f32>,
+    pub response_weight: f32,
 }
 
 impl std::fmt::Display for StartPoint {
@@ -47,10 +54,13 @@ impl std::fmt::Display for StartPoint {
         if self.centered {
             f.write_str(" centred")?;
         }
-        match self.unit_scale {
-            Some(scale) => write!(f, " unit x{scale}"),
-            None => Ok(()),
+        if let Some(scale) = self.unit_scale {
+            write!(f, " unit x{scale}")?;
         }
+        if self.response_weight != 1.0 {
+            write!(f, " response x{}", self.response_weight)?;
+        }
+        Ok(())
     }
 }
 
@@ -74,19 +84,21 @@ pub struct StartChoice {
 
 impl StartChoice {
     /// What a trained model's config records of its start: whether it is centred, its
-    /// unit length and every start scored.
+    /// unit length, its response weight and every start scored.
     pub fn to_json(&self) -> serde_json::Value {
         let scores: Vec<serde_json::Value> = self
             .scores
             .iter()
             .map(|s| {
                 serde_json::json!({"layers": s.start.layers, "centered": s.start.centered,
-                                   "unit_scale": s.start.unit_scale, "lds": s.lds})
+                                   "unit_scale": s.start.unit_scale,
+                                   "response_weight": s.start.response_weight, "lds": s.lds})
             })
             .collect();
         serde_json::json!({
             "centered": self.kept.centered,
             "unit_scale_start": self.kept.unit_scale,
+            "response_weight": self.kept.response_weight,
             "start_scores": scores,
         })
     }
@@ -108,18 +120,23 @@ impl StartChoice {
             layers: self.of,
             centered: false,
             unit_scale: None,
+            response_weight: 1.0,
         };
         if let Some(s) = score_of(base).filter(|_| base != self.kept) {
             others += &format!(" and {:.4} for the base as it is", s.lds);
         }
         format!(
-            "kept {} of {} layers{}{} by LDS at step 0 over every label: {:.4}{others}; {} starts scored",
+            "kept {} of {} layers{}{}{} by LDS at step 0 over every label: {:.4}{others}; {} starts scored",
             self.kept.layers,
             self.of,
             if self.kept.centered { ", centred" } else { "" },
             match self.kept.unit_scale {
                 Some(scale) => format!(", unit length x{scale}"),
                 None => String::new(),
+            },
+            match self.kept.response_weight {
+                1.0 => String::new(),
+                weight => format!(", response x{weight}"),
             },
             score_of(self.kept).map_or(f64::NAN, |s| s.lds),
             self.scores.len()
@@ -134,50 +151,74 @@ pub(crate) struct Candidate {
     pub targets: Tensor,
 }
 
-/// Mean-pooled states `[depth][texts, hidden]` (before the projector) of every text of
-/// `ids` after each layer of `model`, bottom first, at most `chunk_rows` texts per pass
-/// (fewer when they are long); `check` is polled between passes.
+/// Pooled states `[weighting][depth][texts, hidden]` (before the projector) of every text
+/// of `ids` after each layer of `model`, bottom first, under each of `weightings`, at most
+/// `chunk_rows` texts per pass (fewer when they are long); `check` is polled between passes.
 pub(crate) fn pooled_by_depth(
     model: &TrainableModel,
     ids: &[Vec<u32>],
     pad_id: u32,
+    weightings: &[Option<ResponseWeighting>],
     chunk_rows: usize,
     check: &dyn Fn() -> Result<()>,
-) -> Result<Vec<Tensor>> {
+) -> Result<Vec<Vec<Tensor>>> {
     let rows: Vec<usize> = (0..ids.len()).collect();
-    let mut by_depth: Vec<Vec<Tensor>> = vec![Vec::new(); model.model().num_layers()];
+    let depths = model.model().num_layers();
+    let mut parts: Vec<Vec<Vec<Tensor>>> = vec![vec![Vec::new(); depths]; weightings.len()];
     for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows, CHUNK_TOKENS) {
         check()?;
         let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
-        let states = model.model().pooled_by_depth(&chunk_ids, &mask)?;
+        let weights = weightings
+            .iter()
+            .map(|w| pool_weights(&chunk_ids, &mask, w.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let states = model.model().pooled_by_depth(&chunk_ids, &mask, &weights)?;
         // Detached: the weights train later, and a graph kept here would hold every
         // layer's activations for every text.
-        for (depth, state) in states.into_iter().enumerate() {
-            by_depth[depth].push(state.detach());
+        for (by_depth, states) in parts.iter_mut().zip(states) {
+            for (depth, state) in states.into_iter().enumerate() {
+                by_depth[depth].push(state.detach());
+            }
         }
     }
-    by_depth
+    parts
         .iter()
-        .map(|parts| Ok(Tensor::cat(parts, 0)?))
+        .map(|by_depth| {
+            by_depth
+                .iter()
+                .map(|chunks| Ok(Tensor::cat(chunks, 0)?))
+                .collect()
+        })
         .collect()
 }
 
-/// The starts to score from every depth's pooled states `[depth][texts, hidden]`: each of
-/// `depths` (layers, centred by `means` or as the model's projector has it) at each of
-/// `scales`. List the start unchanged last, so it wins ties. Each is embedded only when
-/// the iterator reaches it, so scoring holds one candidate's embeddings at a time.
+/// The pooled states a start is scored from, `[weighting][depth][texts, hidden]`, with the
+/// response weight of each weighting.
+pub(crate) struct PooledStates<'a> {
+    pub response_weights: &'a [f32],
+    pub examples: &'a [Vec<Tensor>],
+    pub targets: &'a [Vec<Tensor>],
+    /// The examples' mean at each weighting and depth, for a centred projector.
+    pub means: Option<&'a [Vec<Tensor>]>,
+}
+
+/// The starts to score: each of `depths` (layers, centred by the means or as the model's
+/// projector has it) at each response weight, at each of `scales`. List the start
+/// unchanged last (and weight 1 last among the weights), so it wins ties. Each is embedded
+/// only when the iterator reaches it, so scoring holds one candidate's embeddings at a
+/// time.
 pub(crate) fn candidates<'a>(
     model: &'a TrainableModel,
-    examples: &'a [Tensor],
-    targets: &'a [Tensor],
-    means: Option<&'a [Tensor]>,
+    states: &'a PooledStates<'a>,
     depths: &'a [(usize, bool)],
     scales: &'a [Option<f32>],
 ) -> impl Iterator<Item = Result<Candidate>> + 'a {
-    let embed = move |x: &Tensor, start: StartPoint| -> Result<Tensor> {
+    let embed = move |x: &Tensor, weighting: usize, start: StartPoint| -> Result<Tensor> {
         let d = start.layers - 1;
-        let projected = match (means, start.centered) {
-            (Some(means), true) => model.model().project(&x.broadcast_sub(&means[d])?)?,
+        let projected = match (states.means, start.centered) {
+            (Some(means), true) => model
+                .model()
+                .project(&x.broadcast_sub(&means[weighting][d])?)?,
             _ => model.model().project(x)?,
         };
         Ok(match start.unit_scale {
@@ -185,17 +226,21 @@ pub(crate) fn candidates<'a>(
             None => projected,
         })
     };
+    let weights = states.response_weights.iter().copied().enumerate();
     depths.iter().flat_map(move |&(layers, centered)| {
-        scales.iter().map(move |&unit_scale| {
-            let start = StartPoint {
-                layers,
-                centered,
-                unit_scale,
-            };
-            Ok(Candidate {
-                start,
-                examples: embed(&examples[layers - 1], start)?,
-                targets: embed(&targets[layers - 1], start)?,
+        weights.clone().flat_map(move |(w, response_weight)| {
+            scales.iter().map(move |&unit_scale| {
+                let start = StartPoint {
+                    layers,
+                    centered,
+                    unit_scale,
+                    response_weight,
+                };
+                Ok(Candidate {
+                    start,
+                    examples: embed(&states.examples[w][layers - 1], w, start)?,
+                    targets: embed(&states.targets[w][layers - 1], w, start)?,
+                })
             })
         })
     })
@@ -248,18 +293,28 @@ pub(super) struct Start {
     pub checkpoint: Checkpoint,
     pub choice: Option<StartChoice>,
     /// Pooled states before the projector `[texts, hidden]` of the examples and targets at
-    /// the depth kept, when the depth choice computed them.
+    /// the depth and response weight kept, when the choice computed them.
     pub pooled: Option<(Tensor, Tensor)>,
+}
+
+/// The tokenised texts a start reads.
+pub(super) struct Tokens<'a> {
+    pub examples: &'a [Vec<u32>],
+    pub targets: &'a [Vec<u32>],
+    pub pad: u32,
+    /// [`crate::pooling::RESPONSE_MARKER`] in the model's vocabulary.
+    pub marker: &'a [u32],
 }
 
 /// Where training starts: `checkpoint` truncated to the `depth` kept, with a centred
 /// projector when `projector_init` asks for one (a model with its own projector keeps
-/// it) and unit-length embeddings when `unit_scale` asks for them, and the choice
-/// when there was one to make ('auto' depth, or 'auto' unit scale with centring).
+/// it), unit-length embeddings when `unit_scale` asks for them and the response weighted
+/// as `response_weight` says (a model that weights it keeps its own), and the choice when
+/// there was one to make ('auto' depth, or 'auto' unit scale with centring).
 pub(super) fn start(
     checkpoint: &Checkpoint,
     data: &TrainData,
-    (example_ids, target_ids, pad): (&[Vec<u32>], &[Vec<u32>], u32),
+    tokens: &Tokens,
     options: &TrainOptions,
     device: &candle_core::Device,
     check: &dyn Fn() -> Result<()>,
@@ -283,8 +338,33 @@ pub(super) fn start(
         UnitScale::Auto | UnitScale::Off => None,
     };
     let choose = options.depth == Depth::Auto || (centre && options.unit_scale == UnitScale::Auto);
-    let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>| -> Result<_> {
+    // A model that weights its response keeps its weighting; otherwise the weights scored
+    // (only where some example has a response: elsewhere every weight pools alike).
+    let own = checkpoint.config.response_weighting.clone();
+    let marker = own.as_ref().map_or(tokens.marker, |w| w.marker.as_slice());
+    let has_response = tokens
+        .examples
+        .iter()
+        .any(|ids| response_start(ids, marker).is_some());
+    let response_weights = match (&own, options.response_weight) {
+        (Some(own), _) => vec![own.weight],
+        (None, ResponseWeight::Fixed(weight)) => vec![weight],
+        (None, ResponseWeight::Auto) if choose && has_response => {
+            options.response_weight.candidates()
+        }
+        (None, ResponseWeight::Auto) => vec![1.0],
+    };
+    let weighting = |weight: f32| {
+        own.clone().or_else(|| {
+            (weight != 1.0).then(|| ResponseWeighting {
+                marker: marker.to_vec(),
+                weight,
+            })
+        })
+    };
+    let finish = |kept: usize, mean: Option<&Tensor>, scale: Option<f32>, weight: f32| {
         let mut start = checkpoint.truncated(kept)?;
+        start.config.response_weighting = weighting(weight);
         if let Some(mean) = mean {
             let mean = mean.to_device(&candle_core::Device::Cpu)?;
             ProjectorInit::Centered.give(&mut start, options.seed, Some(&mean))?;
@@ -295,32 +375,43 @@ pub(super) fn start(
                 .give(&mut start, options.seed, None)?;
             start.set_unit_scale(scale)?;
         }
-        Ok(start)
+        Ok::<_, Error>(start)
     };
     if !choose && !centre {
         return Ok(Start {
-            checkpoint: finish(depths[0], None, fixed_scale)?,
+            checkpoint: finish(depths[0], None, fixed_scale, response_weights[0])?,
             choice: None,
             pooled: None,
         });
     }
     // One pass over the examples (and, to choose, the targets) gives every depth's
-    // pooled states; the centring means are the examples' at each depth.
+    // pooled states at every weight; the centring means are the examples' at each.
     let full = TrainableModel::new(checkpoint, options.projector_init, options.seed, device)?;
-    let pooled = |ids| pooled_by_depth(&full, ids, pad, options.chunk_rows, check);
-    let examples = pooled(example_ids)?;
-    let means: Option<Vec<Tensor>> = if centre {
+    let weightings: Vec<Option<ResponseWeighting>> =
+        response_weights.iter().map(|&w| weighting(w)).collect();
+    let pooled = |ids| {
+        pooled_by_depth(
+            &full,
+            ids,
+            tokens.pad,
+            &weightings,
+            options.chunk_rows,
+            check,
+        )
+    };
+    let examples = pooled(tokens.examples)?;
+    let means: Option<Vec<Vec<Tensor>>> = if centre {
         Some(
             examples
                 .iter()
-                .map(|e| e.mean(0))
+                .map(|by_depth| by_depth.iter().map(|e| e.mean(0)).collect())
                 .collect::<candle_core::Result<_>>()?,
         )
     } else {
         None
     };
     let (choice, targets) = if choose {
-        let targets = pooled(target_ids)?;
+        let targets = pooled(tokens.targets)?;
         let mut starts: Vec<(usize, bool)> = depths.iter().map(|&d| (d, centre)).collect();
         // With a depth to choose, the base unchanged competes too, so the start kept is
         // never worse on the labels than the base itself.
@@ -328,14 +419,13 @@ pub(super) fn start(
             starts.push((total, false));
         }
         let scales = options.unit_scale.candidates(options.pooling);
-        let candidates = candidates(
-            &full,
-            &examples,
-            &targets,
-            means.as_deref(),
-            &starts,
-            &scales,
-        );
+        let states = PooledStates {
+            response_weights: &response_weights,
+            examples: &examples,
+            targets: &targets,
+            means: means.as_deref(),
+        };
+        let candidates = candidates(&full, &states, &starts, &scales);
         let choice = best_of(data, candidates, total, options.pooling, check)?;
         (Some(choice), Some(targets))
     } else {
@@ -344,10 +434,18 @@ pub(super) fn start(
     let kept = choice.as_ref().map_or(depths[0], |c| c.kept.layers);
     let centered = choice.as_ref().map_or(centre, |c| c.kept.centered);
     let scale = choice.as_ref().map_or(fixed_scale, |c| c.kept.unit_scale);
-    let mean = means.as_ref().filter(|_| centered).map(|m| &m[kept - 1]);
-    let pooled = targets.map(|targets| (examples[kept - 1].clone(), targets[kept - 1].clone()));
+    let weight = choice
+        .as_ref()
+        .map_or(response_weights[0], |c| c.kept.response_weight);
+    let w = response_weights
+        .iter()
+        .position(|&x| x == weight)
+        .expect("the weight kept was scored");
+    let mean = means.as_ref().filter(|_| centered).map(|m| &m[w][kept - 1]);
+    let pooled =
+        targets.map(|targets| (examples[w][kept - 1].clone(), targets[w][kept - 1].clone()));
     Ok(Start {
-        checkpoint: finish(kept, mean, scale)?,
+        checkpoint: finish(kept, mean, scale, weight)?,
         choice,
         pooled,
     })

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use super::*;
+use crate::pooling::AUTO_RESPONSE_WEIGHTS;
 use crate::testing::{assert_relative, golden_dir};
 use crate::tokenize::{TokenBatch, DEFAULT_MAX_LENGTH};
 
@@ -181,6 +182,22 @@ pub(crate) fn assert_gradients_close(
 
 /// Eight targets and twelve subsets of the golden texts, with losses that a trained encoder
 /// can learn: a subset helps a target the more of its members share the target's first word.
+/// [`selection_data`] with every text in the AirRep template: its first two words the
+/// question, the rest the response.
+pub(crate) fn template_data() -> TrainData {
+    let template = |text: &String| {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let cut = words.len().min(2);
+        crate::format_pair(&words[..cut].join(" "), &words[cut..].join(" "))
+    };
+    let data = selection_data();
+    TrainData {
+        examples: data.examples.iter().map(template).collect(),
+        targets: data.targets.iter().map(template).collect(),
+        ..data
+    }
+}
+
 pub(crate) fn selection_data() -> TrainData {
     let golden = golden();
     let examples: Vec<String> = golden.subsets.iter().flatten().cloned().collect();

@@ -58,6 +58,7 @@ fn lds_of_start(data: &TrainData, start: StartPoint, pooling: Pooling) -> f64 {
             ProjectorInit::Identity
         },
         unit_scale: start.unit_scale.map_or(UnitScale::Off, UnitScale::Fixed),
+        response_weight: ResponseWeight::Fixed(start.response_weight),
         pooling,
         ..TrainOptions::default()
     };
@@ -78,9 +79,10 @@ fn lds_of_start(data: &TrainData, start: StartPoint, pooling: Pooling) -> f64 {
     .0
 }
 
-#[test]
-fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
-    let data = selection_data();
+/// The start 'auto' keeps from `data` is the one of best LDS among every depth, centring,
+/// unit length and `response_weights`, each scored as a trainer of that fixed start scores.
+fn auto_start_keeps_the_best(data: &TrainData, response_weights: &[f32]) {
+    let weights = response_weights;
     for pooling in [Pooling::Attention, Pooling::Sum] {
         // centred at each depth, then the base unchanged (last: it wins ties), each as it
         // is and at every unit length
@@ -92,18 +94,21 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
                     Pooling::Sum => 0,
                     Pooling::Attention => AUTO_UNIT_SCALES.len(),
                 };
-                std::iter::once(None)
-                    .chain(AUTO_UNIT_SCALES[..lengths].iter().map(|&s| Some(s)))
-                    .map(move |unit_scale| StartPoint {
-                        layers,
-                        centered,
-                        unit_scale,
-                    })
+                weights.iter().flat_map(move |&response_weight| {
+                    std::iter::once(None)
+                        .chain(AUTO_UNIT_SCALES[..lengths].iter().map(|&s| Some(s)))
+                        .map(move |unit_scale| StartPoint {
+                            layers,
+                            centered,
+                            unit_scale,
+                            response_weight,
+                        })
+                })
             })
             .collect();
         let want: Vec<f64> = starts
             .iter()
-            .map(|&start| lds_of_start(&data, start, pooling))
+            .map(|&start| lds_of_start(data, start, pooling))
             .collect();
         let options = TrainOptions {
             steps: 0,
@@ -145,6 +150,15 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
         let (checkpoint, selection) = trainer.into_checkpoint().unwrap();
         assert_eq!(checkpoint.config.num_hidden_layers, starts[best].layers);
         assert_eq!(checkpoint.unit_scale(), starts[best].unit_scale);
+        let weight = starts[best].response_weight;
+        assert_eq!(
+            checkpoint
+                .config
+                .response_weighting
+                .as_ref()
+                .map(|w| w.weight),
+            (weight != 1.0).then_some(weight)
+        );
         let bias_is_zero = checkpoint.tensors()[PROJECTOR_BIAS]
             .abs()
             .unwrap()
@@ -156,6 +170,20 @@ fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
         assert_eq!(bias_is_zero, !starts[best].centered);
         assert!(selection.reason.starts_with(&choice.describe()));
     }
+}
+
+/// Texts without the template's marker score the plain mean only; in the template, each
+/// of the 'auto' response weights too.
+#[test]
+fn auto_depth_keeps_the_start_with_the_best_lds_at_step_0() {
+    let cases = [
+        (selection_data(), &[1.0][..]),
+        (template_data(), &AUTO_RESPONSE_WEIGHTS[..]),
+    ];
+    for (data, weights) in cases {
+        auto_start_keeps_the_best(&data, weights);
+    }
+    let data = selection_data();
     // Training the top 2 layers leaves only the full depth, centred or not.
     let options = TrainOptions {
         steps: 0,
@@ -226,7 +254,11 @@ fn a_truncated_checkpoint_encodes_as_the_full_one_pooled_at_that_depth() {
     };
     let whole = model(&full);
     let (input_ids, mask) = batch.to_tensors(whole.device()).unwrap();
-    let by_depth = whole.model().pooled_by_depth(&input_ids, &mask).unwrap();
+    let by_depth = whole
+        .model()
+        .pooled_by_depth(&input_ids, &mask, &[mask.clone()])
+        .unwrap()
+        .remove(0);
     assert_eq!(by_depth.len(), 2);
     for layers in 1..=2 {
         let truncated = full.truncated(layers).unwrap();
@@ -348,12 +380,70 @@ fn projector_inits_give_a_base_model_its_projector_once() {
     assert!(is_identity(&w) && b.iter().all(|&x| x == 0.0));
 }
 
+/// A start that weights the response is saved with its weighting, and the encoder that
+/// loads it (the fused CPU model) ranks as the trainer scored: the same pooling on both
+/// sides, against the plain mean that ranks otherwise.
+#[test]
+fn a_response_weighted_start_encodes_as_it_was_scored() {
+    let data = template_data();
+    let targets: Vec<usize> = (0..data.targets.len()).collect();
+    let subsets: Vec<usize> = (0..data.subsets.len()).collect();
+    let scores_of = |response_weight| {
+        let options = TrainOptions {
+            steps: 0,
+            depth: Depth::All,
+            unit_scale: UnitScale::Off,
+            response_weight,
+            ..TrainOptions::default()
+        };
+        let trainer = Trainer::new(
+            &base_checkpoint(),
+            &tokenizer_json(),
+            data.clone(),
+            options,
+            &never,
+        )
+        .unwrap();
+        let scores = trainer.group_scores(&targets, &subsets).unwrap();
+        (scores, trainer.into_checkpoint().unwrap().0)
+    };
+    let (plain, _) = scores_of(ResponseWeight::Fixed(1.0));
+    let (weighted, checkpoint) = scores_of(ResponseWeight::Fixed(3.0));
+    let weighting = checkpoint.config.response_weighting.clone().unwrap();
+    assert_eq!(weighting.weight, 3.0);
+    let saved = Checkpoint::from_bytes(
+        &checkpoint.config.to_airrep_json(),
+        &checkpoint.to_safetensors().unwrap(),
+    )
+    .unwrap();
+    let encoder =
+        crate::Encoder::new(&saved, &tokenizer_json(), crate::EncoderOptions::default()).unwrap();
+    let embed = |texts: &[String]| {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        encoder.encode(&texts).unwrap()
+    };
+    let encoded = airrep_core::group::group_scores(
+        &embed(&data.targets),
+        &embed(&data.examples),
+        &data.subsets,
+        Pooling::Attention,
+    );
+    assert_matrix_rel(&weighted, &encoded, 1e-4, "saved weighting");
+    let differs = plain
+        .iter()
+        .flatten()
+        .zip(weighted.iter().flatten())
+        .any(|(p, w)| (p - w).abs() > 1e-3 * p.abs().max(1e-3));
+    assert!(differs, "weighting the response changes the scores");
+}
+
 #[test]
 fn the_depth_choice_is_described_by_the_kept_start_the_runner_up_and_the_base() {
     let start = |layers, centered, unit_scale| StartPoint {
         layers,
         centered,
         unit_scale,
+        response_weight: 1.0,
     };
     let scored = |start, lds| StartScore { start, lds };
     let choice = StartChoice {
@@ -373,4 +463,16 @@ fn the_depth_choice_is_described_by_the_kept_start_the_runner_up_and_the_base() 
          against 0.1400 for the next best (2 centred) and 0.0300 for the base as it is; \
          5 starts scored"
     );
+    let weighted = StartChoice {
+        kept: StartPoint {
+            response_weight: 2.0,
+            ..start(1, true, None)
+        },
+        of: 2,
+        scores: vec![],
+    };
+    assert!(weighted
+        .describe()
+        .starts_with("kept 1 of 2 layers, centred, response x2 by LDS"));
+    assert_eq!(weighted.kept.to_string(), "1 centred response x2");
 }
