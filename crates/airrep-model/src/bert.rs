@@ -27,7 +27,7 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::config::BertConfig;
 use crate::error::Result;
-use crate::pooling::{pool_weights, weighted_mean, ResponseWeighting};
+use crate::pooling::{pool_weights, weighted_mean, weighted_sum, ResponseWeighting};
 
 pub mod fused;
 mod mixed;
@@ -439,24 +439,24 @@ impl ReferenceModel {
         Ok(weighted_mean(&hidden, pool_weights)?)
     }
 
-    /// Pooled states `[batch, hidden]` in f32 after each layer, bottom first, under each of
+    /// `Σ_t w_t·h_t` `[batch, hidden]` in f32 after each layer, bottom first, for each of
     /// `pool_weights` (`[weighting][depth]`): what every truncation of this encoder
-    /// (`Checkpoint::truncated`) pools under each weighting, from one pass.
-    pub fn pooled_by_depth(
+    /// (`Checkpoint::truncated`) pools, before the division, from one pass.
+    pub fn summed_by_depth(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
         pool_weights: &[Tensor],
     ) -> Result<Vec<Vec<Tensor>>> {
         let mut hidden = self.embeddings.forward(input_ids)?;
-        let mut pooled = vec![Vec::with_capacity(self.layers.len()); pool_weights.len()];
+        let mut sums = vec![Vec::with_capacity(self.layers.len()); pool_weights.len()];
         for layer in &self.layers {
             hidden = layer.forward(&hidden, attention_mask)?;
-            for (by_depth, weights) in pooled.iter_mut().zip(pool_weights) {
-                by_depth.push(weighted_mean(&hidden, weights)?);
+            for (by_depth, weights) in sums.iter_mut().zip(pool_weights) {
+                by_depth.push(weighted_sum(&hidden, weights)?);
             }
         }
-        Ok(pooled)
+        Ok(sums)
     }
 
     /// The projector over pooled states `[batch, hidden]` (identity without one).

@@ -110,31 +110,58 @@ pub fn pool_weights(
     attention_mask: &Tensor,
     weighting: Option<&ResponseWeighting>,
 ) -> Result<Tensor> {
-    let mask = attention_mask.to_dtype(DType::F32)?;
-    let Some(weighting) = weighting else {
-        return Ok(mask);
-    };
-    let (batch, seq) = input_ids.dims2()?;
-    let ids = input_ids.to_vec2::<u32>()?;
-    let real = mask.to_vec2::<f32>()?;
-    let mut weights = Vec::with_capacity(batch * seq);
-    for (row, real) in ids.iter().zip(&real) {
-        let len = real.iter().take_while(|&&m| m > 0.0).count();
-        weights.extend(token_weights(&row[..len], Some(weighting)));
-        weights.extend(std::iter::repeat_n(0.0, seq - len));
+    match weighting {
+        None => Ok(attention_mask.to_dtype(DType::F32)?),
+        Some(w) => per_real_token(input_ids, attention_mask, |ids| token_weights(ids, Some(w))),
     }
-    Ok(Tensor::from_vec(weights, (batch, seq), input_ids.device())?)
 }
 
-/// `Σ_t w_t·h_t / Σ_t w_t` over the tokens: `hidden` `[batch, seq, hidden]` (any float
-/// dtype) and `weights` `[batch, seq]` f32 → `[batch, hidden]` f32. Pooling accumulates in
-/// f32 even when the layers ran in bf16.
-pub(crate) fn weighted_mean(hidden: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
-    let summed = hidden
+/// `[batch, seq]` f32 of a right-padded batch: 1 on each row's response tokens (after the
+/// last `marker`), 0 elsewhere.
+pub fn response_mask(
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    marker: &[u32],
+) -> Result<Tensor> {
+    per_real_token(input_ids, attention_mask, |ids| {
+        let start = response_start(ids, marker).unwrap_or(ids.len());
+        (0..ids.len())
+            .map(|t| if t < start { 0.0 } else { 1.0 })
+            .collect()
+    })
+}
+
+/// `[batch, seq]` f32: `value(real ids)` on each row's real tokens, 0 on padding.
+fn per_real_token(
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    value: impl Fn(&[u32]) -> Vec<f32>,
+) -> Result<Tensor> {
+    let (batch, seq) = input_ids.dims2()?;
+    let ids = input_ids.to_vec2::<u32>()?;
+    let real = attention_mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut out = Vec::with_capacity(batch * seq);
+    for (row, real) in ids.iter().zip(&real) {
+        let len = real.iter().take_while(|&&m| m > 0.0).count();
+        out.extend(value(&row[..len]));
+        out.extend(std::iter::repeat_n(0.0, seq - len));
+    }
+    Ok(Tensor::from_vec(out, (batch, seq), input_ids.device())?)
+}
+
+/// `Σ_t w_t·h_t` over the tokens: `hidden` `[batch, seq, hidden]` (any float dtype) and
+/// `weights` `[batch, seq]` f32 → `[batch, hidden]` f32. Pooling accumulates in f32 even
+/// when the layers ran in bf16.
+pub(crate) fn weighted_sum(hidden: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+    hidden
         .to_dtype(DType::F32)?
         .broadcast_mul(&weights.unsqueeze(2)?)?
-        .sum(1)?;
-    summed.broadcast_div(&weights.sum_keepdim(1)?)
+        .sum(1)
+}
+
+/// `Σ_t w_t·h_t / Σ_t w_t`, as [`weighted_sum`].
+pub(crate) fn weighted_mean(hidden: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+    weighted_sum(hidden, weights)?.broadcast_div(&weights.sum_keepdim(1)?)
 }
 
 #[cfg(test)]

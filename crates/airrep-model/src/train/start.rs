@@ -34,7 +34,7 @@ use super::{TrainData, Union};
 use crate::bert::unit_length;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::pooling::{pool_weights, response_start, ResponseWeighting};
+use crate::pooling::{response_mask, response_start, ResponseWeighting};
 use crate::tokenize::token_chunks;
 use crate::trainable::TrainableModel;
 
@@ -151,84 +151,110 @@ pub(crate) struct Candidate {
     pub targets: Tensor,
 }
 
-/// Pooled states `[weighting][depth][texts, hidden]` (before the projector) of every text
-/// of `ids` after each layer of `model`, bottom first, under each of `weightings`, at most
-/// `chunk_rows` texts per pass (fewer when they are long); `check` is polled between passes.
-pub(crate) fn pooled_by_depth(
-    model: &TrainableModel,
-    ids: &[Vec<u32>],
-    pad_id: u32,
-    weightings: &[Option<ResponseWeighting>],
-    chunk_rows: usize,
-    check: &dyn Fn() -> Result<()>,
-) -> Result<Vec<Vec<Tensor>>> {
-    let rows: Vec<usize> = (0..ids.len()).collect();
-    let depths = model.model().num_layers();
-    let mut parts: Vec<Vec<Vec<Tensor>>> = vec![vec![Vec::new(); depths]; weightings.len()];
-    for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows, CHUNK_TOKENS) {
-        check()?;
-        let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
-        let weights = weightings
-            .iter()
-            .map(|w| pool_weights(&chunk_ids, &mask, w.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        let states = model.model().pooled_by_depth(&chunk_ids, &mask, &weights)?;
-        // Detached: the weights train later, and a graph kept here would hold every
-        // layer's activations for every text.
-        for (by_depth, states) in parts.iter_mut().zip(states) {
-            for (depth, state) in states.into_iter().enumerate() {
-                by_depth[depth].push(state.detach());
+/// Every text's token states after each layer of the start's model, summed apart over its
+/// question (every token before the response, [CLS] included) and its response: the pooled
+/// state at any response weight w is then `(question + w·response) / (question tokens +
+/// w·response tokens)`, so scoring several weights costs no second pass and the memory of
+/// two pooled states per depth, whatever the number of weights.
+pub(crate) struct PooledParts {
+    /// `[depth][texts, hidden]`.
+    question: Vec<Tensor>,
+    response: Vec<Tensor>,
+    /// `[texts, 1]`.
+    question_tokens: Tensor,
+    response_tokens: Tensor,
+}
+
+impl PooledParts {
+    /// The parts of every text of `ids`, the response after `marker`, at most `chunk_rows`
+    /// texts per pass (fewer when they are long); `check` is polled between passes.
+    pub(crate) fn new(
+        model: &TrainableModel,
+        ids: &[Vec<u32>],
+        pad_id: u32,
+        marker: &[u32],
+        chunk_rows: usize,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Self> {
+        let rows: Vec<usize> = (0..ids.len()).collect();
+        let depths = model.model().num_layers();
+        let (mut question, mut response) = (vec![Vec::new(); depths], vec![Vec::new(); depths]);
+        let (mut question_tokens, mut response_tokens) = (Vec::new(), Vec::new());
+        for chunk in token_chunks(&rows, |r| ids[r].len(), chunk_rows, CHUNK_TOKENS) {
+            check()?;
+            let (chunk_ids, mask, _) = token_batch(model, ids, pad_id, chunk)?;
+            let answer = response_mask(&chunk_ids, &mask, marker)?;
+            let asked = (&mask - &answer)?;
+            let sums = model.model().summed_by_depth(
+                &chunk_ids,
+                &mask,
+                &[asked.clone(), answer.clone()],
+            )?;
+            // Detached: the weights train later, and a graph kept here would hold every
+            // layer's activations for every text.
+            for (depth, (q, r)) in sums[0].iter().zip(&sums[1]).enumerate() {
+                question[depth].push(q.detach());
+                response[depth].push(r.detach());
             }
+            question_tokens.push(asked.sum_keepdim(1)?);
+            response_tokens.push(answer.sum_keepdim(1)?);
         }
-    }
-    parts
-        .iter()
-        .map(|by_depth| {
-            by_depth
+        let cat = |parts: &[Tensor]| Tensor::cat(parts, 0);
+        Ok(Self {
+            question: question
                 .iter()
-                .map(|chunks| Ok(Tensor::cat(chunks, 0)?))
-                .collect()
+                .map(|p| cat(p))
+                .collect::<candle_core::Result<_>>()?,
+            response: response
+                .iter()
+                .map(|p| cat(p))
+                .collect::<candle_core::Result<_>>()?,
+            question_tokens: cat(&question_tokens)?,
+            response_tokens: cat(&response_tokens)?,
         })
-        .collect()
+    }
+
+    /// The pooled states `[texts, hidden]` after `layers` layers with the response weighted
+    /// `weight` (see `crate::pooling`; 1: the plain mean).
+    pub(crate) fn pooled(&self, layers: usize, weight: f32) -> Result<Tensor> {
+        let (d, w) = (layers - 1, f64::from(weight));
+        let sum = (&self.question[d] + (&self.response[d] * w)?)?;
+        let tokens = (&self.question_tokens + (&self.response_tokens * w)?)?;
+        Ok(sum.broadcast_div(&tokens)?)
+    }
 }
 
-/// The pooled states a start is scored from, `[weighting][depth][texts, hidden]`, with the
-/// response weight of each weighting.
-pub(crate) struct PooledStates<'a> {
-    pub response_weights: &'a [f32],
-    pub examples: &'a [Vec<Tensor>],
-    pub targets: &'a [Vec<Tensor>],
-    /// The examples' mean at each weighting and depth, for a centred projector.
-    pub means: Option<&'a [Vec<Tensor>]>,
-}
-
-/// The starts to score: each of `depths` (layers, centred by the means or as the model's
-/// projector has it) at each response weight, at each of `scales`. List the start
-/// unchanged last (and weight 1 last among the weights), so it wins ties. Each is embedded
-/// only when the iterator reaches it, so scoring holds one candidate's embeddings at a
-/// time.
+/// The starts to score: each of `depths` (layers, centred by the examples' mean or as the
+/// model's projector has it) at each of `response_weights`, at each of `scales`. List the
+/// start unchanged last (and weight 1 last among the weights), so it wins ties. Each is
+/// embedded only when the iterator reaches it, so scoring holds one candidate's embeddings
+/// at a time.
 pub(crate) fn candidates<'a>(
     model: &'a TrainableModel,
-    states: &'a PooledStates<'a>,
+    (examples, targets): (&'a PooledParts, &'a PooledParts),
     depths: &'a [(usize, bool)],
+    response_weights: &'a [f32],
     scales: &'a [Option<f32>],
 ) -> impl Iterator<Item = Result<Candidate>> + 'a {
-    let embed = move |x: &Tensor, weighting: usize, start: StartPoint| -> Result<Tensor> {
-        let d = start.layers - 1;
-        let projected = match (states.means, start.centered) {
-            (Some(means), true) => model
-                .model()
-                .project(&x.broadcast_sub(&means[weighting][d])?)?,
-            _ => model.model().project(x)?,
-        };
+    let embed = move |start: StartPoint| -> Result<(Tensor, Tensor)> {
+        let pooled = |parts: &PooledParts| parts.pooled(start.layers, start.response_weight);
+        let (mut x, mut t) = (pooled(examples)?, pooled(targets)?);
+        if start.centered {
+            let mean = x.mean_keepdim(0)?;
+            x = x.broadcast_sub(&mean)?;
+            t = t.broadcast_sub(&mean)?;
+        }
+        let (x, t) = (model.model().project(&x)?, model.model().project(&t)?);
         Ok(match start.unit_scale {
-            Some(scale) => (unit_length(&projected)? * f64::from(scale))?,
-            None => projected,
+            Some(scale) => {
+                let scaled = |e: &Tensor| unit_length(e)? * f64::from(scale);
+                (scaled(&x)?, scaled(&t)?)
+            }
+            None => (x, t),
         })
     };
-    let weights = states.response_weights.iter().copied().enumerate();
     depths.iter().flat_map(move |&(layers, centered)| {
-        weights.clone().flat_map(move |(w, response_weight)| {
+        response_weights.iter().flat_map(move |&response_weight| {
             scales.iter().map(move |&unit_scale| {
                 let start = StartPoint {
                     layers,
@@ -236,10 +262,11 @@ pub(crate) fn candidates<'a>(
                     unit_scale,
                     response_weight,
                 };
+                let (examples, targets) = embed(start)?;
                 Ok(Candidate {
                     start,
-                    examples: embed(&states.examples[w][layers - 1], w, start)?,
-                    targets: embed(&states.targets[w][layers - 1], w, start)?,
+                    examples,
+                    targets,
                 })
             })
         })
@@ -385,33 +412,12 @@ pub(super) fn start(
         });
     }
     // One pass over the examples (and, to choose, the targets) gives every depth's
-    // pooled states at every weight; the centring means are the examples' at each.
+    // pooled states at every weight; the centring mean is the examples'.
     let full = TrainableModel::new(checkpoint, options.projector_init, options.seed, device)?;
-    let weightings: Vec<Option<ResponseWeighting>> =
-        response_weights.iter().map(|&w| weighting(w)).collect();
-    let pooled = |ids| {
-        pooled_by_depth(
-            &full,
-            ids,
-            tokens.pad,
-            &weightings,
-            options.chunk_rows,
-            check,
-        )
-    };
-    let examples = pooled(tokens.examples)?;
-    let means: Option<Vec<Vec<Tensor>>> = if centre {
-        Some(
-            examples
-                .iter()
-                .map(|by_depth| by_depth.iter().map(|e| e.mean(0)).collect())
-                .collect::<candle_core::Result<_>>()?,
-        )
-    } else {
-        None
-    };
+    let parts = |ids| PooledParts::new(&full, ids, tokens.pad, marker, options.chunk_rows, check);
+    let examples = parts(tokens.examples)?;
     let (choice, targets) = if choose {
-        let targets = pooled(tokens.targets)?;
+        let targets = parts(tokens.targets)?;
         let mut starts: Vec<(usize, bool)> = depths.iter().map(|&d| (d, centre)).collect();
         // With a depth to choose, the base unchanged competes too, so the start kept is
         // never worse on the labels than the base itself.
@@ -419,13 +425,13 @@ pub(super) fn start(
             starts.push((total, false));
         }
         let scales = options.unit_scale.candidates(options.pooling);
-        let states = PooledStates {
-            response_weights: &response_weights,
-            examples: &examples,
-            targets: &targets,
-            means: means.as_deref(),
-        };
-        let candidates = candidates(&full, &states, &starts, &scales);
+        let candidates = candidates(
+            &full,
+            (&examples, &targets),
+            &starts,
+            &response_weights,
+            &scales,
+        );
         let choice = best_of(data, candidates, total, options.pooling, check)?;
         (Some(choice), Some(targets))
     } else {
@@ -437,15 +443,18 @@ pub(super) fn start(
     let weight = choice
         .as_ref()
         .map_or(response_weights[0], |c| c.kept.response_weight);
-    let w = response_weights
-        .iter()
-        .position(|&x| x == weight)
-        .expect("the weight kept was scored");
-    let mean = means.as_ref().filter(|_| centered).map(|m| &m[w][kept - 1]);
-    let pooled =
-        targets.map(|targets| (examples[w][kept - 1].clone(), targets[w][kept - 1].clone()));
+    let kept_examples = examples.pooled(kept, weight)?;
+    let mean = if centered {
+        Some(kept_examples.mean(0)?)
+    } else {
+        None
+    };
+    let pooled = match targets {
+        Some(targets) => Some((kept_examples, targets.pooled(kept, weight)?)),
+        None => None,
+    };
     Ok(Start {
-        checkpoint: finish(kept, mean, scale, weight)?,
+        checkpoint: finish(kept, mean.as_ref(), scale, weight)?,
         choice,
         pooled,
     })

@@ -254,23 +254,76 @@ fn a_truncated_checkpoint_encodes_as_the_full_one_pooled_at_that_depth() {
     };
     let whole = model(&full);
     let (input_ids, mask) = batch.to_tensors(whole.device()).unwrap();
-    let by_depth = whole
+    let sums = whole
         .model()
-        .pooled_by_depth(&input_ids, &mask, &[mask.clone()])
+        .summed_by_depth(&input_ids, &mask, &[mask.clone()])
         .unwrap()
         .remove(0);
-    assert_eq!(by_depth.len(), 2);
+    assert_eq!(sums.len(), 2);
+    let tokens = mask.sum_keepdim(1).unwrap();
     for layers in 1..=2 {
         let truncated = full.truncated(layers).unwrap();
         assert_eq!(truncated.config.num_hidden_layers, layers);
         let got = model(&truncated).forward(&batch).unwrap();
-        let want = whole.model().project(&by_depth[layers - 1]).unwrap();
+        let mean = sums[layers - 1].broadcast_div(&tokens).unwrap();
+        let want = whole.model().project(&mean).unwrap();
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
     for bad in [0, 3] {
         let err = full.truncated(bad).unwrap_err().to_string();
         assert!(err.contains("keep 1 to 2"), "{err}");
+    }
+}
+
+/// The start's pooled parts give, at every depth and response weight, what a truncated
+/// model that weights its response by that much pools (its own forward pass).
+#[test]
+fn pooled_parts_pool_as_a_model_with_that_weighting() {
+    let full = base_checkpoint();
+    let tokenizer = TextTokenizer::for_model(&tokenizer_json(), 64, &full.config).unwrap();
+    let marker = crate::pooling::response_marker(&tokenizer).unwrap();
+    let data = template_data();
+    let mut texts: Vec<&str> = data.examples.iter().map(String::as_str).collect();
+    texts.push("a text without the template");
+    let ids = tokenizer.encode_all(&texts).unwrap();
+    let model = |c: &Checkpoint| {
+        TrainableModel::new(c, ProjectorInit::Identity, 0, &candle_core::Device::Cpu).unwrap()
+    };
+    let parts = crate::train::start::PooledParts::new(
+        &model(&full),
+        &ids,
+        tokenizer.pad_id(),
+        &marker,
+        5,
+        &|| Ok(()),
+    )
+    .unwrap();
+    let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = TokenBatch::new(&sequences, tokenizer.pad_id());
+    for layers in 1..=2 {
+        for weight in [1.0, 2.5, 20.0] {
+            let mut truncated = full.truncated(layers).unwrap();
+            truncated.config.response_weighting = Some(crate::pooling::ResponseWeighting {
+                marker: marker.clone(),
+                weight,
+            });
+            let want = model(&truncated)
+                .forward(&batch)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let got = parts
+                .pooled(layers, weight)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                let w: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+                let error = crate::testing::relative_l2_error(g, &w);
+                assert!(error < 1e-5, "{layers} layers, weight {weight}: {error:e}");
+            }
+        }
     }
 }
 
