@@ -256,7 +256,7 @@ fn a_truncated_checkpoint_encodes_as_the_full_one_pooled_at_that_depth() {
     let (input_ids, mask) = batch.to_tensors(whole.device()).unwrap();
     let sums = whole
         .model()
-        .summed_by_depth(&input_ids, &mask, &[mask.clone()])
+        .summed_by_depth(&input_ids, &mask, std::slice::from_ref(&mask))
         .unwrap()
         .remove(0);
     assert_eq!(sums.len(), 2);
