@@ -5,6 +5,18 @@
 -- columns are kept as they are.
 \echo Use "ALTER EXTENSION airrep UPDATE TO '0.2.0'" to load this file. \quit
 
+-- 0.2.0 reads texts as UTF-8 only (CREATE EXTENSION refuses other encodings the same way).
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'airrep needs a UTF8 database: database "%" has encoding %',
+                        pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the database WITH ENCODING ''UTF8'' (TEMPLATE template0) and install airrep there.';
+    END IF;
+END
+$$;
+
 -- Ownership: models that exist already belong to the role that runs the upgrade.
 ALTER TABLE airrep.models ADD COLUMN owner regrole NOT NULL DEFAULT current_user::regrole;
 ALTER TABLE airrep.models ENABLE ROW LEVEL SECURITY;

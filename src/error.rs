@@ -7,11 +7,11 @@ use pgrx::prelude::*;
 /// The SQLSTATEs airrep raises, under Postgres' own names (src/backend/utils/errcodes.txt,
 /// without the `ERRCODE_` prefix). Call sites name a code from here, never a literal.
 pub mod sqlstate {
-    /// The codes the pure crates report (class 08, most of class 22), defined once there.
+    /// The codes the pure crates report that the extension raises too (class 08, most of
+    /// class 22), defined once there (`airrep_core::sqlstate`, with 2202E).
     pub use airrep_core::sqlstate::{
-        ARRAY_SUBSCRIPT_ERROR, DATA_EXCEPTION, INVALID_PARAMETER_VALUE,
-        INVALID_TEXT_REPRESENTATION, NULL_VALUE_NOT_ALLOWED, NUMERIC_VALUE_OUT_OF_RANGE,
-        PROTOCOL_VIOLATION,
+        DATA_EXCEPTION, INVALID_PARAMETER_VALUE, INVALID_TEXT_REPRESENTATION,
+        NULL_VALUE_NOT_ALLOWED, NUMERIC_VALUE_OUT_OF_RANGE, PROTOCOL_VIOLATION,
     };
     /// Class 0A: feature not supported.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";

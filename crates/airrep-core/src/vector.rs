@@ -351,6 +351,14 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
     1.0 - similarity.clamp(-1.0, 1.0)
 }
 
+/// cos(a, b) in f64, clamped to [-1, 1]; None when either vector is zero (similar to
+/// nothing). A vector with itself, or with a copy scaled by a power of two, gives exactly 1:
+/// the products are exact and `sqrt(x·x) = x` in IEEE arithmetic.
+pub fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
+    let norms = dot(a, a) * dot(b, b);
+    (norms > 0.0).then(|| (dot(a, b) / norms.sqrt()).clamp(-1.0, 1.0))
+}
+
 /// Element by element in f32 like pgvector; a result beyond float4's range is an error, not
 /// an infinite element.
 fn elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Result<Vec<f32>, VectorError> {
@@ -621,6 +629,8 @@ mod tests {
             "expected 2 dimensions, not 3"
         );
         assert_eq!(check_element(f32::NAN).unwrap_err().sqlstate(), "22023");
+        assert_eq!(VectorError::ArrayNotOneDimensional.sqlstate(), "2202E");
+        assert_eq!(VectorError::ArrayHasNulls.sqlstate(), "22004");
         for e in [
             VectorError::TypmodTooSmall,
             VectorError::TooManyDimensions,

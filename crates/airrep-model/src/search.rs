@@ -57,9 +57,11 @@ impl Queries {
         self.dim
     }
 
-    /// Rows per block that keep one block's scores near 16 MB (at least 256 rows).
+    /// Rows per block that keep one block's scores (and their copy) at most 16 MB: with
+    /// more than 4 Mi queries a block is one row, never a product the size of the queries
+    /// times a fixed row count.
     pub fn block_rows(&self) -> usize {
-        (BLOCK_SCORES / self.count).clamp(256, 16_384)
+        (BLOCK_SCORES / self.count).clamp(1, 16_384)
     }
 
     /// `[query][row]` dot products of every query with every row of `block` (row-major,
