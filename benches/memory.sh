@@ -63,8 +63,7 @@ case_peak "contamination 'embedding': 1 item x $ROWS rows" "$((2 * one_mb))" \
     "SELECT count(*) FROM airrep.contamination('wide', 'one', '{embedding}')"
 case_peak "near_duplicates: $ROWS rows" "$((2 * block_mb))" \
     "SELECT count(*) FROM airrep.near_duplicates('wide', 0.99)"
-# held: the targets' vectors and ids (16 bytes each) and a heap of k = 1 per target
-# (about 48 bytes with its allocation)
-held_2d=$(( TARGETS_2D * (16 + 48) / 1048576 ))
+# held: about 200 bytes per target (its id and vector, its heap, its hits and result row)
+held_2d=$(( TARGETS_2D * 200 / 1048576 ))
 case_peak "top_k: $TARGETS_2D targets of 2 dims x 1000 rows" "$held_2d" \
     "SELECT count(*) FROM airrep.top_k('targets_2d', 'pool_2d', 1)"

@@ -194,7 +194,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"airrep.max_block_mb",
         c"Vector data, in MB, of one block of rows that top_k, select_data, near_duplicates and contamination read at a time (superuser only).",
-        c"Peak memory is about four blocks plus what the function holds (README, \"Memory\").",
+        c"Peak memory is at most about five blocks plus what the function holds (README, \"Memory\").",
         &MAX_BLOCK_MB,
         1,
         1 << 20,

@@ -290,10 +290,10 @@ impl Source {
         }
     }
 
-    /// At most `block_rows`, and no more vectors than `airrep.max_block_mb` holds: the fetched
-    /// tuples, their detoasted copies and the block's own are alive together, and the
-    /// caller's product makes two more, so a block is sized by bytes, not rows. Until the
-    /// first row fixes the dimension, the widest vector is assumed.
+    /// At most `block_rows`, and no more vectors than `airrep.max_block_mb` holds: the
+    /// detoasted values and the block are alive together, then the block and the caller's
+    /// packed copy, so a block is sized by bytes, not rows. Until the first row fixes the
+    /// dimension, the widest vector is assumed.
     fn rows_per_fetch(&self, block_rows: usize, dim: Option<usize>) -> usize {
         let mut rows = block_rows.clamp(1, 1 << 20);
         if self.vector.is_some() {
