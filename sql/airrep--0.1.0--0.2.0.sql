@@ -5,6 +5,18 @@
 -- columns are kept as they are.
 \echo Use "ALTER EXTENSION airrep UPDATE TO '0.2.0'" to load this file. \quit
 
+-- 0.2.0 reads texts as UTF-8 only (CREATE EXTENSION refuses other encodings the same way).
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'airrep needs a UTF8 database: database "%" has encoding %',
+                        pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the database WITH ENCODING ''UTF8'' (TEMPLATE template0) and install airrep there.';
+    END IF;
+END
+$$;
+
 -- Ownership: models that exist already belong to the role that runs the upgrade.
 ALTER TABLE airrep.models ADD COLUMN owner regrole NOT NULL DEFAULT current_user::regrole;
 ALTER TABLE airrep.models ENABLE ROW LEVEL SECURITY;
@@ -527,6 +539,12 @@ DECLARE
 BEGIN
     -- the same argument, type and model checks as airrep.embed; the count is the pending rows
     pending := airrep.embed_rows_to_fill(relation, text_column, vector_column, model, 1);
+    -- The worker is another session: it cannot read this one's temporary tables, and the
+    -- job would outlive the table (dropped at session end without a DROP to end it).
+    IF (SELECT c.relpersistence FROM pg_class c WHERE c.oid = relation) = 't' THEN
+        RAISE EXCEPTION 'airrep.keep_embedded: % is a temporary table, which the background worker cannot read', relation
+            USING ERRCODE = 'feature_not_supported', HINT = 'Fill it in this session with CALL airrep.embed.';
+    END IF;
     -- A column of fixed dimension must fit the model's vectors (else every row would fail).
     SELECT a.atttypmod INTO dims FROM pg_attribute a
     WHERE a.attrelid = relation AND a.attname = vector_column AND NOT a.attisdropped;

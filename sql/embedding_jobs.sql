@@ -86,6 +86,12 @@ DECLARE
 BEGIN
     -- the same argument, type and model checks as airrep.embed; the count is the pending rows
     pending := airrep.embed_rows_to_fill(relation, text_column, vector_column, model, 1);
+    -- The worker is another session: it cannot read this one's temporary tables, and the
+    -- job would outlive the table (dropped at session end without a DROP to end it).
+    IF (SELECT c.relpersistence FROM pg_class c WHERE c.oid = relation) = 't' THEN
+        RAISE EXCEPTION 'airrep.keep_embedded: % is a temporary table, which the background worker cannot read', relation
+            USING ERRCODE = 'feature_not_supported', HINT = 'Fill it in this session with CALL airrep.embed.';
+    END IF;
     -- A column of fixed dimension must fit the model's vectors (else every row would fail).
     SELECT a.atttypmod INTO dims FROM pg_attribute a
     WHERE a.attrelid = relation AND a.attname = vector_column AND NOT a.attisdropped;

@@ -15,18 +15,20 @@
 //! has about [`PAIRS_PER_BLOCK`] benchmark × row pairs). So memory is the benchmark, one
 //! block and one row's or block's matches, whatever the size of the result (Postgres
 //! keeps the rows it has taken in a tuplestore that spills to disk), and a cancel is seen
-//! before each training row and each block. The text methods' rows come first, then the
-//! embedding's, each in the training relation's scan order and, for one training row, in
-//! benchmark id then method order.
+//! before each training row and each block, and within a long row's n-gram matching. The
+//! text methods' rows come first, then the embedding's, each in the training relation's
+//! scan order and, for one training row, in benchmark id then method order. A repeated id
+//! in either relation is an error found before any of this, by a query of its own.
 
 use std::collections::HashMap;
 
+use airrep_core::select::Cancelled;
 use airrep_core::text::{exact_key, NgramIndex};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
+use crate::relation::Relation;
 use crate::scan::{Block, Blocks, Columns, Source};
 use crate::search::{check_threshold, CosineJoin};
 
@@ -95,8 +97,8 @@ const PROGRESS: &str = "airrep.contamination";
     parallel_restricted
 )]
 fn contamination(
-    train: PgRelation,
-    benchmark: PgRelation,
+    train: Relation,
+    benchmark: Relation,
     methods: Vec<Option<String>>,
     ngram: i32,
     threshold: f64,
@@ -118,7 +120,8 @@ fn contamination(
             &format!("ngram must be at least 1, got {ngram}"),
         );
     }
-    let cutoff = check_threshold(threshold);
+    let threshold = check_threshold(threshold);
+    let (train, benchmark) = (train.open(), benchmark.open());
     // Each kind of match reads only its own column; all are checked before any work.
     let text = Columns {
         text: Some(text_column),
@@ -142,6 +145,11 @@ fn contamination(
             Source::vectors(&benchmark, "benchmark", vector_column),
         )
     });
+    // Results name rows by id: a repeated id would report one pair several times.
+    for (train, benchmark) in by_text.iter().chain(&by_vector) {
+        train.require_unique_relation_ids();
+        benchmark.require_unique_relation_ids();
+    }
     let exact = methods.contains(&Method::Exact);
     let ngram = methods.contains(&Method::Ngram).then_some(ngram as usize);
     // Each pass starts (reads its benchmark) when the rows before it are taken.
@@ -150,7 +158,7 @@ fn contamination(
         std::iter::from_fn(move || pass.next_row()).flatten()
     });
     let vector_rows = by_vector.into_iter().flat_map(move |(train, benchmark)| {
-        let mut pass = EmbeddingMatches::new(train, &benchmark, cutoff);
+        let mut pass = EmbeddingMatches::new(train, &benchmark, threshold);
         std::iter::from_fn(move || pass.as_mut()?.next_block()).flatten()
     });
     TableIterator::new(
@@ -213,7 +221,6 @@ impl TextMatches {
             }
             self.at = 0;
         }
-        // One row is compared with the whole benchmark: a cancel is seen between rows.
         pgrx::check_for_interrupts!();
         let (id, text) = (self.block.ids[self.at], &self.block.texts[self.at]);
         self.at += 1;
@@ -223,7 +230,15 @@ impl TextMatches {
             rows.extend(items.map(|&item| (id, item, Method::Exact, 1.0)));
         }
         if let Some(index) = &self.index {
-            let items = index.matches(text).into_iter();
+            // A long row is checked for cancel within it too; a cancel raises from here.
+            let interrupted = || {
+                pgrx::check_for_interrupts!();
+                false
+            };
+            let items = index
+                .matches(text, &interrupted)
+                .unwrap_or_else(|Cancelled| unreachable!("the callback raises a cancel"))
+                .into_iter();
             rows.extend(items.map(|(item, share)| (id, self.items[item], Method::Ngram, share)));
         }
         rows.sort_by_key(|&(_, item, method, _)| (item, method));
@@ -237,23 +252,23 @@ struct EmbeddingMatches {
     train: Blocks,
     block: Block,
     join: CosineJoin,
-    /// Benchmark ids, in the join's query order.
-    items: Vec<i64>,
+    /// The benchmark's rows, in the join's query order (their vectors decide each pair).
+    items: Block,
 }
 
 impl EmbeddingMatches {
     /// None when the benchmark has no vectors: nothing can match.
-    fn new(train: Source, benchmark: &Source, cutoff: f32) -> Option<Self> {
+    fn new(train: Source, benchmark: &Source, threshold: f64) -> Option<Self> {
         let mut dim = None;
         let items = benchmark.read_all(&mut dim);
         let d = dim?;
-        let join = CosineJoin::new(&items, d, cutoff);
+        let join = CosineJoin::new(&items, d, threshold);
         let block_rows = join.block_rows().min(PAIRS_PER_BLOCK / items.len()).max(1);
         Some(EmbeddingMatches {
             train: train.blocks(Some(d), block_rows, PROGRESS),
             block: Block::default(),
             join,
-            items: items.ids,
+            items,
         })
     }
 
@@ -264,9 +279,9 @@ impl EmbeddingMatches {
             return None;
         }
         // The join lists pairs benchmark item first; a stable sort by row keeps item order.
-        let mut pairs: Vec<_> = self.join.pairs(&self.block).collect();
+        let mut pairs = self.join.pairs(&self.items, &self.block);
         pairs.sort_by_key(|&(_, row, _)| row);
-        let (ids, items) = (&self.block.ids, &self.items);
+        let (ids, items) = (&self.block.ids, &self.items.ids);
         Some(
             pairs
                 .into_iter()

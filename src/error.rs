@@ -7,16 +7,15 @@ use pgrx::prelude::*;
 /// The SQLSTATEs airrep raises, under Postgres' own names (src/backend/utils/errcodes.txt,
 /// without the `ERRCODE_` prefix). Call sites name a code from here, never a literal.
 pub mod sqlstate {
-    /// Class 08: connection exception (a binary value shorter than its header says).
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// The codes the pure crates report that the extension raises too (class 08, most of
+    /// class 22), defined once there (`airrep_core::sqlstate`, with 2202E).
+    pub use airrep_core::sqlstate::{
+        DATA_EXCEPTION, INVALID_PARAMETER_VALUE, INVALID_TEXT_REPRESENTATION,
+        NULL_VALUE_NOT_ALLOWED, NUMERIC_VALUE_OUT_OF_RANGE, PROTOCOL_VIOLATION,
+    };
     /// Class 0A: feature not supported.
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    /// Class 22: data exception.
-    pub const DATA_EXCEPTION: &str = "22000";
-    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
-    pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
-    pub const INVALID_PARAMETER_VALUE: &str = "22023";
-    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    /// Class 22: data exception (the rest of the class is the pure crates').
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
     /// Class 23: integrity constraint violation.
     pub const FOREIGN_KEY_VIOLATION: &str = "23503";
@@ -26,6 +25,7 @@ pub mod sqlstate {
     /// Class 42: syntax error or access rule violation.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_TABLE: &str = "42P01";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const DUPLICATE_OBJECT: &str = "42710";
     pub const DATATYPE_MISMATCH: &str = "42804";

@@ -5,7 +5,6 @@ use airrep_core::lds::{lds, SpearmanState};
 use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 use rayon::prelude::*;
 
 use crate::aggstate::{self, PartialState};
@@ -14,6 +13,7 @@ use airrep_model::Encoder;
 use crate::encode::{encode_texts, encoder};
 use crate::error::{raise, sqlstate};
 use crate::labels::LabelSet;
+use crate::relation::Relation;
 use crate::runtime::thread_pool;
 
 impl PartialState for SpearmanState {
@@ -160,14 +160,19 @@ fn parse_pooling(pooling: &str) -> Pooling {
 
 fn per_target(
     model: &str,
-    examples: PgRelation,
-    targets: PgRelation,
-    subsets: PgRelation,
-    losses: PgRelation,
+    examples: Relation,
+    targets: Relation,
+    subsets: Relation,
+    losses: Relation,
     pooling: &str,
 ) -> (LabelSet, f64, Vec<f64>) {
     let pooling = parse_pooling(pooling);
-    let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
+    let labels = LabelSet::load(
+        &examples.open(),
+        &targets.open(),
+        &subsets.open(),
+        &losses.open(),
+    );
     let all: Vec<usize> = (0..labels.subsets.len()).collect();
     let (mean, per_target) = subset_lds(&encoder(model), &labels, &all, pooling);
     (labels, mean, per_target)
@@ -177,10 +182,10 @@ fn per_target(
 #[pg_extern(schema = "airrep", name = "lds", stable, strict)]
 fn lds_score(
     model: &str,
-    examples: PgRelation,
-    targets: PgRelation,
-    subsets: PgRelation,
-    losses: PgRelation,
+    examples: Relation,
+    targets: Relation,
+    subsets: Relation,
+    losses: Relation,
     pooling: default!(&str, "'attention'"),
 ) -> f64 {
     per_target(model, examples, targets, subsets, losses, pooling).1
@@ -190,10 +195,10 @@ fn lds_score(
 #[pg_extern(schema = "airrep", stable, strict)]
 fn lds_per_target(
     model: &str,
-    examples: PgRelation,
-    targets: PgRelation,
-    subsets: PgRelation,
-    losses: PgRelation,
+    examples: Relation,
+    targets: Relation,
+    subsets: Relation,
+    losses: Relation,
     pooling: default!(&str, "'attention'"),
 ) -> TableIterator<'static, (name!(target_id, i64), name!(spearman, f64))> {
     let (labels, _, per_target) = per_target(model, examples, targets, subsets, losses, pooling);

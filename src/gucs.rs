@@ -24,6 +24,9 @@ pub static MAX_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(256);
 pub static MAX_MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// Total weights a backend keeps cached, in MB.
 pub static MODEL_CACHE_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
+/// Vector bytes, in MB, of one block that the search and cleaning functions read at a time
+/// (superuser only): their memory is a few copies of a block, whatever the row count.
+pub static MAX_BLOCK_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
 pub static DEVICE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cpu"));
 /// Whether CPU encoding may use AMX tile units: f32 from split bf16 products (~1e-5
@@ -188,6 +191,16 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"airrep.max_block_mb",
+        c"Vector data, in MB, of one block of rows that top_k, select_data, near_duplicates and contamination read at a time (superuser only).",
+        c"Peak memory is at most about five blocks plus what the function holds (README, \"Memory\").",
+        &MAX_BLOCK_MB,
+        1,
+        1 << 20,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"airrep.device",
         c"Device for encoding and training: cpu, cuda or cuda:N.",
@@ -290,6 +303,11 @@ pub fn model_cache_bytes() -> usize {
     MODEL_CACHE_MB.get().max(1) as usize * (1 << 20)
 }
 
+/// Bytes of vector data in one block of a search or cleaning scan.
+pub fn block_bytes() -> usize {
+    MAX_BLOCK_MB.get().max(1) as usize * (1 << 20)
+}
+
 /// The settings in force for this backend: each costly setting as asked for and as
 /// applied within its ceiling, and the SIMD tier asked for and in use (`auto` resolved).
 #[pgrx::pg_extern(schema = "airrep", stable, parallel_safe)]
@@ -321,6 +339,11 @@ fn settings() -> pgrx::iter::TableIterator<
             "airrep.model_cache_mb",
             MODEL_CACHE_MB.get().into(),
             MODEL_CACHE_MB.get() as usize,
+        ),
+        number(
+            "airrep.max_block_mb",
+            MAX_BLOCK_MB.get().into(),
+            MAX_BLOCK_MB.get() as usize,
         ),
         (
             "airrep.simd".to_string(),

@@ -124,7 +124,16 @@ impl LabelSet {
                 subset_ids.push(subset);
                 members.push(Vec::new());
             }
-            members.last_mut().expect("pushed above").push(index);
+            let subset_members = members.last_mut().expect("pushed above");
+            // Rows come in (subset, example) order, so a repeat is the previous row. A
+            // member counted once for a subset that lists it twice is a silent guess.
+            if subset_members.last() == Some(&index) {
+                raise(
+                    sqlstate::UNIQUE_VIOLATION,
+                    &format!("subsets relation \"{subsets_name}\" lists example {example} twice in subset {subset}"),
+                );
+            }
+            subset_members.push(index);
         }
         if subset_ids.is_empty() {
             raise(

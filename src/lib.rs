@@ -35,8 +35,20 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 // The shell type lets the I/O functions name `airrep_vector` before `CREATE TYPE` completes it.
+// Texts cross into Rust as UTF-8 without conversion, so a database of another encoding is
+// refused here, by name, rather than failing later on its first non-ASCII text.
 extension_sql!(
     r#"
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'airrep needs a UTF8 database: database "%" has encoding %',
+                        pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the database WITH ENCODING ''UTF8'' (TEMPLATE template0) and install airrep there.';
+    END IF;
+END
+$$;
 CREATE SCHEMA IF NOT EXISTS airrep;
 CREATE TYPE airrep_vector;
 "#,

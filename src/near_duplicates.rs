@@ -12,27 +12,25 @@ use std::collections::HashMap;
 
 use airrep_core::clusters::{Clusters, Keep};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::error::{raise, sqlstate};
+use crate::relation::Relation;
 use crate::scan::{Block, Source};
 use crate::search::{check_threshold, CosineJoin};
 
-/// Query rows per chunk: 16 Mi floats (64 MB) of query vectors.
-const CHUNK_FLOATS: usize = 16 << 20;
 /// Every pair of a row of `queries` and a row of `source` (only ids above `after`, if
-/// given) whose cosine similarity reaches `cutoff`, as `each(query id, row id, cosine)`:
+/// given) whose cosine similarity reaches `threshold`, as `each(query id, row id, cosine)`:
 /// a [`CosineJoin`] over `source` streamed in blocks.
 pub fn cosine_pairs(
     queries: &Block,
     dim: usize,
     source: &Source,
     after: Option<i64>,
-    cutoff: f32,
+    threshold: f64,
     progress: &str,
     mut each: impl FnMut(i64, i64, f64),
 ) {
-    let join = CosineJoin::new(queries, dim, cutoff);
+    let join = CosineJoin::new(queries, dim, threshold);
     source.scan_after(
         after,
         &mut Some(dim),
@@ -40,7 +38,7 @@ pub fn cosine_pairs(
         false,
         progress,
         |block| {
-            for (q, r, s) in join.pairs(block) {
+            for (q, r, s) in join.pairs(queries, block) {
                 each(queries.ids[q], block.ids[r], s);
             }
         },
@@ -56,7 +54,7 @@ pub fn cosine_pairs(
     parallel_restricted
 )]
 fn near_duplicates(
-    relation: PgRelation,
+    relation: Relation,
     threshold: f64,
     keep: &str,
     vector_column: &str,
@@ -70,19 +68,23 @@ fn near_duplicates(
         name!(similarity, f64),
     ),
 > {
-    let cutoff = check_threshold(threshold);
+    let threshold = check_threshold(threshold);
+    let relation = relation.open();
     let keep: Keep = keep
         .parse()
         .unwrap_or_else(|e: airrep_core::clusters::UnknownKeep| {
             raise(sqlstate::INVALID_PARAMETER_VALUE, &e.to_string())
         });
     let source = Source::vectors(&relation, "input", vector_column);
+    // Results name rows by id; the chunks are read by id, so a repeat would go unseen.
+    source.require_unique_relation_ids();
     let mut dim: Option<usize> = None;
     let mut clusters = Clusters::new();
     let mut after = None;
     loop {
         pgrx::check_for_interrupts!();
-        let chunk_rows = dim.map_or(4096, |d| (CHUNK_FLOATS / d).max(1));
+        // A chunk is one block's worth of vectors (`airrep.max_block_mb`).
+        let chunk_rows = Source::rows_per_block(dim.unwrap_or(airrep_core::vector::MAX_DIM));
         let chunk = source.next_rows(after, chunk_rows, &mut dim);
         let (Some(&last), Some(d)) = (chunk.ids.last(), dim) else {
             break;
@@ -93,7 +95,7 @@ fn near_duplicates(
             d,
             &source,
             after,
-            cutoff,
+            threshold,
             "airrep.near_duplicates",
             |a, b, s| {
                 if b > a {
@@ -104,36 +106,38 @@ fn near_duplicates(
         after = Some(last);
     }
     let clusters = clusters.finish();
-    // Mean similarity within each cluster, from the members' unit vectors.
+    // Mean similarity within each cluster, from the members' unit vectors, read for a
+    // block's worth of members at a time (a cluster larger than a block is read whole).
     let mut mean_similarity: HashMap<i64, f64> = HashMap::new();
     if keep == Keep::Central && !clusters.is_empty() {
         let d = dim.expect("clusters need rows");
-        let ids: Vec<i64> = clusters
-            .iter()
-            .flat_map(|c| c.members.iter().map(|m| m.id))
-            .collect();
-        let found = source.lookup(&ids, &mut dim);
-        let rows = found.unit_rows(d);
-        let vector: HashMap<i64, &[f32]> = found
-            .ids
-            .iter()
-            .copied()
-            .zip(rows.chunks_exact(d))
-            .collect();
-        for c in &clusters {
-            let mut sum = vec![0f64; d];
-            for m in &c.members {
-                sum.iter_mut()
-                    .zip(vector[&m.id])
-                    .for_each(|(s, &x)| *s += x as f64);
+        let per_block = Source::rows_per_block(d);
+        let mut at = 0;
+        while at < clusters.len() {
+            let mut end = at + 1;
+            let mut members = clusters[at].members.len();
+            while end < clusters.len() && members + clusters[end].members.len() <= per_block {
+                members += clusters[end].members.len();
+                end += 1;
             }
-            let n = c.members.len() as f64;
-            for m in &c.members {
-                let v = vector[&m.id];
-                let own: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
-                let with_all: f64 = v.iter().zip(&sum).map(|(&x, s)| x as f64 * s).sum();
-                mean_similarity.insert(m.id, (with_all - own) / (n - 1.0));
+            let batch = &clusters[at..end];
+            let mut ids: Vec<i64> = batch
+                .iter()
+                .flat_map(|c| c.members.iter().map(|m| m.id))
+                .collect();
+            ids.sort_unstable();
+            let found = source.lookup(&ids, &mut dim);
+            let rows = found.unit_rows(d);
+            let vector: HashMap<i64, &[f32]> = found
+                .ids
+                .iter()
+                .copied()
+                .zip(rows.chunks_exact(d))
+                .collect();
+            for c in batch {
+                mean_similarity.extend(central_means(c, &vector, d));
             }
+            at = end;
         }
     }
     let rows: Vec<_> = clusters
@@ -146,6 +150,28 @@ fn near_duplicates(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// Each member's mean similarity to the rest of its cluster, from unit vectors:
+/// `(<v_i, Σ_j v_j> − <v_i, v_i>) / (n − 1)`.
+fn central_means<'a>(
+    cluster: &'a airrep_core::clusters::Cluster,
+    vector: &'a HashMap<i64, &[f32]>,
+    d: usize,
+) -> impl Iterator<Item = (i64, f64)> + 'a {
+    let mut sum = vec![0f64; d];
+    for m in &cluster.members {
+        sum.iter_mut()
+            .zip(vector[&m.id])
+            .for_each(|(s, &x)| *s += x as f64);
+    }
+    let n = cluster.members.len() as f64;
+    cluster.members.iter().map(move |m| {
+        let v = vector[&m.id];
+        let own: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
+        let with_all: f64 = v.iter().zip(&sum).map(|(&x, s)| x as f64 * s).sum();
+        (m.id, (with_all - own) / (n - 1.0))
+    })
 }
 
 extension_sql!(

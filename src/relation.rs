@@ -6,6 +6,47 @@ use pgrx::PgRelation;
 
 use crate::error::{raise, sqlstate};
 
+/// A `regclass` argument, opened by [`Relation::open`]. pgrx's `PgRelation` argument opens
+/// the relation while converting the datum, before the function runs, so an OID that names
+/// no relation (`12345::regclass`) would be an internal error there.
+pub struct Relation(pg_sys::Oid);
+
+impl FromDatum for Relation {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a regclass datum is an Oid.
+        (!is_null).then(|| Relation(unsafe { pg_sys::Oid::from_datum(datum, false) }.unwrap()))
+    }
+}
+
+crate::datum::arg_from_datum!(Relation);
+pgrx::pgrx_sql_entity_graph::impl_sql_translatable!(Relation, arg_only = "regclass");
+
+impl Relation {
+    /// The relation, locked in `AccessShareLock` until the end of the transaction; an OID
+    /// that names none is `undefined_table` (42P01), as Postgres reports a missing relation.
+    pub fn open(&self) -> PgRelation {
+        // SAFETY: try_relation_open returns NULL, not an error, for a missing relation.
+        let found = unsafe {
+            pg_sys::try_relation_open(self.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+        };
+        if found.is_null() {
+            raise(
+                sqlstate::UNDEFINED_TABLE,
+                &format!("relation with OID {} does not exist", self.0.to_u32()),
+            );
+        }
+        // SAFETY: an open relation, closed keeping its lock: the PgRelation opens it again.
+        unsafe {
+            pg_sys::relation_close(found, pg_sys::NoLock as pg_sys::LOCKMODE);
+            PgRelation::with_lock(self.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+        }
+    }
+}
+
 /// The column types each role accepts (read through casts to bigint, text and float8).
 #[derive(Clone, Copy)]
 pub enum Kind {

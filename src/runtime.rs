@@ -42,7 +42,10 @@ pub fn thread_pool() -> Rc<rayon::ThreadPool> {
 
 /// The device named by `airrep.device`.
 pub fn device() -> DeviceSpec {
-    gucs::device().parse::<DeviceSpec>().or_raise()
+    let spec = gucs::device().parse::<DeviceSpec>().or_raise();
+    // A build without CUDA says so before a model's weights are read for it.
+    spec.check_built().or_raise();
+    spec
 }
 
 /// The precision named by `airrep.precision`; None for `auto`.

@@ -5,10 +5,10 @@
 //! Rows come through an SPI cursor, so a table or a view works and the caller's privileges
 //! apply. Rows whose vector or text is NULL are skipped, a NULL id is an error, and every
 //! vector must have the dimension the first one (or the caller) fixed. Texts are read
-//! NFKC-normalised (`normalize(text, NFKC)`) and lower-cased with Unicode's rules. Before
+//! NFKC-normalised (`normalize(text, NFKC)`) and case-folded with Unicode's full folding. Before
 //! each block the scan checks for cancellation and, on long runs, reports progress with an
 //! ETA. Each block's tuples and detoasted values are freed before the next, so memory is
-//! one block.
+//! one block, whose vectors are at most `airrep.max_block_mb`.
 //!
 //! A scan either runs to the end in one call ([`Source::scan`], a callback per block) or is
 //! read a block at a time ([`Blocks`]), for a set-returning function that hands Postgres
@@ -23,6 +23,7 @@ use pgrx::spi::SpiCursor;
 use pgrx::{PgMemoryContexts, PgRelation};
 
 use crate::error::{raise, sqlstate};
+use crate::gucs;
 use crate::relation::{qualified, quote_ident, require_columns, Kind};
 use crate::vector_type::VectorRef;
 
@@ -260,6 +261,21 @@ impl Source {
         }
     }
 
+    /// Raises a unique violation on an id that two of the rows this source reads share,
+    /// found by a query of its own (`GROUP BY id`, whose memory Postgres bounds): for the
+    /// functions that stream a relation rather than hold what they report.
+    pub fn require_unique_relation_ids(&self) {
+        let query = format!(
+            "SELECT (SELECT id FROM ({}) r GROUP BY id HAVING count(*) > 1 LIMIT 1)",
+            self.select_list()
+        );
+        let repeated = Spi::get_one_with_args::<i64>(&query, &[Option::<i64>::None.into()])
+            .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
+        if let Some(id) = repeated {
+            self.require_unique_ids(&[id, id]);
+        }
+    }
+
     /// Every row, as [`Source::scan`] in scan order, one block per [`Blocks::next`].
     pub fn blocks(self, dim: Option<usize>, block_rows: usize, progress: &'static str) -> Blocks {
         let query = self.select_list();
@@ -272,6 +288,25 @@ impl Source {
             block_rows,
             progress,
         }
+    }
+
+    /// At most `block_rows`, and no more vectors than `airrep.max_block_mb` holds: the
+    /// detoasted values and the block are alive together, then the block and the caller's
+    /// packed copy, so a block is sized by bytes, not rows. Until the first row fixes the
+    /// dimension, the widest vector is assumed.
+    fn rows_per_fetch(&self, block_rows: usize, dim: Option<usize>) -> usize {
+        let mut rows = block_rows.clamp(1, 1 << 20);
+        if self.vector.is_some() {
+            let row_bytes = 4 * dim.unwrap_or(airrep_core::vector::MAX_DIM);
+            rows = rows.min(gucs::block_bytes() / row_bytes);
+        }
+        rows.max(1)
+    }
+
+    /// The vector rows of one block under `airrep.max_block_mb`, for the callers that read
+    /// by lists of ids ([`Source::lookup`]) a block at a time.
+    pub fn rows_per_block(dim: usize) -> usize {
+        (gucs::block_bytes() / (4 * dim.max(1))).max(1)
     }
 
     /// The next rows of `cursor`, at most `block_rows`, into `block` (cleared first); false
@@ -287,7 +322,7 @@ impl Source {
         pgrx::check_for_interrupts!();
         block.clear();
         let table = cursor
-            .fetch(block_rows.clamp(1, 1 << 20) as i64)
+            .fetch(self.rows_per_fetch(block_rows, *dim) as i64)
             .unwrap_or_else(|e| raise(sqlstate::INTERNAL_ERROR, &e.to_string()));
         // SAFETY: the fetch just set it; it stays valid until freed below.
         let tuples = unsafe { pg_sys::SPI_tuptable };
@@ -347,9 +382,10 @@ impl Source {
             }
             if self.text.is_some() {
                 match table.get::<String>(column) {
-                    // Unicode lower case here, not SQL's lower(): under the C collation
-                    // that folds ASCII letters only.
-                    Ok(Some(text)) => block.texts.push(text.to_lowercase()),
+                    // Full Unicode case folding (Python's str.casefold: 'Straße' and
+                    // 'STRASSE' fold alike), not SQL's lower(), which under the C collation
+                    // folds ASCII letters only.
+                    Ok(Some(text)) => block.texts.push(caseless::default_case_fold_str(&text)),
                     Ok(None) => unreachable!("the query skips NULL texts"),
                     Err(e) => raise(sqlstate::INTERNAL_ERROR, &e.to_string()),
                 }

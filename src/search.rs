@@ -4,6 +4,7 @@
 //! `near_duplicates` and `contamination` join with the second.
 
 use airrep_core::top_k::Hit;
+use airrep_core::vector::cosine;
 use airrep_model::{Queries, TopKSearch};
 
 use crate::error::{raise, sqlstate, OrRaise};
@@ -62,35 +63,42 @@ pub fn search(
     hits
 }
 
-/// Cosines this close below the threshold count as reaching it: f32 dot products of unit
-/// vectors are within about 1e-6 of the exact cosine, so identical rows meet threshold 1.
-const COSINE_SLACK: f64 = 2e-6;
-
-pub fn check_threshold(threshold: f64) -> f32 {
+/// The threshold of a cosine join, checked: in (0, 1].
+pub fn check_threshold(threshold: f64) -> f64 {
     if !(threshold > 0.0 && threshold <= 1.0) {
         raise(
             sqlstate::INVALID_PARAMETER_VALUE,
             &format!("threshold must be in (0, 1], got {threshold}"),
         );
     }
-    (threshold - COSINE_SLACK) as f32
+    threshold
 }
 
 /// One side of a cosine threshold join, held as unit vectors: the query set of the top-k
 /// engine's threshold join, which other rows are then compared with a block at a time.
+///
+/// The f32 product of unit vectors finds candidates down to a margin below the threshold
+/// that covers its rounding (the engine's bound, `(dim + 1) · 2⁻²⁴`, plus 2⁻²³ for the
+/// rounded unit vectors); each candidate's cosine is then recomputed in f64 from the
+/// original vectors ([`airrep_core::vector::cosine`]) and kept only if it reaches the
+/// threshold. So nothing below the threshold is returned and nothing at or above it is
+/// lost; a zero vector is similar to nothing.
 pub struct CosineJoin {
     unit: Queries,
     dim: usize,
+    threshold: f64,
     cutoff: f32,
 }
 
 impl CosineJoin {
-    /// `queries`' vectors (`dim` wide, at least one row) against a cosine `cutoff`.
-    pub fn new(queries: &Block, dim: usize, cutoff: f32) -> Self {
+    /// `queries`' vectors (`dim` wide, at least one row) against a cosine `threshold`.
+    pub fn new(queries: &Block, dim: usize, threshold: f64) -> Self {
+        let margin = (dim as f64 + 3.0) * f32::EPSILON as f64;
         CosineJoin {
             unit: Queries::new(queries.unit_rows(dim), dim).or_raise(),
             dim,
-            cutoff,
+            threshold,
+            cutoff: (threshold - margin) as f32,
         }
     }
 
@@ -99,17 +107,23 @@ impl CosineJoin {
         self.unit.block_rows()
     }
 
-    /// Every `(query, row of block, cosine)` reaching the cutoff, by index, in query then
-    /// row order.
-    pub fn pairs(&self, block: &Block) -> impl Iterator<Item = (usize, usize, f64)> {
-        let pairs = thread_pool()
-            .install(|| {
-                self.unit
-                    .pairs_at_least(&block.unit_rows(self.dim), self.cutoff)
-            })
+    /// Every `(query, row of block, cosine)` reaching the threshold, by index, in query
+    /// then row order; `queries` is the block this join was made from.
+    pub fn pairs(&self, queries: &Block, block: &Block) -> Vec<(usize, usize, f64)> {
+        let d = self.dim;
+        let candidates = thread_pool()
+            .install(|| self.unit.pairs_at_least(&block.unit_rows(d), self.cutoff))
             .or_raise();
-        pairs
+        candidates
             .into_iter()
-            .map(|(q, r, s)| (q, r, (s as f64).min(1.0)))
+            .filter_map(|(q, r, _)| {
+                let (a, b) = (
+                    &queries.rows[q * d..(q + 1) * d],
+                    &block.rows[r * d..(r + 1) * d],
+                );
+                let cosine = cosine(a, b).filter(|&c| c >= self.threshold)?;
+                Some((q, r, cosine))
+            })
+            .collect()
     }
 }

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use airrep_core::select::{greedy_group, round_robin, Aggregate, BudgetedBest, Cancelled, Pick};
 use airrep_model::Queries;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
+use crate::relation::Relation;
 use crate::runtime::thread_pool;
 use crate::scan::{Block, Columns, Source};
 use crate::search::{read_targets, scores_or_raise, search};
@@ -91,8 +91,8 @@ fn depth_for(picks: usize, targets: usize) -> usize {
     parallel_restricted
 )]
 fn select_data(
-    targets: Option<PgRelation>,
-    pool: Option<PgRelation>,
+    targets: Option<Relation>,
+    pool: Option<Relation>,
     budget: Option<f64>,
     strategy_name: Option<&str>,
     cost_column: Option<&str>,
@@ -114,8 +114,8 @@ fn select_data(
         )
     };
     let (targets, pool) = (
-        targets.unwrap_or_else(|| required("targets")),
-        pool.unwrap_or_else(|| required("pool")),
+        targets.unwrap_or_else(|| required("targets")).open(),
+        pool.unwrap_or_else(|| required("pool")).open(),
     );
     let budget = budget.unwrap_or_else(|| required("budget"));
     if !budget.is_finite() || budget < 0.0 {
@@ -172,8 +172,19 @@ fn costs_of(pool: &Source, ids: Vec<i64>, dim: usize, costed: bool) -> HashMap<i
     if !costed {
         return ids.into_iter().map(|id| (id, 1.0)).collect();
     }
-    let found = pool.lookup(&ids, &mut Some(dim));
-    found.ids.into_iter().zip(found.costs).collect()
+    let mut costs = HashMap::with_capacity(ids.len());
+    for_rows_of(pool, &ids, dim, |found| {
+        costs.extend(found.ids.iter().copied().zip(found.costs.iter().copied()))
+    });
+    costs
+}
+
+/// The pool rows of `ids` (sorted), a block of `airrep.max_block_mb` at a time: the rows
+/// a selection revisits may be many and wide.
+fn for_rows_of(pool: &Source, ids: &[i64], dim: usize, mut each: impl FnMut(&Block)) {
+    for chunk in ids.chunks(Source::rows_per_block(dim)) {
+        each(&pool.lookup(chunk, &mut Some(dim)));
+    }
 }
 
 fn select_round_robin(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> Vec<Pick> {
@@ -277,30 +288,32 @@ fn select_group(queries: &Queries, pool: &Source, budget: f64, costed: bool) -> 
             ),
         );
     }
-    let candidates = pool.lookup(&ids, &mut Some(dim));
-    let scores = scores_or_raise(
-        thread_pool().install(|| queries.dots(&candidates.rows)),
-        &candidates.ids,
-    );
-    let rows = candidates.len();
-    let by_target: Vec<Vec<f32>> = scores.chunks(rows.max(1)).map(<[f32]>::to_vec).collect();
-    let costs = if costed {
-        candidates.costs
-    } else {
-        vec![1.0; rows]
-    };
+    // Each target's scores of every candidate, a block of candidates at a time.
+    let mut by_target: Vec<Vec<f32>> = (0..count).map(|_| Vec::with_capacity(ids.len())).collect();
+    let mut costs = Vec::with_capacity(ids.len());
+    for_rows_of(pool, &ids, dim, |found| {
+        let scores = scores_or_raise(
+            thread_pool().install(|| queries.dots(&found.rows)),
+            &found.ids,
+        );
+        for (target, row) in by_target.iter_mut().zip(scores.chunks(found.len())) {
+            target.extend_from_slice(row);
+        }
+        costs.extend(found.costs.iter().copied());
+    });
+    if !costed {
+        costs = vec![1.0; ids.len()];
+    }
     let interrupted = || {
         pgrx::check_for_interrupts!();
         false
     };
-    greedy_group(&by_target, &candidates.ids, &costs, budget, &interrupted).unwrap_or_else(
-        |Cancelled| {
-            raise(
-                sqlstate::QUERY_CANCELED,
-                "canceling statement due to user request",
-            )
-        },
-    )
+    greedy_group(&by_target, &ids, &costs, budget, &interrupted).unwrap_or_else(|Cancelled| {
+        raise(
+            sqlstate::QUERY_CANCELED,
+            "canceling statement due to user request",
+        )
+    })
 }
 
 extension_sql!(

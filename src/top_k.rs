@@ -5,10 +5,10 @@
 //! target), so memory is the targets, k hits per target and one block.
 
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 use crate::embedding_jobs::note_model_mismatch;
 use crate::error::{raise, sqlstate};
+use crate::relation::Relation;
 use crate::scan::Source;
 use crate::search::{read_targets, search};
 
@@ -30,8 +30,8 @@ pub fn check_k(k: i32) -> usize {
     parallel_restricted
 )]
 fn top_k(
-    targets: PgRelation,
-    pool: PgRelation,
+    targets: Relation,
+    pool: Relation,
     k: i32,
     vector_column: &str,
 ) -> TableIterator<
@@ -44,6 +44,7 @@ fn top_k(
     ),
 > {
     let k = check_k(k);
+    let (targets, pool) = (targets.open(), pool.open());
     note_model_mismatch(
         "airrep.top_k",
         ("targets'", &targets),

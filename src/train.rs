@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::error::{raise, raise_model, sqlstate, OrRaise};
 use crate::labels::LabelSet;
 use crate::registry;
+use crate::relation::Relation;
 use crate::runtime::{cancel_requested, device, thread_pool};
 use crate::scan::{Columns, Source};
 
@@ -54,17 +55,22 @@ struct LogRow {
 fn train(
     name: &str,
     base_model: &str,
-    examples: PgRelation,
-    targets: PgRelation,
-    subsets: PgRelation,
-    losses: PgRelation,
+    examples: Relation,
+    targets: Relation,
+    subsets: Relation,
+    losses: Relation,
     options_json: default!(pgrx::JsonB, "'{}'"),
 ) -> i64 {
     registry::require_write_privileges("airrep.train", true);
     let base_id = registry::model_identity(base_model).id;
     registry::require_unused_name(name);
     let options = read_options(&options_json.0);
-    let labels = LabelSet::load(&examples, &targets, &subsets, &losses);
+    let labels = LabelSet::load(
+        &examples.open(),
+        &targets.open(),
+        &subsets.open(),
+        &losses.open(),
+    );
     let (config, weights, tokenizer) = registry::model_files(base_id);
     let base = Checkpoint::from_bytes(&config, &weights).or_raise();
 
@@ -274,7 +280,7 @@ fn write_log(model_id: i64, log: Vec<LogRow>) {
 /// subset at a time, so a large plan streams and can be cancelled.
 #[pg_extern(schema = "airrep", volatile, strict)]
 fn sample_subsets(
-    examples: PgRelation,
+    examples: Relation,
     n: i32,
     size: i32,
     seed: default!(i64, 0),
@@ -285,7 +291,7 @@ fn sample_subsets(
             &format!("need n >= 1 and size >= 1, not n = {n}, size = {size}"),
         );
     }
-    let ids = distinct_ids(&examples);
+    let ids = distinct_ids(&examples.open());
     if (size as usize) > ids.len() {
         raise(
             sqlstate::INVALID_PARAMETER_VALUE,

@@ -334,6 +334,9 @@ mod tests {
         Spi::run("SET airrep.device = 'cuda'").unwrap();
         let message = sql_error("SELECT airrep.encode('tiny', 'x')");
         assert!(message.contains("built without CUDA support"), "{message}");
+        // Said before any weights are read (issue 27): even before the model is looked up.
+        let message = sql_error("SELECT airrep.encode('no such model', 'x')");
+        assert!(message.contains("built without CUDA support"), "{message}");
         Spi::run("SET airrep.device = 'tpu'").unwrap();
         let message = sql_error("SELECT airrep.encode('tiny', 'x')");
         assert!(message.contains("unknown device"), "{message}");

@@ -9,6 +9,7 @@ pub mod lds;
 pub mod ranking;
 pub mod select;
 pub mod simd;
+pub mod sqlstate;
 pub mod state;
 pub mod text;
 pub mod top_k;

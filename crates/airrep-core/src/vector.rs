@@ -3,6 +3,7 @@
 
 use std::fmt::{self, Write};
 
+use crate::sqlstate;
 use crate::state::{self, Reader, StateError};
 
 /// The most dimensions a vector may have (pgvector's limit too).
@@ -39,12 +40,16 @@ impl VectorError {
     /// everything else about the value 22023 (invalid_parameter_value).
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            VectorError::InvalidSyntax(_) => "22P02",
-            VectorError::OutOfRange(_) | VectorError::Overflow => "22003",
-            VectorError::ArrayHasNulls => "22004",
-            VectorError::ArrayNotOneDimensional => "2202E",
-            VectorError::TypmodMismatch { .. } | VectorError::DifferentDimensions(..) => "22000",
-            _ => "22023",
+            VectorError::InvalidSyntax(_) => sqlstate::INVALID_TEXT_REPRESENTATION,
+            VectorError::OutOfRange(_) | VectorError::Overflow => {
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+            }
+            VectorError::ArrayHasNulls => sqlstate::NULL_VALUE_NOT_ALLOWED,
+            VectorError::ArrayNotOneDimensional => sqlstate::ARRAY_SUBSCRIPT_ERROR,
+            VectorError::TypmodMismatch { .. } | VectorError::DifferentDimensions(..) => {
+                sqlstate::DATA_EXCEPTION
+            }
+            _ => sqlstate::INVALID_PARAMETER_VALUE,
         }
     }
 }
@@ -346,6 +351,14 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
     1.0 - similarity.clamp(-1.0, 1.0)
 }
 
+/// cos(a, b) in f64, clamped to [-1, 1]; None when either vector is zero (similar to
+/// nothing). A vector with itself, or with a copy scaled by a power of two, gives exactly 1:
+/// the products are exact and `sqrt(x·x) = x` in IEEE arithmetic.
+pub fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
+    let norms = dot(a, a) * dot(b, b);
+    (norms > 0.0).then(|| (dot(a, b) / norms.sqrt()).clamp(-1.0, 1.0))
+}
+
 /// Element by element in f32 like pgvector; a result beyond float4's range is an error, not
 /// an infinite element.
 fn elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Result<Vec<f32>, VectorError> {
@@ -616,6 +629,8 @@ mod tests {
             "expected 2 dimensions, not 3"
         );
         assert_eq!(check_element(f32::NAN).unwrap_err().sqlstate(), "22023");
+        assert_eq!(VectorError::ArrayNotOneDimensional.sqlstate(), "2202E");
+        assert_eq!(VectorError::ArrayHasNulls.sqlstate(), "22004");
         for e in [
             VectorError::TypmodTooSmall,
             VectorError::TooManyDimensions,
@@ -642,6 +657,11 @@ mod tests {
     #[test]
     fn distances_match_hand_computed_values() {
         assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+        let v = [0.1f32, -0.7, 3.3, 1e-3];
+        assert_eq!(cosine(&v, &v), Some(1.0));
+        assert_eq!(cosine(&v, &v.map(|x| x * 4.0)), Some(1.0));
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 2.0]), Some(0.0));
+        assert_eq!(cosine(&[0.0, 0.0], &[0.0, 2.0]), None);
         assert_eq!(l2_distance(&[0.0, 0.0], &[3.0, 4.0]), 5.0);
         assert!((cosine_distance(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-15);
         assert_eq!(cosine_distance(&[1.0, 1.0], &[2.0, 2.0]), 0.0);

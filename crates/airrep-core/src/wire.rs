@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::sqlstate;
 use crate::vector::{check_dims, check_element, VectorError};
 
 /// Why a binary message does not hold a vector.
@@ -22,8 +23,10 @@ impl WireError {
     /// malformed header or a dimension count below 1 a data exception (22000).
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            WireError::Truncated => "08P01",
-            WireError::UnusedNotZero(_) | WireError::Value(VectorError::NoDimensions) => "22000",
+            WireError::Truncated => sqlstate::PROTOCOL_VIOLATION,
+            WireError::UnusedNotZero(_) | WireError::Value(VectorError::NoDimensions) => {
+                sqlstate::DATA_EXCEPTION
+            }
             WireError::Value(e) => e.sqlstate(),
         }
     }

@@ -31,6 +31,17 @@ impl DeviceSpec {
         cfg!(feature = "cuda")
     }
 
+    /// An error when this build cannot run on the device at all (CUDA without the `cuda`
+    /// feature): free to check, so callers check it before reading any weights.
+    pub fn check_built(self) -> Result<()> {
+        if self.is_cuda() && !Self::cuda_compiled() {
+            return Err(Error::Device(
+                "airrep was built without CUDA support; rebuild with --features cuda".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Opens the device. For CUDA this creates the context (and loads the driver's
     /// state) on first use; errors, never panics, when the build lacks CUDA or the
     /// machine has no usable GPU.
@@ -38,12 +49,7 @@ impl DeviceSpec {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(ordinal) => {
-                if !Self::cuda_compiled() {
-                    return Err(Error::Device(
-                        "airrep was built without CUDA support; rebuild with --features cuda"
-                            .into(),
-                    ));
-                }
+                self.check_built()?;
                 // cudarc reports a missing driver or device as an error, but guard against
                 // a panic in a third-party layer anyway: it must not abort a backend.
                 match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {

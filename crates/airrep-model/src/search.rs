@@ -57,9 +57,11 @@ impl Queries {
         self.dim
     }
 
-    /// Rows per block that keep one block's scores near 16 MB (at least 256 rows).
+    /// Rows per block that keep one block's scores (and their copy) at most 16 MB: with
+    /// more than 4 Mi queries a block is one row, never a product the size of the queries
+    /// times a fixed row count.
     pub fn block_rows(&self) -> usize {
-        (BLOCK_SCORES / self.count).clamp(256, 16_384)
+        (BLOCK_SCORES / self.count).clamp(1, 16_384)
     }
 
     /// `[query][row]` dot products of every query with every row of `block` (row-major,
@@ -76,10 +78,10 @@ impl Queries {
             )));
         }
         let rows = block.len() / self.dim;
-        let weight = Tensor::from_slice(block, (rows, self.dim), &Device::Cpu)?;
-        let zero = Tensor::zeros(rows, candle_core::DType::F32, &Device::Cpu)?;
-        let packed = PackedLinear::new(&weight, &zero, Product::F32)?;
+        // Packed straight from the caller's rows: the one copy the product needs.
+        let packed = PackedLinear::from_rows(block, rows, self.dim, vec![0.0; rows], Product::F32)?;
         let scores = linear(&self.matrix, &packed, Epilogue::None)?;
+        drop(packed);
         let scores = scores.flatten_all()?.to_vec1::<f32>()?;
         // Finite vectors whose product leaves f32's range would rank as +-inf or NaN.
         match scores.iter().position(|s| !s.is_finite()) {

@@ -101,6 +101,79 @@ FROM airrep.contamination('copies', 'same_items', ngram => 2) GROUP BY method OR
 SELECT count(*) FROM airrep.contamination('copies', 'same_items', '{exact,exact}');
 DROP TABLE same_rows, same_items, copies;
 
+-- issue 27: a hostile user's inputs. `error_of` shows the SQLSTATE with the message.
+CREATE FUNCTION pg_temp.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE query;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+-- n-grams of every length below n: matching a row is linear in its length (1,500 items of
+-- 1..1,500 words under n = 2147483647 against two 5,000-word rows took 45-71 s), and a
+-- cancel is seen within a row: a 3 s statement_timeout ends a 300,000-word row's matching
+-- within seconds, and the backend is usable after it
+CREATE TABLE long_items AS
+SELECT l AS id, (SELECT string_agg('w' || i % 1777, ' ') FROM generate_series(l, 2 * l - 1) i) AS text
+FROM generate_series(1, 1500) l;
+CREATE TABLE long_rows AS
+SELECT r AS id, (SELECT string_agg('w' || i % 1777, ' ') FROM generate_series(0, 4999) i) AS text
+FROM generate_series(1, 2) r;
+CREATE TABLE huge_row AS
+SELECT 1 AS id, (SELECT string_agg('x' || i, ' ') FROM generate_series(1, 300000) i) AS text;
+SET statement_timeout = '3s';
+SELECT count(*) AS pairs, min(score), max(score)
+FROM airrep.contamination('long_rows', 'long_items', '{ngram}', ngram => 2147483647);
+DO $$
+DECLARE
+    started timestamptz := clock_timestamp();
+BEGIN
+    PERFORM count(*) FROM airrep.contamination('huge_row', 'long_items', '{ngram}', ngram => 2147483647);
+    RAISE NOTICE 'the 300,000-word row finished within the timeout';
+EXCEPTION WHEN query_canceled THEN
+    RAISE NOTICE 'canceled (%) within 6 s: %', SQLERRM, clock_timestamp() - started < interval '6 s';
+END $$;
+RESET statement_timeout;
+SELECT 1 AS usable;
+DROP TABLE long_items, long_rows, huge_row;
+-- nothing below the threshold is returned, nothing at it is lost: cosines 0.8999988 and
+-- 0.89999996 are below 0.9 (a slack of 2e-6 reported both); 3/5 is exactly 0.6; a zero
+-- vector is similar to nothing, and orthogonal rows have cosine 0, below any threshold
+CREATE TABLE near (id int, text text, embedding airrep_vector);
+INSERT INTO near VALUES (1, 'a', '[1,0]'), (2, 'b', '[0.9,0.435893]'), (3, 'c', '[0.9,0.43589]'),
+                        (4, 'd', '[3,4]'), (5, 'e', '[0,0]'), (6, 'f', '[0,1]');
+SELECT id, cluster_id, similarity FROM airrep.near_duplicates('near', 0.9) ORDER BY 1;
+SELECT id, cluster_id, similarity FROM airrep.near_duplicates('near', 0.6) ORDER BY 1;
+SELECT count(*) AS pairs FROM airrep.near_duplicates('near', 1e-6) WHERE similarity < 1e-6;
+SELECT train_id, benchmark_id, score FROM airrep.contamination('near', 'near', '{embedding}', threshold => 0.9)
+WHERE train_id <> benchmark_id ORDER BY 1, 2;
+SELECT train_id, benchmark_id, score FROM airrep.contamination('near', 'near', '{embedding}', threshold => 0.6)
+WHERE train_id = 4 AND benchmark_id = 1;
+SELECT train_id, benchmark_id, score FROM airrep.contamination('near', 'near', '{embedding}', threshold => 1e-6)
+WHERE score < 1e-6;
+-- a repeated id is an error (23505), as in top_k and select_data: a row inserted twice was
+-- never reported by near_duplicates, and contamination returned its pair four times
+CREATE TABLE twice AS SELECT * FROM near WHERE id IN (1, 2);
+INSERT INTO twice SELECT * FROM near WHERE id = 1;
+SELECT pg_temp.error_of($$SELECT * FROM airrep.near_duplicates('twice', 1)$$);
+SELECT pg_temp.error_of($$SELECT * FROM airrep.contamination('twice', 'near')$$);
+SELECT pg_temp.error_of($$SELECT * FROM airrep.contamination('near', 'twice', '{embedding}')$$);
+-- a NULL vector is no row of the embedding method, so its id may repeat there
+UPDATE twice SET embedding = NULL WHERE ctid = (SELECT max(ctid) FROM twice);
+SELECT count(*) FROM airrep.contamination('twice', 'near', '{embedding}');
+DROP TABLE near, twice;
+-- full Unicode case folding, as Python's str.casefold(): 'Straße' is 'STRASSE'
+CREATE TABLE folded (id int, text text);
+INSERT INTO folded VALUES (1, 'Die Straße'), (2, 'ΣΊΣΥΦΟΣ'), (3, 'ﬀ');
+CREATE TABLE shouted (id int, text text);
+INSERT INTO shouted VALUES (10, 'DIE STRASSE'), (11, 'σίσυφος'), (12, 'FF');
+SELECT train_id, benchmark_id, method FROM airrep.contamination('shouted', 'folded', '{exact,ngram}', ngram => 2)
+ORDER BY 1, 2, 3;
+DROP TABLE folded, shouted;
+-- a regclass OID that names no relation is undefined_table (42P01), not an internal error
+SELECT pg_temp.error_of($$SELECT * FROM airrep.near_duplicates(4000000000::oid::regclass)$$);
+SELECT pg_temp.error_of($$SELECT * FROM airrep.contamination('train', 4000000000::oid::regclass)$$);
+
 -- errors
 SELECT * FROM airrep.near_duplicates('train', 0);
 SELECT * FROM airrep.near_duplicates('train', 1.5);

@@ -17,6 +17,10 @@ SELECT airrep.keep_embedded('notes', 'body', 'embedding', NULL);
 CREATE TABLE wide (id int, body text, embedding airrep_vector(3));
 SELECT airrep.keep_embedded('wide', 'body', 'embedding', 'tiny');
 DROP TABLE wide;
+-- a temporary table: the worker, another session, cannot read it, and a job would outlive it
+CREATE TEMP TABLE scratch (id int, body text, embedding airrep_vector);
+SELECT airrep.keep_embedded('scratch', 'body', 'embedding', 'tiny');
+DROP TABLE scratch;
 SELECT count(*) AS jobs FROM airrep.embedding_jobs;
 
 SELECT airrep.keep_embedded('notes', 'body', 'embedding', 'tiny') > 0 AS started;

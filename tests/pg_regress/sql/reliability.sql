@@ -8,10 +8,11 @@ SET ROLE airrep_plain;
 SET airrep.threads = 1000;
 SET airrep.batch_size = 4096;
 SET airrep.model_cache_size = 64;
-SELECT name, requested, effective::int < requested::int AS capped FROM airrep.settings() WHERE name NOT IN ('airrep.model_cache_mb', 'airrep.simd') ORDER BY 1;
+SELECT name, requested, effective::int < requested::int AS capped FROM airrep.settings() WHERE name NOT IN ('airrep.model_cache_mb', 'airrep.max_block_mb', 'airrep.simd') ORDER BY 1;
 SET airrep.max_threads = 1000;
 SET airrep.max_batch_size = 4096;
 SET airrep.model_cache_mb = 100000;
+SET airrep.max_block_mb = 100000;
 RESET ROLE;
 RESET airrep.threads; RESET airrep.batch_size; RESET airrep.model_cache_size;
 -- a superuser may raise them
@@ -149,3 +150,17 @@ DROP SCHEMA mallory CASCADE;
 DROP ROLE airrep_mallory;
 SELECT airrep.drop_model('hijack-target');
 RESET client_min_messages;
+
+-- a database that is not UTF8 is refused at CREATE EXTENSION, naming its encoding (issue
+-- 27: there encode and format failed with XX000 on non-ASCII text)
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE airrep_latin1 WITH ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C';
+CREATE DATABASE airrep_ascii WITH ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C';
+\c airrep_latin1
+CREATE EXTENSION airrep;
+SELECT count(*) AS airrep_objects FROM pg_namespace WHERE nspname = 'airrep';
+\c airrep_ascii
+CREATE EXTENSION airrep;
+\c :regress_db
+DROP DATABASE airrep_latin1;
+DROP DATABASE airrep_ascii;

@@ -143,6 +143,25 @@ SELECT * FROM airrep.select_data('sel_one', 'sel_twice', 5, 'max');
 SELECT * FROM airrep.select_data('sel_one', 'sel_twice', 5, 'group');
 SELECT * FROM airrep.top_k('sel_twice', 'sel_one', 1);
 SELECT * FROM airrep.select_data('sel_twice', 'sel_one', 1);
+-- a regclass OID that names no relation is undefined_table (42P01), not an internal error
+\set VERBOSITY sqlstate
+SELECT * FROM airrep.top_k(4000000000::oid::regclass, 'sel_one', 1);
+SELECT * FROM airrep.select_data('sel_one', 4000000000::oid::regclass, 1);
+\set VERBOSITY default
+SELECT * FROM airrep.top_k('sel_one', 4000000000::oid::regclass, 1);
+-- blocks are sized by bytes under airrep.max_block_mb (superuser only): the smallest block
+-- gives the same top k and selection as the default
+SET airrep.max_block_mb = 1;
+CREATE TABLE sel_wide_pool AS
+SELECT i AS id, array_fill((i % 7)::real, ARRAY[16000])::airrep_vector AS embedding FROM generate_series(1, 40) i;
+SELECT count(*) AS hits, min(influence), max(influence)
+FROM airrep.top_k('sel_wide_pool', 'sel_wide_pool', 3);
+SELECT array_agg(example_id ORDER BY pick_order) AS picks
+FROM airrep.select_data('sel_wide_pool', 'sel_wide_pool', 4, 'group');
+RESET airrep.max_block_mb;
+SELECT array_agg(example_id ORDER BY pick_order) AS picks
+FROM airrep.select_data('sel_wide_pool', 'sel_wide_pool', 4, 'group');
+DROP TABLE sel_wide_pool;
 DROP VIEW sel_clean, sel_english, sel_targets_vec, sel_vanishing;
 DROP SEQUENCE sel_reads;
 DROP TABLE sel_pool, sel_targets, sel_wide, sel_text_ids, sel_huge, sel_twice, sel_one;

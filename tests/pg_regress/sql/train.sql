@@ -79,6 +79,25 @@ SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"max_members_per_subset": 0}');
 SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets', 'losses', '{"unit_scale": -1}');
 SELECT airrep.train('', 'tiny', 'examples', 'targets', 'subsets', 'losses');
+-- options that name layers are checked against the model before any work (issue 27: depth
+-- 100 over a base without a projector was an index-out-of-bounds panic, XX000)
+SELECT airrep.load_model('minilm', '/tmp/airrep-fixtures/minilm') > 0 AS loaded;
+\set VERBOSITY default
+SELECT airrep.train('bad', 'minilm', 'examples', 'targets', 'subsets', 'losses', '{"depth": 100}');
+SELECT airrep.train('bad', 'minilm', 'examples', 'targets', 'subsets', 'losses', '{"depth": 2, "train_layers": 3}');
+SELECT airrep.drop_model('minilm');
+-- a subset that lists an example twice is an error naming the subset (23505), as a
+-- repeated loss row is, for training and for lds alike, not a silent deduplication
+CREATE TABLE subsets_repeated AS SELECT * FROM subsets UNION ALL SELECT * FROM subsets WHERE subset_id = 3 LIMIT 1000;
+\set VERBOSITY sqlstate
+SELECT airrep.train('bad', 'tiny', 'examples', 'targets', 'subsets_repeated', 'losses');
+\set VERBOSITY default
+SELECT airrep.lds('tiny', 'examples', 'targets', 'subsets_repeated', 'losses');
+DROP TABLE subsets_repeated;
+-- a regclass OID that names no relation is undefined_table, not an internal error
+SELECT airrep.lds('tiny', 'examples', 4000000000::oid::regclass, 'subsets', 'losses');
+SELECT airrep.sample_subsets(4000000000::oid::regclass, 1, 1);
+\set VERBOSITY terse
 -- a learning rate that sends the weights to infinity stops the run, and saves nothing
 SELECT airrep.train('diverged', 'tiny', 'examples', 'targets', 'subsets', 'losses',
     '{"lr": 1e300, "head_lr": 1e300, "steps": 1, "holdout_fraction": 0, "train_layers": "all", "depth": "all"}');

@@ -86,6 +86,21 @@ impl PackedLinear {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        Self::from_rows(&w, n, k, bias, product)
+    }
+
+    /// The same from `n` rows of `k` floats, row-major: packed straight from the slice, so
+    /// a caller that holds the rows (the block search) makes no other copy.
+    pub fn from_rows(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bias: Vec<f32>,
+        product: Product,
+    ) -> candle_core::Result<Self> {
+        if w.len() != n * k {
+            candle_core::bail!("packed linear: {} weights for [{n}, {k}]", w.len())
+        }
         if bias.len() != n {
             candle_core::bail!("packed linear: bias {} for {n} outputs", bias.len())
         }
@@ -101,7 +116,7 @@ impl PackedLinear {
         let weight = if let Some(split) =
             split.filter(|_| amx::available() && n.is_multiple_of(amx::PANEL))
         {
-            PackedWeight::Amx(amx::Panels::pack(&w, n, k, split))
+            PackedWeight::Amx(amx::Panels::pack(w, n, k, split))
         } else {
             let panels = n.div_ceil(NR);
             let mut packed = vec![0f32; panels * k * NR];

@@ -135,6 +135,7 @@ impl Trainer {
     ) -> Result<Self> {
         let started = Instant::now();
         options.check()?;
+        options.fits_model(checkpoint.config.num_hidden_layers)?;
         data.check()?;
         let split = data.split(options.holdout_fraction, options.seed)?;
         let tokenizer =

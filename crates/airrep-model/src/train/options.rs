@@ -512,6 +512,24 @@ impl TrainOptions {
         })
     }
 
+    /// Whether the options fit a model of `layers` transformer layers: the depth and the
+    /// layers to train index the model's layers, so Trainer::new checks this before any
+    /// work.
+    pub fn fits_model(&self, layers: usize) -> Result<()> {
+        self.train_layers.fits(layers)?;
+        if let Depth::Layers(n) = self.depth {
+            ensure(n <= layers, || {
+                format!("depth {n} exceeds the model's {layers} layers")
+            })?;
+            if let TrainLayers::Top(top) = self.train_layers {
+                ensure(top <= n, || {
+                    format!("train_layers {top} exceeds depth {n}, the layers kept")
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn check(&self) -> Result<()> {
         // Each step is a row of airrep.training_log, whose step column is an integer.
         ensure(self.steps <= i32::MAX as usize, || {
@@ -596,6 +614,54 @@ mod tests {
         match options.check() {
             Err(Error::Input(message)) => message,
             other => panic!("{options:?} accepted: {other:?}"),
+        }
+    }
+
+    /// Issue 27: `{"depth": 100}` over a base without a projector panicked with an index out
+    /// of bounds; every option that names layers is now checked against the model first.
+    #[test]
+    fn options_are_checked_against_the_model_before_any_work() {
+        let good = TrainOptions::default();
+        good.fits_model(2).unwrap();
+        for (depth, train_layers, message) in [
+            (
+                Depth::Layers(100),
+                TrainLayers::Projector,
+                "depth 100 exceeds the model's 2 layers",
+            ),
+            (
+                Depth::Auto,
+                TrainLayers::Top(3),
+                "train_layers 3 exceeds the model's 2 layers",
+            ),
+            (
+                Depth::Layers(1),
+                TrainLayers::Top(2),
+                "train_layers 2 exceeds depth 1, the layers kept",
+            ),
+        ] {
+            let options = TrainOptions {
+                depth,
+                train_layers,
+                ..good.clone()
+            };
+            match options.fits_model(2) {
+                Err(Error::Input(got)) => assert_eq!(got, message),
+                other => panic!("{options:?} accepted: {other:?}"),
+            }
+        }
+        use crate::train::tests::{base_checkpoint, golden, golden_data, golden_options};
+        use crate::train::tests::{never, tokenizer_json};
+        let golden = golden();
+        let options = TrainOptions {
+            depth: Depth::Layers(100),
+            ..golden_options(&golden)
+        };
+        let data = golden_data(&golden);
+        match Trainer::new(&base_checkpoint(), &tokenizer_json(), data, options, &never) {
+            Err(Error::Input(got)) => assert_eq!(got, "depth 100 exceeds the model's 2 layers"),
+            Err(other) => panic!("depth 100: {other}"),
+            Ok(_) => panic!("depth 100 accepted"),
         }
     }
 
