@@ -19,8 +19,10 @@ if ((${#missing[@]})); then
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
-    echo "==> cargo install cargo-pgrx $PGRX_VERSION (a few minutes)"
-    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+    # --debug: it only drives cargo and Postgres, and it compiles in half the time
+    # (86 s against 187 s on 2 cores), which every fresh CI machine pays.
+    echo "==> cargo install cargo-pgrx $PGRX_VERSION (a minute or two)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --debug
 fi
 
 if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
