@@ -148,19 +148,19 @@ impl TextTokenizer {
 
     /// Token ids with [CLS] and [SEP], truncated.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(self.head(text), true)
-            .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        self.ids(text, true)
     }
 
     /// Token ids of a short piece of text, without [CLS] and [SEP]: how it appears inside
     /// an encoded text (after whitespace, as every piece split off by the pre-tokeniser).
     pub fn pieces(&self, text: &str) -> Result<Vec<u32>> {
+        self.ids(text, false)
+    }
+
+    fn ids(&self, text: &str, special_tokens: bool) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(self.head(text), false)
+            .encode(self.head(text), special_tokens)
             .map_err(|e| Error::Tokenizer(format!("encoding text: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }

@@ -182,6 +182,26 @@ pub(crate) fn assert_gradients_close(
 
 /// Eight targets and twelve subsets of the golden texts, with losses that a trained encoder
 /// can learn: a subset helps a target the more of its members share the target's first word.
+/// A trainer of the base checkpoint over `data` with `options`, never cancelled.
+pub(crate) fn base_trainer(data: &TrainData, options: TrainOptions) -> Trainer {
+    Trainer::new(
+        &base_checkpoint(),
+        &tokenizer_json(),
+        data.clone(),
+        options,
+        &never,
+    )
+    .unwrap()
+}
+
+/// Every target and every subset of `data`, as `Trainer::group_scores` takes them.
+pub(crate) fn everything(data: &TrainData) -> (Vec<usize>, Vec<usize>) {
+    (
+        (0..data.targets.len()).collect(),
+        (0..data.subsets.len()).collect(),
+    )
+}
+
 /// [`selection_data`] with every text in the AirRep template: its first two words the
 /// question, the rest the response.
 pub(crate) fn template_data() -> TrainData {

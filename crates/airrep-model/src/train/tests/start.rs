@@ -62,16 +62,8 @@ fn lds_of_start(data: &TrainData, start: StartPoint, pooling: Pooling) -> f64 {
         pooling,
         ..TrainOptions::default()
     };
-    let trainer = Trainer::new(
-        &base_checkpoint(),
-        &tokenizer_json(),
-        data.clone(),
-        options,
-        &never,
-    )
-    .unwrap();
-    let targets: Vec<usize> = (0..data.targets.len()).collect();
-    let subsets: Vec<usize> = (0..data.subsets.len()).collect();
+    let trainer = base_trainer(data, options);
+    let (targets, subsets) = everything(data);
     lds(
         &trainer.group_scores(&targets, &subsets).unwrap(),
         &data.losses,
@@ -439,8 +431,7 @@ fn projector_inits_give_a_base_model_its_projector_once() {
 #[test]
 fn a_response_weighted_start_encodes_as_it_was_scored() {
     let data = template_data();
-    let targets: Vec<usize> = (0..data.targets.len()).collect();
-    let subsets: Vec<usize> = (0..data.subsets.len()).collect();
+    let (targets, subsets) = everything(&data);
     let scores_of = |response_weight| {
         let options = TrainOptions {
             steps: 0,
@@ -449,14 +440,7 @@ fn a_response_weighted_start_encodes_as_it_was_scored() {
             response_weight,
             ..TrainOptions::default()
         };
-        let trainer = Trainer::new(
-            &base_checkpoint(),
-            &tokenizer_json(),
-            data.clone(),
-            options,
-            &never,
-        )
-        .unwrap();
+        let trainer = base_trainer(&data, options);
         let scores = trainer.group_scores(&targets, &subsets).unwrap();
         (scores, trainer.into_checkpoint().unwrap().0)
     };
