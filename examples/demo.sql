@@ -153,7 +153,7 @@ SELECT name, parent, description FROM airrep.model_list ORDER BY id;
 \echo '-- config -> ''airrep_training'' -> ''start_scores'' has every start scored'
 SELECT t ->> 'layers_kept' || ' of ' || (t ->> 'layers_of_base') AS layers,
        t ->> 'centered' AS centred, t ->> 'unit_scale_start' AS unit_length,
-       t ->> 'kept_step' AS kept_step,
+       t ->> 'response_weight' AS response_weight, t ->> 'kept_step' AS kept_step,
        round(100 * (t ->> 'validation_lds_before')::numeric, 2) AS held_out_lds_before,
        round(100 * (t ->> 'validation_lds_after')::numeric, 2) AS held_out_lds_after
 FROM airrep.models, LATERAL (SELECT config -> 'airrep_training') AS training(t)
