@@ -3,7 +3,8 @@
 //!
 //! The cache is exact: the frozen layers run the same differentiable kernels as an uncached
 //! forward, and padding never reaches a real token (attention masks padded keys, pooling
-//! weighs real tokens only, each by its text's own ids), so a cached text's outputs do not depend on its batch.
+//! weighs real tokens only, each by its text's own ids), so a cached text's outputs do not
+//! depend on its batch.
 
 use candle_core::Tensor;
 
@@ -50,8 +51,6 @@ impl Inputs {
             TrainLayers::Projector => num_layers,
             TrainLayers::Top(n) => num_layers - n,
         };
-        let weighting = model.model().response_weighting();
-        let pool_weights = ids.iter().map(|t| token_weights(t, weighting)).collect();
         let mut pooled = Vec::new();
         let mut states = Vec::with_capacity(ids.len());
         let rows: Vec<usize> = (0..ids.len()).collect();
@@ -78,9 +77,10 @@ impl Inputs {
         Ok(if layers == TrainLayers::Projector {
             Self::Pooled(Tensor::cat(&pooled, 0)?)
         } else {
+            let weighting = model.model().response_weighting();
             Self::Hidden {
                 states,
-                pool_weights,
+                pool_weights: ids.iter().map(|t| token_weights(t, weighting)).collect(),
                 first_layer: frozen_layers,
             }
         })
@@ -132,11 +132,6 @@ impl Inputs {
                     .map(|(&r, &len)| states[r].pad_with_zeros(0, 0, longest - len))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let hidden = Tensor::stack(&padded, 0)?;
-                let mask: Vec<f32> = lengths
-                    .iter()
-                    .flat_map(|&len| (0..longest).map(move |pos| if pos < len { 1.0 } else { 0.0 }))
-                    .collect();
-                let mask = Tensor::from_vec(mask, (rows.len(), longest), hidden.device())?;
                 let weights: Vec<f32> = rows
                     .iter()
                     .flat_map(|&r| {
@@ -147,6 +142,8 @@ impl Inputs {
                     })
                     .collect();
                 let weights = Tensor::from_vec(weights, (rows.len(), longest), hidden.device())?;
+                // Every real token weighs more than 0 (weights are positive), padding 0.
+                let mask = weights.ne(0f32)?.to_dtype(candle_core::DType::F32)?;
                 encoder.pool_from_layer(&hidden, &mask, &weights, *first_layer)?
             }
             Self::Pooled(pooled) => {

@@ -425,27 +425,32 @@ fn projector_inits_give_a_base_model_its_projector_once() {
     assert!(is_identity(&w) && b.iter().all(|&x| x == 0.0));
 }
 
-/// A start that weights the response is saved with its weighting, and the encoder that
-/// loads it (the fused CPU model) ranks as the trainer scored: the same pooling on both
-/// sides, against the plain mean that ranks otherwise.
+/// A start that weights the response is saved with its weighting, a run that caches the
+/// frozen bottom pools it alike, and the encoder that loads it (the fused CPU model) ranks
+/// as the trainer scored: the same pooling on every side, against the plain mean that
+/// ranks otherwise.
 #[test]
 fn a_response_weighted_start_encodes_as_it_was_scored() {
     let data = template_data();
     let (targets, subsets) = everything(&data);
-    let scores_of = |response_weight| {
+    let scores_of = |response_weight, train_layers| {
         let options = TrainOptions {
             steps: 0,
             depth: Depth::All,
             unit_scale: UnitScale::Off,
             response_weight,
+            train_layers,
             ..TrainOptions::default()
         };
         let trainer = base_trainer(&data, options);
         let scores = trainer.group_scores(&targets, &subsets).unwrap();
         (scores, trainer.into_checkpoint().unwrap().0)
     };
-    let (plain, _) = scores_of(ResponseWeight::Fixed(1.0));
-    let (weighted, checkpoint) = scores_of(ResponseWeight::Fixed(3.0));
+    let (plain, _) = scores_of(ResponseWeight::Fixed(1.0), TrainLayers::Projector);
+    let (weighted, checkpoint) = scores_of(ResponseWeight::Fixed(3.0), TrainLayers::Projector);
+    // The cached bottom of a top-layer run pools each text by its own token weights.
+    let (cached, _) = scores_of(ResponseWeight::Fixed(3.0), TrainLayers::Top(1));
+    assert_matrix_rel(&cached, &weighted, 1e-5, "cached hidden states, weighted");
     let weighting = checkpoint.config.response_weighting.clone().unwrap();
     assert_eq!(weighting.weight, 3.0);
     let saved = Checkpoint::from_bytes(
